@@ -1,0 +1,9 @@
+//! botfleet: a fleet of Telegram bots on one small host. One supervisor
+//! process runs one worker process per bot token. See ARCHITECTURE.md for the
+//! map of modules and threads; DESIGN.md (docs/) for the contract.
+
+pub mod cli;
+pub mod config;
+pub mod sandbox;
+pub mod telegram;
+pub mod token;
