@@ -1,2 +1,231 @@
-//! Placeholder.
-pub fn main() -> i32 { 0 }
+//! The command line: parses arguments with lexopt into one `Command`, runs
+//! it, prints an error once, and maps the outcome to the exit codes DESIGN.md
+//! fixes (0 ok, 1 runtime failure, 2 bad config or usage, 3 another instance,
+//! 4 still running at timeout). It owns no behaviour of its own: each command
+//! lives in its module. It must never print a token.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Exit codes, as DESIGN.md's command table fixes them.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const LOCKED: i32 = 3;
+    pub const TIMEOUT: i32 = 4;
+}
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+const HELP: &str = "\
+botfleet: a fleet of Telegram bots on one small host
+
+Usage: botfleet <command> [options]
+
+Commands:
+  run      [--env-file F]                 run the supervisor in the foreground
+  check    [--env-file F] [--offline]     validate the config (and call getMe)
+  status   [--env-file F] [--json]        show the running fleet
+  health   [--url U | --port N]           one line; exit 0 healthy, 1 not
+  stop     [--env-file F] [--timeout S]   stop the running supervisor
+  reload   [--env-file F]                 make the running supervisor reload .env
+  sandbox  [--port N] [--bind A] [--demo-bots N] [--flood-limits]
+                                          a local Bot API emulator
+  demo                                    the sandbox plus three demo bots
+
+Options:
+  -h, --help       this text (also `botfleet <command> --help`)
+  -V, --version    the version
+
+Settings come from .env (see .env.example); exit codes: 0 ok, 1 failure,
+2 bad config or usage, 3 another instance holds the lock, 4 timeout.
+";
+
+/// One parsed command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Run { env_file: PathBuf },
+    Check { env_file: PathBuf, offline: bool },
+    Status { env_file: PathBuf, json: bool },
+    Health { url: Option<String>, port: Option<u16> },
+    Stop { env_file: PathBuf, timeout_secs: u64 },
+    Reload { env_file: PathBuf },
+    Sandbox(crate::sandbox::SandboxOptions),
+    Demo,
+    /// The hidden subcommand the supervisor starts each worker with.
+    Worker,
+    Help(&'static str),
+    Version,
+}
+
+/// A command line that does not parse.
+#[derive(Debug)]
+pub struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<lexopt::Error> for UsageError {
+    fn from(e: lexopt::Error) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
+fn command_help(name: &str) -> &'static str {
+    match name {
+        "run" => "Usage: botfleet run [--env-file F]\n\nRuns the supervisor in the foreground: one worker per token in F (default .env).\nExit: 0 clean stop, 1 runtime failure, 2 bad config, 3 another instance holds the lock.\n",
+        "check" => "Usage: botfleet check [--env-file F] [--offline]\n\nValidates the config; without --offline calls getMe for every token and prints\nindex, bot id, @username, ok/error. Exit: 0 all good, 1 a token failed, 2 bad config.\n",
+        "status" => "Usage: botfleet status [--env-file F] [--json]\n\nAsks the running supervisor's health endpoint and prints the fleet.\nExit: 0, or 1 when nothing answers.\n",
+        "health" => "Usage: botfleet health [--url U | --port N]\n\nPrints one line and exits 0 when the fleet is healthy, 1 when not.\n",
+        "stop" => "Usage: botfleet stop [--env-file F] [--timeout S]\n\nSends SIGTERM to the supervisor in the lock file and waits for the lock.\nExit: 0 stopped, 1 not running, 4 still running at timeout.\n",
+        "reload" => "Usage: botfleet reload [--env-file F]\n\nSends SIGHUP to the supervisor in the lock file. Exit: 0 sent, 1 not running.\n",
+        "sandbox" => "Usage: botfleet sandbox [--port N] [--bind ADDR] [--demo-bots N] [--flood-limits]\n\nA local Bot API emulator (see docs/sandbox.md). --port 0 (default) picks a\nfree port; the first line printed is `sandbox listening on URL`.\n",
+        "demo" => "Usage: botfleet demo\n\nStarts the sandbox and a fleet of three demo bots with simulated users.\n",
+        _ => HELP,
+    }
+}
+
+/// Parses `args` (without the program name).
+pub fn parse<I>(args: I) -> Result<Command, UsageError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
+    let name = match parser.next()? {
+        None => return Ok(Command::Help(HELP)),
+        Some(Short('h') | Long("help")) => return Ok(Command::Help(HELP)),
+        Some(Short('V') | Long("version")) => return Ok(Command::Version),
+        Some(Value(v)) => v.string()?,
+        Some(other) => return Err(other.unexpected().into()),
+    };
+    let mut env_file = PathBuf::from(".env");
+    let mut offline = false;
+    let mut json = false;
+    let mut url = None;
+    let mut port: Option<u16> = None;
+    let mut timeout_secs = 30;
+    let mut sandbox = crate::sandbox::SandboxOptions::default();
+    let known = [
+        "run", "check", "status", "health", "stop", "reload", "sandbox", "demo", "worker",
+    ];
+    if !known.contains(&name.as_str()) {
+        return Err(UsageError(format!(
+            "unknown command '{name}'; see `botfleet --help`"
+        )));
+    }
+    while let Some(arg) = parser.next()? {
+        match (name.as_str(), arg) {
+            (_, Short('h') | Long("help")) => return Ok(Command::Help(command_help(&name))),
+            ("run" | "check" | "status" | "stop" | "reload", Long("env-file")) => {
+                env_file = parser.value()?.into();
+            }
+            ("check", Long("offline")) => offline = true,
+            ("status", Long("json")) => json = true,
+            ("health", Long("url")) => url = Some(parser.value()?.string()?),
+            ("health", Long("port")) => port = Some(parser.value()?.parse()?),
+            ("stop", Long("timeout")) => timeout_secs = parser.value()?.parse()?,
+            ("sandbox", Long("port")) => sandbox.port = parser.value()?.parse()?,
+            ("sandbox", Long("bind")) => sandbox.bind = parser.value()?.parse()?,
+            ("sandbox", Long("demo-bots")) => sandbox.demo_bots = parser.value()?.parse()?,
+            ("sandbox", Long("flood-limits")) => sandbox.flood_limits = true,
+            (_, arg) => return Err(arg.unexpected().into()),
+        }
+    }
+    if url.is_some() && port.is_some() {
+        return Err(UsageError("give --url or --port, not both".into()));
+    }
+    Ok(match name.as_str() {
+        "run" => Command::Run { env_file },
+        "check" => Command::Check { env_file, offline },
+        "status" => Command::Status { env_file, json },
+        "health" => Command::Health { url, port },
+        "stop" => Command::Stop {
+            env_file,
+            timeout_secs,
+        },
+        "reload" => Command::Reload { env_file },
+        "sandbox" => Command::Sandbox(sandbox),
+        "demo" => Command::Demo,
+        _ => Command::Worker,
+    })
+}
+
+fn not_implemented(what: &str) -> i32 {
+    eprintln!("botfleet: `{what}` is not implemented yet");
+    exit::USAGE
+}
+
+/// Runs the program and returns its exit code.
+pub fn main() -> i32 {
+    let command = match parse(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("botfleet: {e}");
+            return exit::USAGE;
+        }
+    };
+    match command {
+        Command::Help(text) => {
+            print!("{text}");
+            exit::OK
+        }
+        Command::Version => {
+            println!("botfleet {VERSION}");
+            exit::OK
+        }
+        Command::Sandbox(opts) => match crate::sandbox::serve_forever(opts) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("botfleet sandbox: {e}");
+                exit::FAILURE
+            }
+        },
+        Command::Run { .. } => not_implemented("run"),
+        Command::Check { .. } => not_implemented("check"),
+        Command::Status { .. } => not_implemented("status"),
+        Command::Health { .. } => not_implemented("health"),
+        Command::Stop { .. } => not_implemented("stop"),
+        Command::Reload { .. } => not_implemented("reload"),
+        Command::Demo => not_implemented("demo"),
+        Command::Worker => not_implemented("worker"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands_and_options() {
+        assert_eq!(
+            parse(["run", "--env-file", "x.env"]).expect("valid"),
+            Command::Run {
+                env_file: "x.env".into()
+            }
+        );
+        assert_eq!(
+            parse(["check", "--offline"]).expect("valid"),
+            Command::Check {
+                env_file: ".env".into(),
+                offline: true
+            }
+        );
+        assert_eq!(
+            parse(["stop", "--timeout", "5"]).expect("valid"),
+            Command::Stop {
+                env_file: ".env".into(),
+                timeout_secs: 5
+            }
+        );
+        assert!(parse(["run", "--bogus"]).is_err());
+        assert!(parse(["frobnicate"]).is_err());
+        assert!(parse(["health", "--url", "u", "--port", "1"]).is_err());
+        assert_eq!(parse(["--version"]).expect("valid"), Command::Version);
+    }
+}
