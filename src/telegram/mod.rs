@@ -220,10 +220,14 @@ impl Client {
             source,
         };
         let file = File::open(path).map_err(|e| local("cannot open upload", e))?;
-        let file_len = file
+        let meta = file
             .metadata()
-            .map_err(|e| local("cannot stat upload", e))?
-            .len();
+            .map_err(|e| local("cannot stat upload", e))?;
+        if !meta.is_file() {
+            let source = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+            return Err(local("cannot upload", source));
+        }
+        let file_len = meta.len();
 
         let boundary = multipart::boundary();
         let chat_id = chat_id.to_string();
@@ -272,7 +276,9 @@ impl Client {
     /// into a unique dot-prefixed temp file beside `dest`, fsynced, then
     /// renamed over `dest`. On any failure the temp file is removed and
     /// `dest` is untouched. With `max_bytes`, a file larger than that fails
-    /// (as `BadRequest`) without writing more than `max_bytes`. Returns the
+    /// (as `BadRequest` with status 413) without writing more than
+    /// `max_bytes`. A 404 here means the file is gone (file paths expire),
+    /// so it is `BadRequest`, not `TokenRejected`. Returns the
     /// number of bytes written.
     pub fn download_file(
         &self,
@@ -312,12 +318,12 @@ impl Client {
         }
         if let (Some(max), Some(len)) = (max_bytes, content_length(response.headers())) {
             if len > max {
-                return Err(too_big(method, status, max));
+                return Err(too_big(method, max));
             }
         }
 
         let temp = temp_path_beside(dest);
-        let result = self.stream_to(method, status, response.into_body(), &temp, max_bytes);
+        let result = self.stream_to(method, response.into_body(), &temp, max_bytes);
         let result = result.and_then(|n| {
             fs::rename(&temp, dest).map_err(|e| ApiError::Local {
                 what: format!("cannot rename download to {}", dest.display()),
@@ -470,7 +476,6 @@ impl Client {
     fn stream_to(
         &self,
         method: &str,
-        status: u16,
         body: ureq::Body,
         temp: &Path,
         max_bytes: Option<u64>,
@@ -502,7 +507,7 @@ impl Client {
             total += n as u64;
             if let Some(max) = max_bytes {
                 if total > max {
-                    return Err(too_big(method, status, max));
+                    return Err(too_big(method, max));
                 }
             }
             out.write_all(&buf[..n])
@@ -661,10 +666,12 @@ fn unexpected(method: &str, what: &str) -> ApiError {
     }
 }
 
-fn too_big(method: &str, status: u16, max: u64) -> ApiError {
+/// A download over the caller's cap. Reported as 413 (what the HTTP status
+/// for "too large" is), since the server's own status was a success.
+fn too_big(method: &str, max: u64) -> ApiError {
     ApiError::BadRequest {
         method: method.to_string(),
-        status,
+        status: 413,
         description: format!("file is larger than the limit of {max} bytes"),
     }
 }
@@ -879,6 +886,21 @@ mod tests {
         let c = Client::new("http://[bad host", token(), 1);
         let e = c.get_me().expect_err("bad url");
         assert!(!format!("{e} {e:?}").contains("AAHsecretPART"), "{e:?}");
+    }
+
+    #[test]
+    fn upload_sources_that_are_not_files_are_local_errors() {
+        let c = Client::new("http://127.0.0.1:9", token(), 1);
+        let dir = std::env::temp_dir();
+        let e = c
+            .send_document(1, &dir, "dir.bin", None)
+            .expect_err("a directory");
+        assert!(matches!(e, ApiError::Local { .. }), "{e:?}");
+        let e = c
+            .send_document(1, &dir.join("botfleet-no-such-file-x"), "x", None)
+            .expect_err("missing");
+        assert!(matches!(e, ApiError::Local { .. }), "{e:?}");
+        assert!(!e.is_transient());
     }
 
     #[test]
