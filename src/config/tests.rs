@@ -620,3 +620,18 @@ fn logical_lines_follow_dotenvy() {
     let starts: Vec<usize> = lines.iter().map(|(l, _)| *l).collect();
     assert_eq!(starts, [1, 2, 4]);
 }
+
+#[test]
+fn every_setting_is_documented() {
+    let example = include_str!("../../.env.example");
+    let reference = include_str!("../../docs/configuration.md");
+    for key in KNOWN_KEYS {
+        assert!(example.contains(key), ".env.example lacks {key}");
+        assert!(
+            reference.contains(&format!("| `{key}` |")),
+            "docs lack {key}"
+        );
+    }
+    // Copying the example as it is gives the clear "no bot token" error.
+    assert!(matches!(load(example), Err(ConfigError::NoToken { .. })));
+}
