@@ -70,6 +70,13 @@ pub const KNOWN_KEYS: &[&str] = &[
 /// The keys that hold bot tokens; never passed to a worker, always redacted.
 const TOKEN_KEYS: &[&str] = &["TELEGRAM_BOT_TOKENS", "TELEGRAM_BOT_TOKEN"];
 
+/// The keys never passed to a worker.
+const WITHHELD_KEYS: &[&str] = &[
+    "TELEGRAM_BOT_TOKENS",
+    "TELEGRAM_BOT_TOKEN",
+    "HEALTH_AUTH_TOKEN",
+];
+
 /// Known settings whose names look secret but are not.
 const NOT_SECRET: &[&str] = &["BOT_TOKEN_MONITOR_INTERVAL"];
 
@@ -186,6 +193,9 @@ pub struct Config {
     /// Things worth logging that do not stop a load; never hold a secret.
     pub warnings: Vec<String>,
     entries: BTreeMap<String, Entry>,
+    /// Keys kept from workers besides the three named ones: look-alikes of
+    /// those names and values that hold a bot token or HEALTH_AUTH_TOKEN.
+    withheld: Vec<String>,
     source: String,
     version: String,
 }
@@ -344,12 +354,21 @@ impl Config {
                 source: source.to_string(),
             });
         }
+        let withheld = withheld_keys(&entries, &tokens, &settings);
+        for key in &withheld {
+            let at = location(source, entries[key].origin);
+            warnings.push(format!(
+                "{at}: {key} looks like it holds a bot token or HEALTH_AUTH_TOKEN; \
+                 it is not passed on to workers and handlers"
+            ));
+        }
         let version = version_of(&entries);
         Ok(Config {
             settings,
             tokens,
             warnings,
             entries,
+            withheld,
             source: source.to_string(),
             version,
         })
@@ -379,12 +398,17 @@ impl Config {
 
     /// The environment a worker gets on top of the supervisor's own: every
     /// entry except TELEGRAM_BOT_TOKENS, TELEGRAM_BOT_TOKEN and
-    /// HEALTH_AUTH_TOKEN. (The supervisor must also remove those three from
-    /// the inherited environment, and add BOT_TOKEN and BOT_INDEX.)
+    /// HEALTH_AUTH_TOKEN, and except (with a warning at load) any other key
+    /// whose name is a look-alike of those three (`telegram_bot_tokens`,
+    /// `TELEGRAM_BOT_TOKNES`) or whose value holds a bot token's secret or
+    /// HEALTH_AUTH_TOKEN (`MY_TOKENS=${TELEGRAM_BOT_TOKENS}`): workers and
+    /// handlers must never see other bots' tokens. The supervisor must also
+    /// remove those keys from the inherited environment, and add BOT_TOKEN
+    /// and BOT_INDEX.
     pub fn worker_env(&self) -> Vec<(String, String)> {
         self.entries
             .iter()
-            .filter(|(k, _)| !TOKEN_KEYS.contains(&k.as_str()) && k.as_str() != "HEALTH_AUTH_TOKEN")
+            .filter(|(k, _)| !WITHHELD_KEYS.contains(&k.as_str()) && !self.withheld.contains(k))
             .map(|(k, e)| (k.clone(), e.value.clone()))
             .collect()
     }
@@ -704,6 +728,33 @@ fn syntax_error(text: &str, source: &str) -> ConfigError {
         return error(Some(line), key, hint);
     }
     error(None, None, "the settings file does not parse")
+}
+
+/// Other keys that must not reach a worker: look-alike names of the
+/// withheld keys, and values that contain a token's secret or the
+/// HEALTH_AUTH_TOKEN.
+fn withheld_keys(
+    entries: &BTreeMap<String, Entry>,
+    tokens: &[Token],
+    settings: &Settings,
+) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|(key, _)| !WITHHELD_KEYS.contains(&key.as_str()))
+        .filter(|(key, entry)| {
+            let upper = key.to_ascii_uppercase();
+            let looks_alike = WITHHELD_KEYS.iter().any(|w| edit_distance(&upper, w) <= 2);
+            let holds_token = tokens
+                .iter()
+                .any(|t| !t.secret().is_empty() && entry.value.contains(t.secret()));
+            let holds_auth = settings
+                .health_auth_token
+                .as_deref()
+                .is_some_and(|auth| entry.value.contains(auth));
+            looks_alike || holds_token || holds_auth
+        })
+        .map(|(key, _)| key.clone())
+        .collect()
 }
 
 /// Parses the tokens, de-duplicating them with a warning.

@@ -445,12 +445,14 @@ fn near_misses_are_warned_and_unknown_keys_kept() {
         "\nTELEGRAM_BOT_TOKNES=x\nport=1\nHOST=db\nOPENAI_API_KEY=k\n",
     ));
     assert_eq!(
-        c.warnings,
+        c.warnings[..2],
         [
             ".env:3: unknown setting TELEGRAM_BOT_TOKNES; did you mean TELEGRAM_BOT_TOKENS?",
             ".env:4: unknown setting port; did you mean PORT?",
         ]
     );
+    assert!(c.warnings[2].starts_with(".env:3: TELEGRAM_BOT_TOKNES looks like it holds"));
+    assert_eq!(c.warnings.len(), 3);
     assert_eq!(c.get("HOST"), Some("db"));
     assert_eq!(c.get("TELEGRAM_BOT_TOKNES"), Some("x"));
     assert_eq!(edit_distance("KITTEN", "SITTING"), 3);
@@ -634,4 +636,19 @@ fn every_setting_is_documented() {
     }
     // Copying the example as it is gives the clear "no bot token" error.
     assert!(matches!(load(example), Err(ConfigError::NoToken { .. })));
+}
+
+#[test]
+fn workers_never_get_tokens_under_another_name() {
+    let c = load_ok(&format!(
+        "TELEGRAM_BOT_TOKENS={T1}\ntelegram_bot_tokens={T2}\nCOPY=\"x ${{TELEGRAM_BOT_TOKENS}}\"\n\
+         HEALTH_AUTH_TOKEN={AUTH}\nALSO={AUTH}\nFINE=1\n"
+    ));
+    let keys: Vec<String> = c.worker_env().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["FINE"]);
+    assert_eq!(c.warnings.len(), 4, "{:?}", c.warnings);
+    assert!(c
+        .warnings
+        .iter()
+        .any(|w| w.starts_with(".env:3: COPY looks like it holds")));
 }
