@@ -750,7 +750,7 @@ fn withheld_keys(
             let holds_auth = settings
                 .health_auth_token
                 .as_deref()
-                .is_some_and(|auth| entry.value.contains(auth));
+                .is_some_and(|auth| auth.len() >= 8 && entry.value.contains(auth));
             looks_alike || holds_token || holds_auth
         })
         .map(|(key, _)| key.clone())

@@ -324,6 +324,9 @@ pub(crate) fn parse(lookup: &LocatedLookup<'_>) -> (Settings, Vec<Problem>, Vec<
     (settings, p.problems, p.warnings)
 }
 
+/// Below this many characters HEALTH_AUTH_TOKEN gets a warning.
+pub(crate) const MIN_AUTH_TOKEN_CHARS: usize = 16;
+
 /// The largest duration accepted, in seconds (30 days); it keeps deadline
 /// arithmetic (`Instant + Duration`) far from overflow.
 const MAX_SECS: u64 = 30 * 86_400;
@@ -554,6 +557,13 @@ impl Parser<'_, '_> {
     fn auth_token(&mut self, key: &str) -> Option<String> {
         let (value, location) = self.raw(key)?;
         if value.bytes().all(|b| b.is_ascii_graphic()) {
+            if value.len() < MIN_AUTH_TOKEN_CHARS {
+                self.warnings.push(format!(
+                    "{location}: {key}: the value is short ({} characters); anyone who guesses \
+                     it can restart the fleet: use {MIN_AUTH_TOKEN_CHARS} or more random characters",
+                    value.len()
+                ));
+            }
             Some(value)
         } else {
             self.fail(

@@ -652,3 +652,14 @@ fn workers_never_get_tokens_under_another_name() {
         .iter()
         .any(|w| w.starts_with(".env:3: COPY looks like it holds")));
 }
+
+#[test]
+fn a_short_health_auth_token_is_warned_without_showing_it() {
+    let c = load_ok(&with_token("HEALTH_AUTH_TOKEN=abc123\n"));
+    assert_eq!(c.settings.health_auth_token.as_deref(), Some("abc123"));
+    assert_eq!(c.warnings.len(), 1);
+    assert!(
+        c.warnings[0].starts_with(".env:2: HEALTH_AUTH_TOKEN: the value is short (6 characters)")
+    );
+    assert!(!c.warnings[0].contains("abc123"));
+}
