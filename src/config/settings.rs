@@ -1,0 +1,577 @@
+//! The typed settings: every setting of DESIGN.md except the bot tokens,
+//! parsed and range-checked from a key lookup. The supervisor builds them from
+//! `.env` plus its environment (through `Config`); a worker builds them from
+//! its own environment with `Settings::from_lookup`. Defaults live here and
+//! nowhere else.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::{ConfigError, Location, Problem};
+use super::is_secret_key;
+use super::words::{shell_operator, split_words};
+
+/// The default Bot API base.
+pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
+
+/// Every setting except the tokens, typed. `Debug` hides HEALTH_AUTH_TOKEN.
+#[derive(Clone, PartialEq)]
+pub struct Settings {
+    /// TELEGRAM_API_URL without a trailing slash.
+    pub api_url: String,
+    /// MEDIA_TMP_LOCATION: root of the per-bot `bot-N/` directories.
+    pub media_dir: PathBuf,
+    /// CLEAN_UP_MEDIADIR: wipe `bot-N/` when that worker starts.
+    pub clean_up_media: bool,
+    /// STATE_DIR: offsets and the bot-index registry.
+    pub state_dir: PathBuf,
+    /// LOCK_FILE: the single-instance lock, holding the supervisor's PID.
+    pub lock_file: PathBuf,
+    /// BOT_TOKEN_MONITOR_INTERVAL: how often the watcher stats `.env`;
+    /// zero turns the watcher off.
+    pub monitor_interval: Duration,
+    /// CONFIG_RELOAD_DEBOUNCE: how long the file must be stable.
+    pub reload_debounce: Duration,
+    /// ALLOWED_USER_IDS: empty means everyone.
+    pub allowed_users: Vec<i64>,
+    /// ADMIN_USER_IDS.
+    pub admin_users: Vec<i64>,
+    /// OWNER_USER_ID: an admin who also gets fleet alerts.
+    pub owner_user: Option<i64>,
+    /// MEDIA_RECIPIENTS, or the admins and the owner (deduplicated) when unset.
+    pub media_recipients: Vec<i64>,
+    /// BOT_HANDLER split into program and arguments; `None` when unset.
+    pub handler: Option<Vec<String>>,
+    /// HANDLER_TIMEOUT_SECS: the limit of one handler run.
+    pub handler_timeout: Duration,
+    /// HANDLER_CONCURRENCY: handler runs at once per worker, at least 1.
+    pub handler_concurrency: usize,
+    /// PORT of the health server.
+    pub port: u16,
+    /// HEALTH_BIND: the address the health server listens on.
+    pub health_bind: IpAddr,
+    /// HEALTH_AUTH_TOKEN: bearer token for `POST /restart`. Secret.
+    pub health_auth_token: Option<String>,
+    /// POLL_TIMEOUT_SECS: getUpdates long-poll timeout, 0..=50.
+    pub poll_timeout_secs: u64,
+    /// SEND_RATE_PER_CHAT: messages a second to one chat; 0 = unpaced.
+    pub send_rate_per_chat: f64,
+    /// SEND_RATE_PER_BOT: messages a second from one bot; 0 = unpaced.
+    pub send_rate_per_bot: f64,
+    /// SHUTDOWN_TIMEOUT: SIGTERM to SIGKILL grace for workers.
+    pub shutdown_timeout: Duration,
+    /// RESTART_DELAY: the first backoff delay.
+    pub restart_delay: Duration,
+    /// RESTART_MAX_DELAY: the backoff cap, never below `restart_delay`.
+    pub restart_max_delay: Duration,
+    /// MAX_RESTARTS: restarts in a row before a worker is `failed`;
+    /// 0 means never give up.
+    pub max_restarts: u32,
+    /// RESTART_RESET_AFTER_SECS: a worker up this long counts as stable.
+    pub restart_reset_after: Duration,
+    /// UNHEALTHY_THRESHOLD_SECS: no successful getUpdates for this long
+    /// makes a worker unhealthy.
+    pub unhealthy_threshold: Duration,
+    /// KEEPALIVE_URL: an http:// or https:// URL to ping; `None` when unset.
+    pub keepalive_url: Option<String>,
+    /// HEARTBEAT_INTERVAL_SECS: how often KEEPALIVE_URL is pinged.
+    pub heartbeat_interval: Duration,
+    /// RUST_LOG: the log filter.
+    pub rust_log: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            api_url: DEFAULT_API_URL.to_string(),
+            media_dir: PathBuf::from("./media"),
+            clean_up_media: false,
+            state_dir: PathBuf::from("./state"),
+            lock_file: PathBuf::from("bot.lock"),
+            monitor_interval: Duration::from_millis(2000),
+            reload_debounce: Duration::from_millis(2000),
+            allowed_users: Vec::new(),
+            admin_users: Vec::new(),
+            owner_user: None,
+            media_recipients: Vec::new(),
+            handler: None,
+            handler_timeout: Duration::from_secs(30),
+            handler_concurrency: 4,
+            port: 8001,
+            health_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            health_auth_token: None,
+            poll_timeout_secs: 30,
+            send_rate_per_chat: 1.0,
+            send_rate_per_bot: 30.0,
+            shutdown_timeout: Duration::from_millis(10_000),
+            restart_delay: Duration::from_millis(5000),
+            restart_max_delay: Duration::from_millis(300_000),
+            max_restarts: 10,
+            restart_reset_after: Duration::from_secs(60),
+            unhealthy_threshold: Duration::from_secs(300),
+            keepalive_url: None,
+            heartbeat_interval: Duration::from_secs(300),
+            rust_log: "info".to_string(),
+        }
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("api_url", &self.api_url)
+            .field("media_dir", &self.media_dir)
+            .field("clean_up_media", &self.clean_up_media)
+            .field("state_dir", &self.state_dir)
+            .field("lock_file", &self.lock_file)
+            .field("monitor_interval", &self.monitor_interval)
+            .field("reload_debounce", &self.reload_debounce)
+            .field("allowed_users", &self.allowed_users)
+            .field("admin_users", &self.admin_users)
+            .field("owner_user", &self.owner_user)
+            .field("media_recipients", &self.media_recipients)
+            .field("handler", &self.handler)
+            .field("handler_timeout", &self.handler_timeout)
+            .field("handler_concurrency", &self.handler_concurrency)
+            .field("port", &self.port)
+            .field("health_bind", &self.health_bind)
+            .field(
+                "health_auth_token",
+                &self.health_auth_token.as_ref().map(|_| "***"),
+            )
+            .field("poll_timeout_secs", &self.poll_timeout_secs)
+            .field("send_rate_per_chat", &self.send_rate_per_chat)
+            .field("send_rate_per_bot", &self.send_rate_per_bot)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("restart_delay", &self.restart_delay)
+            .field("restart_max_delay", &self.restart_max_delay)
+            .field("max_restarts", &self.max_restarts)
+            .field("restart_reset_after", &self.restart_reset_after)
+            .field("unhealthy_threshold", &self.unhealthy_threshold)
+            .field(
+                "keepalive_url",
+                &self
+                    .keepalive_url
+                    .as_ref()
+                    .map(|u| super::redact("KEEPALIVE_URL", u)),
+            )
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("rust_log", &self.rust_log)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Parses every setting except the tokens from `lookup` (a worker passes
+    /// its own environment). A key that is unset or empty takes its default.
+    /// Problems name the environment as their source.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let located = |key: &str| lookup(key).map(|v| (v, Location::Environment));
+        let (settings, problems, _warnings) = parse(&located);
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Who outbox files are sent to: MEDIA_RECIPIENTS, or the admins and the
+    /// owner when it is unset.
+    pub fn recipients(&self) -> &[i64] {
+        &self.media_recipients
+    }
+
+    /// True for the owner and the admins.
+    pub fn is_admin(&self, user_id: i64) -> bool {
+        self.owner_user == Some(user_id) || self.admin_users.contains(&user_id)
+    }
+
+    /// True when the bot serves this user: ALLOWED_USER_IDS is empty, lists
+    /// the user, or the user is an admin or the owner (who are always served).
+    pub fn is_allowed(&self, user_id: i64) -> bool {
+        self.allowed_users.is_empty()
+            || self.allowed_users.contains(&user_id)
+            || self.is_admin(user_id)
+    }
+}
+
+/// A lookup that also says where each value came from.
+pub(crate) type LocatedLookup<'a> = dyn Fn(&str) -> Option<(String, Location)> + 'a;
+
+/// Parses the settings, collecting every problem instead of stopping at the
+/// first, and warnings that do not stop a load.
+pub(crate) fn parse(lookup: &LocatedLookup<'_>) -> (Settings, Vec<Problem>, Vec<String>) {
+    let mut p = Parser {
+        lookup,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let d = Settings::default();
+
+    let api_url = p.url("TELEGRAM_API_URL").unwrap_or(d.api_url);
+    let media_dir = p.path("MEDIA_TMP_LOCATION").unwrap_or(d.media_dir);
+    let clean_up_media = p.boolean("CLEAN_UP_MEDIADIR").unwrap_or(d.clean_up_media);
+    let state_dir = p.path("STATE_DIR").unwrap_or(d.state_dir);
+    let lock_file = p.path("LOCK_FILE").unwrap_or(d.lock_file);
+    let monitor_interval = p.millis("BOT_TOKEN_MONITOR_INTERVAL", d.monitor_interval);
+    let reload_debounce = p.millis("CONFIG_RELOAD_DEBOUNCE", d.reload_debounce);
+    let allowed_users = p.ids("ALLOWED_USER_IDS").unwrap_or_default();
+    let admin_users = p.ids("ADMIN_USER_IDS").unwrap_or_default();
+    let owner_user = p.id("OWNER_USER_ID");
+    let media_recipients = match p.ids("MEDIA_RECIPIENTS") {
+        Some(ids) => ids,
+        None => {
+            let mut ids = admin_users.clone();
+            if let Some(owner) = owner_user {
+                if !ids.contains(&owner) {
+                    ids.push(owner);
+                }
+            }
+            ids
+        }
+    };
+    let handler = p.handler("BOT_HANDLER");
+    let handler_timeout = Duration::from_secs(p.integer(
+        "HANDLER_TIMEOUT_SECS",
+        d.handler_timeout.as_secs(),
+        1,
+        86_400,
+    ));
+    let handler_concurrency =
+        p.integer("HANDLER_CONCURRENCY", d.handler_concurrency as u64, 1, 1024) as usize;
+    let port = p.port("PORT").unwrap_or(d.port);
+    let health_bind = p.ip("HEALTH_BIND").unwrap_or(d.health_bind);
+    let health_auth_token = p.auth_token("HEALTH_AUTH_TOKEN");
+    let poll_timeout_secs = p.integer("POLL_TIMEOUT_SECS", d.poll_timeout_secs, 0, 50);
+    let send_rate_per_chat = p.rate("SEND_RATE_PER_CHAT").unwrap_or(d.send_rate_per_chat);
+    let send_rate_per_bot = p.rate("SEND_RATE_PER_BOT").unwrap_or(d.send_rate_per_bot);
+    let shutdown_timeout = p.millis("SHUTDOWN_TIMEOUT", d.shutdown_timeout);
+    let restart_delay = p.millis("RESTART_DELAY", d.restart_delay);
+    let mut restart_max_delay = p.millis("RESTART_MAX_DELAY", d.restart_max_delay);
+    if restart_max_delay < restart_delay {
+        let location = p.location_of("RESTART_MAX_DELAY");
+        p.fail(
+            "RESTART_MAX_DELAY",
+            location,
+            format!(
+                "{} ms is below RESTART_DELAY ({} ms); the cap must be at least the first delay",
+                restart_max_delay.as_millis(),
+                restart_delay.as_millis()
+            ),
+        );
+        restart_max_delay = restart_delay;
+    }
+    let max_restarts = p.integer(
+        "MAX_RESTARTS",
+        u64::from(d.max_restarts),
+        0,
+        u64::from(u32::MAX),
+    ) as u32;
+    let restart_reset_after = Duration::from_secs(p.integer(
+        "RESTART_RESET_AFTER_SECS",
+        d.restart_reset_after.as_secs(),
+        0,
+        MAX_SECS,
+    ));
+    let unhealthy_threshold = Duration::from_secs(p.integer(
+        "UNHEALTHY_THRESHOLD_SECS",
+        d.unhealthy_threshold.as_secs(),
+        1,
+        MAX_SECS,
+    ));
+    let keepalive_url = p.url("KEEPALIVE_URL");
+    let heartbeat_interval = Duration::from_secs(p.integer(
+        "HEARTBEAT_INTERVAL_SECS",
+        d.heartbeat_interval.as_secs(),
+        1,
+        MAX_SECS,
+    ));
+    let rust_log = p.raw("RUST_LOG").map(|(v, _)| v).unwrap_or(d.rust_log);
+
+    let settings = Settings {
+        api_url,
+        media_dir,
+        clean_up_media,
+        state_dir,
+        lock_file,
+        monitor_interval,
+        reload_debounce,
+        allowed_users,
+        admin_users,
+        owner_user,
+        media_recipients,
+        handler,
+        handler_timeout,
+        handler_concurrency,
+        port,
+        health_bind,
+        health_auth_token,
+        poll_timeout_secs,
+        send_rate_per_chat,
+        send_rate_per_bot,
+        shutdown_timeout,
+        restart_delay,
+        restart_max_delay,
+        max_restarts,
+        restart_reset_after,
+        unhealthy_threshold,
+        keepalive_url,
+        heartbeat_interval,
+        rust_log,
+    };
+    (settings, p.problems, p.warnings)
+}
+
+/// Below this many characters HEALTH_AUTH_TOKEN gets a warning.
+pub(crate) const MIN_AUTH_TOKEN_CHARS: usize = 16;
+
+/// The largest duration accepted, in seconds (30 days); it keeps deadline
+/// arithmetic (`Instant + Duration`) far from overflow.
+const MAX_SECS: u64 = 30 * 86_400;
+const MAX_MILLIS: u64 = MAX_SECS * 1000;
+
+/// How a value is shown in a message: quoted and shortened, or not at all
+/// for a secret key.
+pub(crate) fn shown(key: &str, value: &str) -> String {
+    if is_secret_key(key) {
+        return "the value".to_string();
+    }
+    const MAX_CHARS: usize = 60;
+    if value.chars().count() > MAX_CHARS {
+        let short: String = value.chars().take(MAX_CHARS).collect();
+        format!("{short:?}...")
+    } else {
+        format!("{value:?}")
+    }
+}
+
+struct Parser<'a, 'b> {
+    lookup: &'a LocatedLookup<'b>,
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+}
+
+impl Parser<'_, '_> {
+    /// The trimmed value, or `None` when unset or empty (the default applies).
+    fn raw(&self, key: &str) -> Option<(String, Location)> {
+        let (value, location) = (self.lookup)(key)?;
+        let value = value.trim();
+        if value.is_empty() {
+            None
+        } else {
+            Some((value.to_string(), location))
+        }
+    }
+
+    fn location_of(&self, key: &str) -> Location {
+        (self.lookup)(key)
+            .map(|(_, l)| l)
+            .unwrap_or(Location::Environment)
+    }
+
+    fn fail(&mut self, key: &str, location: Location, message: String) {
+        self.problems.push(Problem {
+            location,
+            key: key.to_string(),
+            message,
+        });
+    }
+
+    fn integer(&mut self, key: &str, default: u64, min: u64, max: u64) -> u64 {
+        let Some((value, location)) = self.raw(key) else {
+            return default;
+        };
+        match value.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => n,
+            Ok(_) => {
+                let message = format!("{} is out of range ({min}-{max})", shown(key, &value));
+                self.fail(key, location, message);
+                default
+            }
+            Err(_) => {
+                let message = format!("{} is not a whole number ({min}-{max})", shown(key, &value));
+                self.fail(key, location, message);
+                default
+            }
+        }
+    }
+
+    fn millis(&mut self, key: &str, default: Duration) -> Duration {
+        Duration::from_millis(self.integer(key, default.as_millis() as u64, 0, MAX_MILLIS))
+    }
+
+    fn boolean(&mut self, key: &str) -> Option<bool> {
+        let (value, location) = self.raw(key)?;
+        match value.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Some(true),
+            "false" | "0" | "no" | "off" => Some(false),
+            _ => {
+                let message = format!(
+                    "{} is not a boolean (true/false, 1/0, yes/no, on/off)",
+                    shown(key, &value)
+                );
+                self.fail(key, location, message);
+                None
+            }
+        }
+    }
+
+    fn path(&mut self, key: &str) -> Option<PathBuf> {
+        self.raw(key).map(|(v, _)| PathBuf::from(v))
+    }
+
+    fn port(&mut self, key: &str) -> Option<u16> {
+        let (value, location) = self.raw(key)?;
+        match value.parse::<u16>() {
+            Ok(port) if port > 0 => Some(port),
+            _ => {
+                let message = format!("{} is not a port (1-65535)", shown(key, &value));
+                self.fail(key, location, message);
+                None
+            }
+        }
+    }
+
+    fn ip(&mut self, key: &str) -> Option<IpAddr> {
+        let (value, location) = self.raw(key)?;
+        match value.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                let message = format!(
+                    "{} is not an IP address (e.g. 127.0.0.1, 0.0.0.0, ::1)",
+                    shown(key, &value)
+                );
+                self.fail(key, location, message);
+                None
+            }
+        }
+    }
+
+    fn id(&mut self, key: &str) -> Option<i64> {
+        let (value, location) = self.raw(key)?;
+        match value.parse::<i64>() {
+            Ok(id) => Some(id),
+            Err(_) => {
+                let message = format!("{} is not a numeric Telegram id", shown(key, &value));
+                self.fail(key, location, message);
+                None
+            }
+        }
+    }
+
+    /// A comma-separated id list; `None` when unset or empty.
+    fn ids(&mut self, key: &str) -> Option<Vec<i64>> {
+        let (value, location) = self.raw(key)?;
+        let mut ids = Vec::new();
+        let mut bad = Vec::new();
+        for (position, entry) in value
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .enumerate()
+        {
+            match entry.parse::<i64>() {
+                Ok(id) if !ids.contains(&id) => ids.push(id),
+                Ok(_) => {}
+                Err(_) => bad.push(format!("#{} {}", position + 1, shown(key, entry))),
+            }
+        }
+        if !bad.is_empty() {
+            let message = format!(
+                "not a comma-separated list of numeric Telegram ids: entry {}",
+                bad.join(", entry ")
+            );
+            self.fail(key, location, message);
+            return None;
+        }
+        if ids.is_empty() {
+            None
+        } else {
+            Some(ids)
+        }
+    }
+
+    /// An http:// or https:// URL without trailing slashes.
+    fn url(&mut self, key: &str) -> Option<String> {
+        let (value, location) = self.raw(key)?;
+        let rest = value
+            .strip_prefix("https://")
+            .or_else(|| value.strip_prefix("http://"));
+        match rest {
+            Some(rest)
+                if !rest.is_empty()
+                    && !rest.starts_with('/')
+                    && !rest.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+            {
+                Some(value.trim_end_matches('/').to_string())
+            }
+            _ => {
+                let message = format!(
+                    "{} is not a URL (it must start with http:// or https:// and name a host)",
+                    shown(key, &value)
+                );
+                self.fail(key, location, message);
+                None
+            }
+        }
+    }
+
+    fn rate(&mut self, key: &str) -> Option<f64> {
+        let (value, location) = self.raw(key)?;
+        match value.parse::<f64>() {
+            Ok(rate) if rate.is_finite() && rate >= 0.0 => Some(rate),
+            _ => {
+                let message = format!(
+                    "{} is not a rate (messages a second, a number >= 0; 0 = unpaced)",
+                    shown(key, &value)
+                );
+                self.fail(key, location, message);
+                None
+            }
+        }
+    }
+
+    fn handler(&mut self, key: &str) -> Option<Vec<String>> {
+        let (value, location) = self.raw(key)?;
+        match split_words(&value) {
+            Ok(words) if words.is_empty() => None,
+            Ok(words) => {
+                if let Some(op) = shell_operator(&value) {
+                    self.warnings.push(format!(
+                        "{location}: {key}: {op:?} is passed to the program as an argument: \
+                         the handler is not run through a shell (use sh -c '...' for shell syntax)"
+                    ));
+                }
+                Some(words)
+            }
+            Err(e) => {
+                self.fail(key, location, format!("cannot split into words: {e}"));
+                None
+            }
+        }
+    }
+
+    /// A bearer token: visible ASCII without spaces, so it fits in a header.
+    fn auth_token(&mut self, key: &str) -> Option<String> {
+        let (value, location) = self.raw(key)?;
+        if value.bytes().all(|b| b.is_ascii_graphic()) {
+            if value.len() < MIN_AUTH_TOKEN_CHARS {
+                self.warnings.push(format!(
+                    "{location}: {key}: the value is short ({} characters); anyone who guesses \
+                     it can restart the fleet: use {MIN_AUTH_TOKEN_CHARS} or more random characters",
+                    value.len()
+                ));
+            }
+            Some(value)
+        } else {
+            self.fail(
+                key,
+                location,
+                "the value is invalid (use visible ASCII characters without spaces)".to_string(),
+            );
+            None
+        }
+    }
+}
