@@ -202,14 +202,17 @@ pub fn main() -> i32 {
                 exit::FAILURE
             }
         },
-        Command::Run { .. } => not_implemented("run"),
-        Command::Check { .. } => not_implemented("check"),
+        Command::Run { env_file } => crate::control::run(&env_file),
+        Command::Check { env_file, offline } => crate::control::check(&env_file, offline),
         Command::Status { .. } => not_implemented("status"),
         Command::Health { .. } => not_implemented("health"),
-        Command::Stop { .. } => not_implemented("stop"),
-        Command::Reload { .. } => not_implemented("reload"),
+        Command::Stop {
+            env_file,
+            timeout_secs,
+        } => crate::control::stop(&env_file, std::time::Duration::from_secs(timeout_secs)),
+        Command::Reload { env_file } => crate::control::reload(&env_file),
         Command::Demo => not_implemented("demo"),
-        Command::Worker => not_implemented("worker"),
+        Command::Worker => crate::worker::main(),
     }
 }
 

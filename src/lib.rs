@@ -4,6 +4,15 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod ipc;
+pub mod lock;
+pub mod logging;
 pub mod sandbox;
+pub mod signals;
+pub mod state;
+pub mod supervisor;
+pub mod sys;
 pub mod telegram;
 pub mod token;
+pub mod worker;

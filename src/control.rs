@@ -1,0 +1,171 @@
+//! The commands that act on a fleet from outside: `run` (start the
+//! supervisor under its lock), `check` (validate, and ask getMe), `stop` and
+//! `reload` (signal the PID in the lock file). Each returns the exit code
+//! DESIGN.md fixes. They must never print a token.
+
+use crate::cli::exit;
+use crate::config::Config;
+use crate::lock::{self, InstanceLock, LockError};
+use crate::supervisor::Supervisor;
+use crate::sys;
+use crate::telegram::Client;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn process_env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+/// Loads the config for a command, printing the error once.
+fn load(env_file: &Path) -> Result<Config, i32> {
+    Config::load(env_file, &process_env, true).map_err(|e| {
+        eprintln!("botfleet: {e}");
+        exit::USAGE
+    })
+}
+
+/// `botfleet run`: the supervisor in the foreground.
+pub fn run(env_file: &Path) -> i32 {
+    let config = match load(env_file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    run_with(config, env_file)
+}
+
+/// Runs the supervisor for an already loaded config (also used by `demo`).
+pub fn run_with(config: Config, env_file: &Path) -> i32 {
+    // The lock comes before anything else that has effects.
+    let instance = match InstanceLock::acquire(&config.settings.lock_file) {
+        Ok(l) => l,
+        Err(e @ LockError::Held { .. }) => {
+            eprintln!("botfleet: {e}");
+            return exit::LOCKED;
+        }
+        Err(e) => {
+            eprintln!("botfleet: {e}");
+            return exit::FAILURE;
+        }
+    };
+    crate::logging::init("Parent", &config.settings.rust_log);
+    for w in &config.warnings {
+        log::warn!("{w}");
+    }
+    let code = match Supervisor::new(config, env_file.to_path_buf()) {
+        Ok(sup) => sup.run(),
+        Err(e) => {
+            log::error!("cannot start: {e}");
+            exit::FAILURE
+        }
+    };
+    if let Err(e) = instance.release() {
+        log::warn!("cannot remove the lock file: {e}");
+    }
+    code
+}
+
+/// `botfleet check`: validate, and without `offline` call getMe per token.
+pub fn check(env_file: &Path, offline: bool) -> i32 {
+    let config = match load(env_file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
+    let registry = crate::state::Registry::load(&config.settings.state_dir).unwrap_or_default();
+    println!(
+        "config {} ok: {} token(s), {} setting(s), API {}",
+        config.version(),
+        config.tokens.len(),
+        config.setting_count(),
+        config.settings.api_url
+    );
+    if offline {
+        return exit::OK;
+    }
+    println!("{:<6} {:<14} {:<34} result", "index", "bot id", "username");
+    let mut failed = 0;
+    for (position, token) in config.tokens.iter().enumerate() {
+        let index = registry
+            .get(token.bot_id())
+            .map_or_else(|| format!("#{}", position + 1), |i| i.to_string());
+        let client = Client::new(&config.settings.api_url, token.clone(), 10);
+        match client.get_me() {
+            Ok(me) => println!(
+                "{:<6} {:<14} {:<34} ok",
+                index,
+                token.bot_id(),
+                format!("@{}", me.username)
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("{:<6} {:<14} {:<34} error: {e}", index, token.bot_id(), "-");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("botfleet: {failed} token(s) failed");
+        exit::FAILURE
+    } else {
+        exit::OK
+    }
+}
+
+fn running_pid(env_file: &Path) -> Result<(u32, std::path::PathBuf), i32> {
+    let config = load(env_file)?;
+    let path = config.settings.lock_file.clone();
+    match lock::read_pid(&path) {
+        Some(pid) if lock::is_held(&path) && sys::process_exists(pid) => Ok((pid, path)),
+        _ => {
+            eprintln!(
+                "botfleet is not running (no live lock at {})",
+                path.display()
+            );
+            Err(exit::FAILURE)
+        }
+    }
+}
+
+/// `botfleet stop`: SIGTERM to the supervisor, then wait for its lock.
+pub fn stop(env_file: &Path, timeout: Duration) -> i32 {
+    let (pid, path) = match running_pid(env_file) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if let Err(e) = sys::signal_pid(pid, sys::Signal::Term) {
+        eprintln!("botfleet: cannot signal PID {pid}: {e}");
+        return exit::FAILURE;
+    }
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if !lock::is_held(&path) {
+            println!("botfleet (PID {pid}) stopped");
+            return exit::OK;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "botfleet (PID {pid}) is still running after {} s",
+        timeout.as_secs()
+    );
+    exit::TIMEOUT
+}
+
+/// `botfleet reload`: SIGHUP to the supervisor.
+pub fn reload(env_file: &Path) -> i32 {
+    let (pid, _) = match running_pid(env_file) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    match sys::signal_pid(pid, sys::Signal::Hup) {
+        Ok(()) => {
+            println!("asked botfleet (PID {pid}) to reload its configuration");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("botfleet: cannot signal PID {pid}: {e}");
+            exit::FAILURE
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The wire between the supervisor and a worker: JSON lines. Worker to
+//! parent on the worker's stdout, parent to worker on its stdin; EOF on
+//! stdin means the parent is gone. This module owns the message types and
+//! their encoding; it must never do I/O of its own or carry a token.
+
+use serde_json::{json, Value};
+use std::fmt;
+
+/// Counters a worker reports in each heartbeat.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counters {
+    /// Updates handled since the worker started.
+    pub updates: u64,
+    /// Errors (failed calls, failed handlers) since the worker started.
+    pub errors: u64,
+    /// Milliseconds since the Unix epoch of the last successful getUpdates.
+    pub last_poll_ok_ms: Option<u64>,
+    /// Milliseconds since the Unix epoch of the last update handled.
+    pub last_update_ms: Option<u64>,
+    /// Whether the last getUpdates ended in a 409 conflict.
+    pub conflict: bool,
+}
+
+/// A message from a worker to the supervisor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerMsg {
+    /// getMe worked, the poller lock is held and the media dirs exist.
+    Ready { bot_id: u64, username: String },
+    /// Liveness and counters, at least every 5 s.
+    Heartbeat(Counters),
+    /// The worker is about to exit and must not be restarted as is.
+    Fatal { reason: String },
+    /// An admin asked for /reload_config; the answer goes to this chat.
+    ReloadRequest { chat_id: i64 },
+}
+
+/// A message from the supervisor to a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParentMsg {
+    /// New settings: the whole worker environment, key by key.
+    Settings { env: Vec<(String, String)> },
+    /// The outcome of a reload the worker asked for, to tell the chat.
+    ReloadResult { chat_id: i64, text: String },
+}
+
+/// A line that is not a message we know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeError(pub String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bad ipc line: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn opt_u64(v: &Value) -> Option<u64> {
+    v.as_u64()
+}
+
+impl WorkerMsg {
+    /// One line of JSON, newline included.
+    pub fn encode(&self) -> String {
+        let v = match self {
+            WorkerMsg::Ready { bot_id, username } => {
+                json!({"type": "READY", "botId": bot_id, "username": username})
+            }
+            WorkerMsg::Heartbeat(c) => json!({
+                "type": "HEARTBEAT",
+                "updates": c.updates,
+                "errors": c.errors,
+                "lastPollOkMs": c.last_poll_ok_ms,
+                "lastUpdateMs": c.last_update_ms,
+                "conflict": c.conflict,
+            }),
+            WorkerMsg::Fatal { reason } => json!({"type": "FATAL", "reason": reason}),
+            WorkerMsg::ReloadRequest { chat_id } => {
+                json!({"type": "RELOAD_REQUEST", "chatId": chat_id})
+            }
+        };
+        format!("{v}\n")
+    }
+
+    pub fn decode(line: &str) -> Result<WorkerMsg, DecodeError> {
+        let v: Value = serde_json::from_str(line.trim())
+            .map_err(|e| DecodeError(format!("not JSON ({e})")))?;
+        let kind = v["type"].as_str().unwrap_or("");
+        match kind {
+            "READY" => Ok(WorkerMsg::Ready {
+                bot_id: v["botId"]
+                    .as_u64()
+                    .ok_or_else(|| DecodeError("READY without botId".into()))?,
+                username: v["username"].as_str().unwrap_or("").to_string(),
+            }),
+            "HEARTBEAT" => Ok(WorkerMsg::Heartbeat(Counters {
+                updates: v["updates"].as_u64().unwrap_or(0),
+                errors: v["errors"].as_u64().unwrap_or(0),
+                last_poll_ok_ms: opt_u64(&v["lastPollOkMs"]),
+                last_update_ms: opt_u64(&v["lastUpdateMs"]),
+                conflict: v["conflict"].as_bool().unwrap_or(false),
+            })),
+            "FATAL" => Ok(WorkerMsg::Fatal {
+                reason: v["reason"].as_str().unwrap_or("unknown").to_string(),
+            }),
+            "RELOAD_REQUEST" => Ok(WorkerMsg::ReloadRequest {
+                chat_id: v["chatId"]
+                    .as_i64()
+                    .ok_or_else(|| DecodeError("RELOAD_REQUEST without chatId".into()))?,
+            }),
+            other => Err(DecodeError(format!("unknown type {other:?}"))),
+        }
+    }
+}
+
+impl ParentMsg {
+    /// One line of JSON, newline included.
+    pub fn encode(&self) -> String {
+        let v = match self {
+            ParentMsg::Settings { env } => {
+                let map: serde_json::Map<String, Value> = env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect();
+                json!({"type": "SETTINGS", "env": map})
+            }
+            ParentMsg::ReloadResult { chat_id, text } => {
+                json!({"type": "RELOAD_RESULT", "chatId": chat_id, "text": text})
+            }
+        };
+        format!("{v}\n")
+    }
+
+    pub fn decode(line: &str) -> Result<ParentMsg, DecodeError> {
+        let v: Value = serde_json::from_str(line.trim())
+            .map_err(|e| DecodeError(format!("not JSON ({e})")))?;
+        match v["type"].as_str().unwrap_or("") {
+            "SETTINGS" => {
+                let env = v["env"]
+                    .as_object()
+                    .ok_or_else(|| DecodeError("SETTINGS without env".into()))?
+                    .iter()
+                    .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                    .collect();
+                Ok(ParentMsg::Settings { env })
+            }
+            "RELOAD_RESULT" => Ok(ParentMsg::ReloadResult {
+                chat_id: v["chatId"]
+                    .as_i64()
+                    .ok_or_else(|| DecodeError("RELOAD_RESULT without chatId".into()))?,
+                text: v["text"].as_str().unwrap_or("").to_string(),
+            }),
+            other => Err(DecodeError(format!("unknown type {other:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_messages_round_trip() {
+        let msgs = [
+            WorkerMsg::Ready {
+                bot_id: 42,
+                username: "demo_bot".into(),
+            },
+            WorkerMsg::Heartbeat(Counters {
+                updates: 3,
+                errors: 1,
+                last_poll_ok_ms: Some(1_700_000_000_000),
+                last_update_ms: None,
+                conflict: true,
+            }),
+            WorkerMsg::Fatal {
+                reason: "token rejected".into(),
+            },
+            WorkerMsg::ReloadRequest { chat_id: -100 },
+        ];
+        for m in msgs {
+            let line = m.encode();
+            assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+            assert_eq!(WorkerMsg::decode(&line), Ok(m));
+        }
+        assert!(line_is_exact());
+    }
+
+    fn line_is_exact() -> bool {
+        WorkerMsg::Ready {
+            bot_id: 7,
+            username: "x".into(),
+        }
+        .encode()
+            == "{\"botId\":7,\"type\":\"READY\",\"username\":\"x\"}\n"
+    }
+
+    #[test]
+    fn parent_messages_round_trip_and_garbage_is_an_error() {
+        let m = ParentMsg::Settings {
+            env: vec![("A".into(), "1".into()), ("B".into(), "x y".into())],
+        };
+        assert_eq!(ParentMsg::decode(&m.encode()), Ok(m));
+        let r = ParentMsg::ReloadResult {
+            chat_id: 5,
+            text: "ok".into(),
+        };
+        assert_eq!(ParentMsg::decode(&r.encode()), Ok(r));
+        assert!(WorkerMsg::decode("garbage").is_err());
+        assert!(WorkerMsg::decode("{\"type\":\"NOPE\"}").is_err());
+        assert!(ParentMsg::decode("{}").is_err());
+    }
+}

@@ -1,0 +1,240 @@
+//! File locks: the single-instance lock of the supervisor (`LOCK_FILE`,
+//! holding its PID) and the per-token poller lock a worker holds in
+//! `STATE_DIR/bot-<botid>.lock` while it lives. Both are `fs2` advisory
+//! locks, so the kernel releases them when the holder dies, even by kill -9.
+//! This module must never remove a lock file it does not hold.
+
+use fs2::FileExt;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Why a lock could not be taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another process holds the lock; its PID if the file names one.
+    Held { path: PathBuf, pid: Option<u32> },
+    /// The lock file could not be opened, locked or written.
+    Io { path: PathBuf, source: io::Error },
+    /// Waiting for the lock took longer than allowed.
+    TimedOut { path: PathBuf },
+}
+
+impl fmt::Display for LockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::Held { pid: Some(pid), .. } => {
+                write!(f, "another botfleet is running (PID {pid})")
+            }
+            LockError::Held { path, pid: None } => {
+                write!(
+                    f,
+                    "another botfleet is running (it holds {})",
+                    path.display()
+                )
+            }
+            LockError::Io { path, source } => {
+                write!(f, "cannot use lock file {}: {source}", path.display())
+            }
+            LockError::TimedOut { path } => {
+                write!(f, "timed out waiting for lock {}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for LockError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LockError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn open(path: &Path) -> Result<File, LockError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|source| LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn is_contended(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+        || e.raw_os_error() == fs2::lock_contended_error().raw_os_error()
+}
+
+/// The PID written in a lock file, if the file exists and names one.
+pub fn read_pid(path: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Whether some process holds the lock at `path` right now.
+pub fn is_held(path: &Path) -> bool {
+    let Ok(file) = OpenOptions::new().read(true).write(true).open(path) else {
+        return false;
+    };
+    match file.try_lock_exclusive() {
+        Ok(()) => {
+            // We only looked: let go at once (dropping the file also unlocks).
+            drop(file);
+            false
+        }
+        Err(_) => true,
+    }
+}
+
+/// The supervisor's single-instance lock. Dropping it releases the lock;
+/// `release` also removes the file, as a clean exit should.
+#[derive(Debug)]
+pub struct InstanceLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl InstanceLock {
+    /// Takes the lock without waiting and writes our PID into the file.
+    pub fn acquire(path: &Path) -> Result<InstanceLock, LockError> {
+        let mut file = open(path)?;
+        if let Err(e) = file.try_lock_exclusive() {
+            if is_contended(&e) {
+                let mut text = String::new();
+                let pid = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok());
+                return Err(LockError::Held {
+                    path: path.to_path_buf(),
+                    pid,
+                });
+            }
+            return Err(LockError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            });
+        }
+        let io_err = |source| LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        file.set_len(0).map_err(io_err)?;
+        file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        writeln!(file, "{}", std::process::id()).map_err(io_err)?;
+        file.sync_all().map_err(io_err)?;
+        Ok(InstanceLock {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the file while still holding the lock, then lets go.
+    pub fn release(self) -> io::Result<()> {
+        let removed = std::fs::remove_file(&self.path);
+        drop(self.file);
+        removed
+    }
+}
+
+/// A worker's lock on one token: held while the worker lives, so no two
+/// pollers on this host ever share a token.
+#[derive(Debug)]
+pub struct TokenLock {
+    _file: File,
+}
+
+impl TokenLock {
+    /// Takes the lock, waiting up to `wait` for a predecessor to let go.
+    /// `on_wait` is called once if the lock is busy at first.
+    pub fn acquire(
+        path: &Path,
+        wait: Duration,
+        on_wait: impl FnOnce(),
+    ) -> Result<TokenLock, LockError> {
+        let file = open(path)?;
+        let deadline = Instant::now() + wait;
+        let mut on_wait = Some(on_wait);
+        loop {
+            match file.try_lock_exclusive() {
+                Ok(()) => return Ok(TokenLock { _file: file }),
+                Err(e) if is_contended(&e) => {
+                    if let Some(f) = on_wait.take() {
+                        f();
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(LockError::TimedOut {
+                            path: path.to_path_buf(),
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(source) => {
+                    return Err(LockError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "botfleet-lock-{}-{name}-{:?}",
+            std::process::id(),
+            Instant::now()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir is writable");
+        dir.join("bot.lock")
+    }
+
+    #[test]
+    fn second_instance_is_refused_with_the_pid() {
+        let path = scratch("instance");
+        let lock = InstanceLock::acquire(&path).expect("first lock");
+        assert_eq!(read_pid(&path), Some(std::process::id()));
+        assert!(is_held(&path));
+        match InstanceLock::acquire(&path) {
+            Err(LockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("expected Held, got {other:?}"),
+        }
+        lock.release().expect("release removes the file");
+        assert!(!path.exists());
+        assert!(!is_held(&path));
+    }
+
+    #[test]
+    fn token_lock_waits_then_times_out() {
+        let path = scratch("token");
+        let first = TokenLock::acquire(&path, Duration::ZERO, || {}).expect("free lock");
+        let mut waited = false;
+        let second = TokenLock::acquire(&path, Duration::from_millis(50), || waited = true);
+        assert!(matches!(second, Err(LockError::TimedOut { .. })));
+        assert!(waited);
+        drop(first);
+        TokenLock::acquire(&path, Duration::ZERO, || {}).expect("free again after drop");
+    }
+}

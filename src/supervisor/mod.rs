@@ -1,0 +1,769 @@
+//! The supervisor: one loop on one thread that owns the worker table and the
+//! receiving end of the one `Event` channel. The signal thread, the worker
+//! reader threads (one per worker process: its stdout lines, then its exit
+//! status), the config watcher and the health server hold senders. The loop
+//! never blocks on I/O and never sleeps: it waits on the channel until the
+//! next deadline (a restart due, a stop grace ending, a heartbeat overdue).
+//! It must never run two processes for one token, and never spawn once
+//! shutdown has begun.
+
+pub mod machine;
+
+use crate::config::Config;
+use crate::ipc::{Counters, ParentMsg, WorkerMsg};
+use crate::signals::SignalKind;
+use crate::state::Registry;
+use crate::sys;
+use crate::token::Token;
+use machine::{Action, Input, Policy, State, Worker};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often a worker sends a heartbeat.
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(2);
+
+/// Everything the supervisor loop reacts to. One closed set, one channel.
+#[derive(Debug)]
+pub enum Event {
+    /// A signal arrived.
+    Signal(SignalKind),
+    /// A worker said something on its stdout.
+    FromWorker {
+        bot_id: u64,
+        generation: u64,
+        msg: WorkerMsg,
+    },
+    /// A worker wrote a line that is not a message (logged, ignored).
+    BadLine { bot_id: u64, error: String },
+    /// A worker process exited and was reaped.
+    WorkerExited {
+        bot_id: u64,
+        generation: u64,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// Reload `.env` now (SIGHUP, the watcher, /reload_config, a test).
+    Reload {
+        why: String,
+        reply_to: Option<(u64, i64)>,
+    },
+    /// A new configuration that the watcher already read and validated.
+    NewConfig { config: Box<Config>, why: String },
+    /// Restart one worker (by index) or all of them, one at a time.
+    Restart { index: Option<u32> },
+}
+
+/// A worker as /health and `status` see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerView {
+    pub index: u32,
+    pub bot_id: u64,
+    pub username: Option<String>,
+    pub pid: Option<u32>,
+    pub state: &'static str,
+    pub failure: Option<String>,
+    pub running_since: Option<SystemTime>,
+    pub restarts: u32,
+    pub counters: Counters,
+}
+
+/// The fleet as the supervisor last published it.
+#[derive(Debug, Clone, Default)]
+pub struct FleetView {
+    pub started: Option<SystemTime>,
+    pub config_version: String,
+    pub config_reloads: u64,
+    pub workers: Vec<WorkerView>,
+    pub shutting_down: bool,
+}
+
+/// A worker slot: one token, at most one process at a time.
+struct Slot {
+    token: Token,
+    index: u32,
+    username: Option<String>,
+    machine: Worker,
+    /// Bumped at every spawn, so events from an older process are ignored.
+    generation: u64,
+    stdin: Option<ChildStdin>,
+    counters: Counters,
+    running_since: Option<SystemTime>,
+}
+
+/// Why `run` could not start or had to stop.
+#[derive(Debug)]
+pub enum SupervisorError {
+    /// The state dir or the registry could not be used.
+    State(crate::state::StateError),
+    /// Signal handlers could not be installed.
+    Signals(std::io::Error),
+    /// Our own executable could not be found to start workers.
+    Exe(std::io::Error),
+}
+
+impl std::fmt::Display for SupervisorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SupervisorError::State(e) => write!(f, "state: {e}"),
+            SupervisorError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            SupervisorError::Exe(e) => write!(f, "cannot find the botfleet executable: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SupervisorError {}
+
+/// A small xorshift generator for backoff jitter; no crate needed for that.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Jitter {
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9E37_79B9)
+            ^ u64::from(std::process::id());
+        Jitter(seed | 1)
+    }
+
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+pub fn policy_of(config: &Config) -> Policy {
+    let s = &config.settings;
+    Policy {
+        restart_delay: s.restart_delay,
+        restart_max_delay: s.restart_max_delay,
+        max_restarts: s.max_restarts,
+        reset_after: s.restart_reset_after,
+        hung_after: HEARTBEAT_PERIOD * 3 + Duration::from_secs(s.poll_timeout_secs),
+        shutdown_timeout: s.shutdown_timeout,
+    }
+}
+
+/// The running supervisor.
+pub struct Supervisor {
+    config: Config,
+    env_file: PathBuf,
+    policy: Policy,
+    exe: PathBuf,
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+    slots: BTreeMap<u64, Slot>,
+    registry: Registry,
+    jitter: Jitter,
+    shutting_down: Option<Instant>,
+    announced_ready: bool,
+    view: Arc<Mutex<FleetView>>,
+}
+
+impl Supervisor {
+    /// Prepares the supervisor: the registry, the event channel, the signal
+    /// thread. The caller already holds the instance lock.
+    pub fn new(config: Config, env_file: PathBuf) -> Result<Supervisor, SupervisorError> {
+        let exe = std::env::current_exe().map_err(SupervisorError::Exe)?;
+        let (tx, rx) = mpsc::channel();
+        let registry =
+            Registry::load(&config.settings.state_dir).map_err(SupervisorError::State)?;
+        let view = Arc::new(Mutex::new(FleetView {
+            started: Some(SystemTime::now()),
+            config_version: config.version().to_string(),
+            ..FleetView::default()
+        }));
+        let mut sup = Supervisor {
+            policy: policy_of(&config),
+            config,
+            env_file,
+            exe,
+            tx,
+            rx,
+            slots: BTreeMap::new(),
+            registry,
+            jitter: Jitter::new(),
+            shutting_down: None,
+            announced_ready: false,
+            view,
+        };
+        let tokens = sup.config.tokens.clone();
+        for token in tokens {
+            sup.add_slot(token)?;
+        }
+        let signal_tx = sup.tx.clone();
+        crate::signals::forward(move |kind| {
+            // A closed channel means the loop is gone; nothing left to tell.
+            if signal_tx.send(Event::Signal(kind)).is_err() {}
+        })
+        .map_err(SupervisorError::Signals)?;
+        Ok(sup)
+    }
+
+    /// A sender for other threads (watcher, health server).
+    pub fn sender(&self) -> Sender<Event> {
+        self.tx.clone()
+    }
+
+    /// The fleet as last published, shared with the health server.
+    pub fn view(&self) -> Arc<Mutex<FleetView>> {
+        Arc::clone(&self.view)
+    }
+
+    fn add_slot(&mut self, token: Token) -> Result<u32, SupervisorError> {
+        let (index, changed) = self.registry.index_for(token.bot_id());
+        if changed {
+            self.registry
+                .save(&self.config.settings.state_dir)
+                .map_err(SupervisorError::State)?;
+        }
+        crate::logging::add_secret(token.secret());
+        self.slots.insert(
+            token.bot_id(),
+            Slot {
+                token,
+                index,
+                username: None,
+                machine: Worker::new(Instant::now()),
+                generation: 0,
+                stdin: None,
+                counters: Counters::default(),
+                running_since: None,
+            },
+        );
+        Ok(index)
+    }
+
+    /// Runs until the fleet has stopped. Returns the process exit code.
+    pub fn run(mut self) -> i32 {
+        log::info!(
+            "Starting botfleet v{}: {} bot worker(s), config {}",
+            env!("CARGO_PKG_VERSION"),
+            self.slots.len(),
+            self.config.version()
+        );
+        self.tick_all();
+        loop {
+            if self.shutting_down.is_some() && self.slots.is_empty() {
+                break;
+            }
+            let now = Instant::now();
+            let deadline = self.next_deadline();
+            let event = match deadline {
+                Some(d) if d <= now => None,
+                Some(d) => match self.rx.recv_timeout(d - now) {
+                    Ok(e) => Some(e),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match self.rx.recv() {
+                    Ok(e) => Some(e),
+                    Err(_) => break,
+                },
+            };
+            if let Some(event) = event {
+                self.handle(event);
+            }
+            self.tick_all();
+            self.publish();
+            if let Some(begun) = self.shutting_down {
+                // The bound of last resort: SIGKILL went out at the grace's
+                // end; if even that is not reaped in 3 s, stop waiting.
+                if begun.elapsed() > self.policy.shutdown_timeout + Duration::from_secs(3) {
+                    log::error!(
+                        "{} worker(s) not reaped after SIGKILL; exiting anyway",
+                        self.slots.len()
+                    );
+                    break;
+                }
+            }
+        }
+        log::info!("All workers stopped; botfleet exits");
+        0
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut next = self
+            .slots
+            .values()
+            .filter_map(|s| s.machine.next_deadline(&self.policy))
+            .min();
+        if let Some(begun) = self.shutting_down {
+            let last = begun + self.policy.shutdown_timeout + Duration::from_secs(3);
+            next = Some(next.map_or(last, |n| n.min(last)));
+        }
+        next
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Signal(SignalKind::Stop(name)) => self.begin_shutdown(name),
+            Event::Signal(SignalKind::Reload) => {
+                self.handle(Event::Reload {
+                    why: "SIGHUP".into(),
+                    reply_to: None,
+                });
+            }
+            Event::FromWorker {
+                bot_id,
+                generation,
+                msg,
+            } => self.on_worker_msg(bot_id, generation, msg),
+            Event::BadLine { bot_id, error } => {
+                if let Some(slot) = self.slots.get(&bot_id) {
+                    log::warn!("Worker bot-{} sent a bad line: {error}", slot.index);
+                }
+            }
+            Event::WorkerExited {
+                bot_id,
+                generation,
+                code,
+                signal,
+            } => {
+                let current = self.slots.get(&bot_id).map(|s| s.generation);
+                if current == Some(generation) {
+                    if let Some(slot) = self.slots.get_mut(&bot_id) {
+                        slot.stdin = None;
+                        slot.running_since = None;
+                    }
+                    self.step(bot_id, Input::Exited { code, signal });
+                }
+            }
+            Event::Reload { why, reply_to } => self.reload(&why, reply_to),
+            Event::NewConfig { config, why } => self.apply(*config, &why, None),
+            Event::Restart { index } => {
+                let ids: Vec<u64> = self
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| index.is_none_or(|i| i == s.index))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    self.step(id, Input::Restart);
+                }
+            }
+        }
+    }
+
+    fn on_worker_msg(&mut self, bot_id: u64, generation: u64, msg: WorkerMsg) {
+        let Some(slot) = self.slots.get_mut(&bot_id) else {
+            return;
+        };
+        if slot.generation != generation {
+            return;
+        }
+        match msg {
+            WorkerMsg::Ready { username, .. } => {
+                log::info!("Worker bot-{} ready as @{username}", slot.index);
+                slot.username = Some(username);
+                self.step(bot_id, Input::Ready);
+                self.check_all_ready();
+            }
+            WorkerMsg::Heartbeat(counters) => {
+                slot.counters = counters;
+                self.step(bot_id, Input::Heartbeat);
+            }
+            WorkerMsg::Fatal { reason } => {
+                log::error!("Worker bot-{} reports a fatal error: {reason}", slot.index);
+                self.step(bot_id, Input::Fatal { reason });
+            }
+            WorkerMsg::ReloadRequest { chat_id } => {
+                let index = slot.index;
+                self.handle(Event::Reload {
+                    why: format!("/reload_config in bot-{index}"),
+                    reply_to: Some((bot_id, chat_id)),
+                });
+            }
+        }
+    }
+
+    fn check_all_ready(&mut self) {
+        if !self.announced_ready
+            && !self.slots.is_empty()
+            && self
+                .slots
+                .values()
+                .all(|s| matches!(s.machine.state, State::Ready { .. }))
+        {
+            self.announced_ready = true;
+            log::info!("All {} workers ready", self.slots.len());
+        }
+    }
+
+    fn begin_shutdown(&mut self, signal: &str) {
+        if self.shutting_down.is_some() {
+            log::warn!("Received {signal} again: killing every worker now");
+            let ids: Vec<u64> = self.slots.keys().copied().collect();
+            for id in ids {
+                self.step(id, Input::KillNow);
+            }
+            return;
+        }
+        log::info!(
+            "Received {signal}: stopping {} worker(s) (grace {} ms)",
+            self.slots.len(),
+            self.policy.shutdown_timeout.as_millis()
+        );
+        self.shutting_down = Some(Instant::now());
+        let ids: Vec<u64> = self.slots.keys().copied().collect();
+        for id in ids {
+            self.step(id, Input::Stop);
+        }
+    }
+
+    fn reload(&mut self, why: &str, reply_to: Option<(u64, i64)>) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        let env = |k: &str| std::env::var(k).ok();
+        match Config::load(&self.env_file, &env, false) {
+            Ok(config) => self.apply(config, why, reply_to),
+            Err(e) => {
+                log::error!("Config reload ({why}) rejected; keeping the running config: {e}");
+                self.reply(
+                    reply_to,
+                    format!("❌ Configuration rejected, nothing changed:\n{e}"),
+                );
+            }
+        }
+    }
+
+    /// Applies a validated configuration: tokens as a set, settings pushed.
+    fn apply(&mut self, new: Config, why: &str, reply_to: Option<(u64, i64)>) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        let diff = crate::config::diff(&self.config, &new);
+        if diff.is_empty() {
+            log::info!("Config reload ({why}): no changes");
+            self.reply(
+                reply_to,
+                format!(
+                    "✅ Configuration reloaded: no changes (version {})",
+                    new.version()
+                ),
+            );
+            return;
+        }
+        log::info!(
+            "Config reload ({why}): version {} → {}",
+            self.config.version(),
+            new.version()
+        );
+        for line in diff.render() {
+            log::info!("  {line}");
+        }
+        for w in &new.warnings {
+            log::warn!("{w}");
+        }
+        if new.settings.lock_file != self.config.settings.lock_file {
+            log::warn!("LOCK_FILE changed: this takes effect only after a restart of botfleet");
+        }
+        if new.settings.rust_log != self.config.settings.rust_log {
+            crate::logging::set_filter(&new.settings.rust_log);
+        }
+        let old_ids: std::collections::BTreeSet<u64> = self.slots.keys().copied().collect();
+        let new_tokens: BTreeMap<u64, Token> =
+            new.tokens.iter().map(|t| (t.bot_id(), t.clone())).collect();
+        let removed: Vec<u64> = old_ids
+            .iter()
+            .filter(|id| !new_tokens.contains_key(id))
+            .copied()
+            .collect();
+        let added: Vec<Token> = new_tokens
+            .values()
+            .filter(|t| !old_ids.contains(&t.bot_id()))
+            .cloned()
+            .collect();
+        // A token whose secret changed (same bot id) restarts that worker.
+        let replaced: Vec<Token> = new_tokens
+            .values()
+            .filter(|t| self.slots.get(&t.bot_id()).is_some_and(|s| s.token != **t))
+            .cloned()
+            .collect();
+        if !added.is_empty() || !removed.is_empty() {
+            log::info!(
+                "Token changes detected: {} added, {} removed",
+                added.len(),
+                removed.len()
+            );
+        }
+        let old_worker_env = self.config.worker_env();
+        self.policy = policy_of(&new);
+        self.config = new;
+        {
+            let mut view = self.lock_view();
+            view.config_reloads += 1;
+        }
+        for id in removed {
+            if let Some(slot) = self.slots.get(&id) {
+                log::info!("Killing bot worker {} (token removed)", slot.index);
+            }
+            self.step(id, Input::Stop);
+        }
+        for token in replaced {
+            let id = token.bot_id();
+            crate::logging::add_secret(token.secret());
+            if let Some(slot) = self.slots.get_mut(&id) {
+                log::info!("Token of bot worker {} changed: restarting it", slot.index);
+                slot.token = token;
+            }
+            self.step(id, Input::Restart);
+        }
+        for token in added {
+            match self.add_slot(token) {
+                Ok(index) => log::info!("Spawning new bot worker for added token (index {index})"),
+                Err(e) => log::error!("Cannot add a worker: {e}"),
+            }
+        }
+        let worker_env = self.config.worker_env();
+        if worker_env != old_worker_env {
+            let msg = ParentMsg::Settings { env: worker_env };
+            let ids: Vec<u64> = self.slots.keys().copied().collect();
+            for id in ids {
+                self.send_to(id, &msg);
+            }
+        }
+        let total = self
+            .slots
+            .values()
+            .filter(|s| {
+                !matches!(
+                    s.machine.state,
+                    State::Stopping {
+                        then: machine::AfterStop::Remove,
+                        ..
+                    }
+                )
+            })
+            .count();
+        log::info!("✅ Bot workers updated: {total} total worker(s)");
+        self.reply(
+            reply_to,
+            format!(
+                "✅ Configuration reloaded: {} added, {} removed, {} modified (version {})",
+                diff.added.len(),
+                diff.removed.len(),
+                diff.modified.len(),
+                self.config.version()
+            ),
+        );
+    }
+
+    fn reply(&mut self, reply_to: Option<(u64, i64)>, text: String) {
+        if let Some((bot_id, chat_id)) = reply_to {
+            self.send_to(bot_id, &ParentMsg::ReloadResult { chat_id, text });
+        }
+    }
+
+    fn send_to(&mut self, bot_id: u64, msg: &ParentMsg) {
+        let Some(slot) = self.slots.get_mut(&bot_id) else {
+            return;
+        };
+        let Some(stdin) = slot.stdin.as_mut() else {
+            return;
+        };
+        // The pipe is non-blocking: a worker that does not read gets its
+        // message dropped rather than stalling the loop.
+        if let Err(e) = stdin.write_all(msg.encode().as_bytes()) {
+            log::warn!("Cannot send to worker bot-{}: {e}", slot.index);
+        }
+    }
+
+    fn lock_view(&self) -> std::sync::MutexGuard<'_, FleetView> {
+        match self.view.lock() {
+            Ok(g) => g,
+            // A reader panicked while holding it; the data is plain values.
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn publish(&self) {
+        let workers = self
+            .slots
+            .iter()
+            .map(|(id, s)| WorkerView {
+                index: s.index,
+                bot_id: *id,
+                username: s.username.clone(),
+                pid: s.machine.state.pid(),
+                state: s.machine.state.name(),
+                failure: match &s.machine.state {
+                    State::Failed { reason } => Some(reason.to_string()),
+                    _ => None,
+                },
+                running_since: s.running_since,
+                restarts: s.machine.restarts,
+                counters: s.counters.clone(),
+            })
+            .collect();
+        let version = self.config.version().to_string();
+        let shutting_down = self.shutting_down.is_some();
+        let mut view = self.lock_view();
+        view.workers = workers;
+        view.config_version = version;
+        view.shutting_down = shutting_down;
+    }
+
+    fn tick_all(&mut self) {
+        let ids: Vec<u64> = self.slots.keys().copied().collect();
+        for id in ids {
+            self.step(id, Input::Tick);
+        }
+    }
+
+    /// Feeds one input to one worker's machine and carries out its actions.
+    fn step(&mut self, bot_id: u64, input: Input) {
+        let mut queue = vec![input];
+        while let Some(input) = queue.pop() {
+            let now = Instant::now();
+            let jitter = self.jitter.next();
+            let Some(slot) = self.slots.get_mut(&bot_id) else {
+                return;
+            };
+            let actions = slot.machine.step(input, now, &self.policy, jitter);
+            let index = slot.index;
+            for action in actions {
+                match action {
+                    Action::Log { level, message } => {
+                        log::log!(level, "Worker bot-{index}: {message}");
+                    }
+                    Action::Terminate { pid } => {
+                        if let Err(e) = sys::signal_group(pid, sys::Signal::Term) {
+                            log::debug!("SIGTERM to worker bot-{index} (pgid {pid}): {e}");
+                        }
+                    }
+                    Action::Kill { pid } => {
+                        if let Err(e) = sys::signal_group(pid, sys::Signal::Kill) {
+                            log::debug!("SIGKILL to worker bot-{index} (pgid {pid}): {e}");
+                        }
+                    }
+                    Action::Spawn => {
+                        if self.shutting_down.is_some() {
+                            // Never spawn during shutdown: treat as stopped.
+                            queue.push(Input::Stop);
+                            continue;
+                        }
+                        match self.spawn(bot_id) {
+                            Ok(pid) => queue.push(Input::Spawned { pid }),
+                            Err(e) => queue.push(Input::SpawnFailed {
+                                error: e.to_string(),
+                            }),
+                        }
+                    }
+                }
+            }
+        }
+        if self
+            .slots
+            .get(&bot_id)
+            .is_some_and(|s| s.machine.state == State::Gone)
+        {
+            self.slots.remove(&bot_id);
+        }
+    }
+
+    fn spawn(&mut self, bot_id: u64) -> std::io::Result<u32> {
+        use std::os::unix::process::CommandExt;
+        let parent_pid = std::process::id().to_string();
+        let worker_env = self.config.worker_env();
+        let tx = self.tx.clone();
+        let Some(slot) = self.slots.get_mut(&bot_id) else {
+            return Err(std::io::Error::other("no such worker"));
+        };
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("worker")
+            .env_remove("TELEGRAM_BOT_TOKENS")
+            .env_remove("TELEGRAM_BOT_TOKEN")
+            .env_remove("HEALTH_AUTH_TOKEN")
+            .envs(worker_env)
+            .env("BOT_TOKEN", slot.token.expose())
+            .env("BOT_INDEX", slot.index.to_string())
+            .env("BOTFLEET_PARENT_PID", parent_pid)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0);
+        let mut child = cmd.spawn()?;
+        let pid = child.id();
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            // Both were asked for as pipes; without them the worker is useless.
+            let _kill = child.kill();
+            let _reap = child.wait();
+            return Err(std::io::Error::other("worker pipes missing"));
+        };
+        {
+            use std::os::fd::AsRawFd;
+            sys::set_nonblocking(stdin.as_raw_fd())?;
+        }
+        slot.generation += 1;
+        let generation = slot.generation;
+        let index = slot.index;
+        let reader = std::thread::Builder::new()
+            .name(format!("worker-{index}"))
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let mut lines = BufReader::new(stdout);
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    match lines.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let event = match WorkerMsg::decode(&line) {
+                                Ok(msg) => Event::FromWorker {
+                                    bot_id,
+                                    generation,
+                                    msg,
+                                },
+                                Err(e) => Event::BadLine {
+                                    bot_id,
+                                    error: e.to_string(),
+                                },
+                            };
+                            if tx.send(event).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                // stdout closed: the worker is exiting. Reap it.
+                let (code, signal) = match child.wait() {
+                    Ok(status) => {
+                        use std::os::unix::process::ExitStatusExt;
+                        (status.code(), status.signal())
+                    }
+                    Err(_) => (None, None),
+                };
+                if tx
+                    .send(Event::WorkerExited {
+                        bot_id,
+                        generation,
+                        code,
+                        signal,
+                    })
+                    .is_err()
+                {
+                    // The loop is gone; the child is reaped all the same.
+                }
+            });
+        if let Err(e) = reader {
+            // Without a reader nobody would reap it: kill it now.
+            if let Err(kill_err) = sys::signal_group(pid, sys::Signal::Kill) {
+                log::error!("Cannot kill worker bot-{index} after a failed start: {kill_err}");
+            }
+            return Err(e);
+        }
+        slot.stdin = Some(stdin);
+        slot.running_since = Some(SystemTime::now());
+        log::debug!("Worker bot-{index} started (pid {pid})");
+        Ok(pid)
+    }
+}

@@ -1,0 +1,139 @@
+//! The one place that calls the C library directly: signals to processes and
+//! process groups, the parent-death signal, non-blocking pipes, and reading a
+//! process's memory from /proc. Every `unsafe` block has a `// SAFETY:` note.
+//! This module must never hold state or decide policy; it only wraps calls.
+#![allow(unsafe_code)]
+
+use std::io;
+
+/// The signals botfleet sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Term,
+    Kill,
+    Hup,
+}
+
+impl Signal {
+    fn raw(self) -> libc::c_int {
+        match self {
+            Signal::Term => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+            Signal::Hup => libc::SIGHUP,
+        }
+    }
+}
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sends `signal` to every process in the process group `pgid`.
+pub fn signal_group(pgid: u32, signal: Signal) -> io::Result<()> {
+    if pgid <= 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing pgid <= 1",
+        ));
+    }
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; a
+    // negative pid addresses the group, and pgid > 1 rules out "every process".
+    check(unsafe { libc::kill(-(pgid as libc::pid_t), signal.raw()) })
+}
+
+/// Sends `signal` to the process `pid`.
+pub fn signal_pid(pid: u32, signal: Signal) -> io::Result<()> {
+    if pid <= 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing pid <= 1",
+        ));
+    }
+    // SAFETY: as above; pid > 1 addresses exactly one process.
+    check(unsafe { libc::kill(pid as libc::pid_t, signal.raw()) })
+}
+
+/// Whether a process with this pid exists (it may be a zombie).
+pub fn process_exists(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission check.
+    let ret = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    ret == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The parent's pid.
+pub fn parent_pid() -> u32 {
+    // SAFETY: getppid(2) cannot fail and takes no arguments.
+    unsafe { libc::getppid() as u32 }
+}
+
+/// Asks the kernel to send SIGTERM to this process when its parent thread
+/// dies (Linux only; a no-op elsewhere, where stdin EOF still catches it).
+pub fn die_with_parent() -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl(PR_SET_PDEATHSIG, sig) reads only its integer arguments.
+        check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Ok(())
+    }
+}
+
+/// Puts a file descriptor into non-blocking mode, so a write to a stuck
+/// reader fails with WouldBlock instead of stalling the writer.
+pub fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor the caller owns; F_GETFL/F_SETFL only
+    // read and write the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let ret = unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Resident and peak resident memory of a process, in bytes, from
+/// /proc/PID/status (VmRSS, VmHWM). None where /proc is not there.
+pub fn memory_of(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:").unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_memory_and_existence() {
+        let me = std::process::id();
+        assert!(process_exists(me));
+        if cfg!(target_os = "linux") {
+            let (rss, hwm) = memory_of(me).expect("/proc is mounted on Linux");
+            assert!(rss > 0 && hwm >= rss);
+        }
+        assert!(signal_pid(1, Signal::Term).is_err(), "pid 1 is refused");
+        assert!(signal_group(0, Signal::Term).is_err(), "pgid 0 is refused");
+    }
+}

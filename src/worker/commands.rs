@@ -1,0 +1,193 @@
+//! Reading updates and the built-in commands: pure functions from update
+//! JSON to what the bot should answer, so any JSON the API may send is
+//! handled without panicking and tested without a network. It must never
+//! send anything itself; the poll loop carries out what it returns.
+
+use serde_json::Value;
+
+/// The parts of a message update a bot acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    pub update_id: i64,
+    pub message_id: i64,
+    pub chat_id: i64,
+    pub user_id: i64,
+    pub text: Option<String>,
+    /// The kind of file attached, if any: document, photo, audio, video, voice.
+    pub file_kind: Option<&'static str>,
+}
+
+/// Why an update is skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Skip {
+    /// Not a message (an edit, a callback, a channel post): nothing to do.
+    NotAMessage,
+    /// A message without the fields every message has.
+    Malformed(&'static str),
+}
+
+/// Extracts the message of an update.
+pub fn parse_update(update: &Value) -> Result<Incoming, Skip> {
+    let update_id = update["update_id"]
+        .as_i64()
+        .ok_or(Skip::Malformed("no update_id"))?;
+    let msg = match update.get("message") {
+        Some(m) if m.is_object() => m,
+        Some(_) => return Err(Skip::Malformed("message is not an object")),
+        None => return Err(Skip::NotAMessage),
+    };
+    let chat_id = msg["chat"]["id"]
+        .as_i64()
+        .ok_or(Skip::Malformed("no chat.id"))?;
+    // Messages in channels have no sender; treat the chat as the sender.
+    let user_id = msg["from"]["id"].as_i64().unwrap_or(chat_id);
+    let message_id = msg["message_id"].as_i64().unwrap_or(0);
+    let text = msg["text"]
+        .as_str()
+        .or_else(|| msg["caption"].as_str())
+        .map(str::to_string);
+    let file_kind = ["document", "photo", "audio", "video", "voice"]
+        .into_iter()
+        .find(|k| msg.get(*k).is_some_and(|v| !v.is_null()));
+    Ok(Incoming {
+        update_id,
+        message_id,
+        chat_id,
+        user_id,
+        text,
+        file_kind,
+    })
+}
+
+/// A `/command@bot args` addressed to this bot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandCall<'a> {
+    pub name: String,
+    pub args: &'a str,
+}
+
+/// Parses a command; None for plain text or a command for another bot.
+pub fn parse_command<'a>(text: &'a str, my_username: &str) -> Option<CommandCall<'a>> {
+    let rest = text.strip_prefix('/')?;
+    let (head, args) = match rest.find(char::is_whitespace) {
+        Some(i) => (&rest[..i], rest[i..].trim()),
+        None => (rest, ""),
+    };
+    let (name, target) = match head.split_once('@') {
+        Some((n, t)) => (n, Some(t)),
+        None => (head, None),
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return None;
+    }
+    if let Some(t) = target {
+        if !t.eq_ignore_ascii_case(my_username) {
+            return None;
+        }
+    }
+    Some(CommandCall {
+        name: name.to_ascii_lowercase(),
+        args,
+    })
+}
+
+/// The commands registered with setMyCommands.
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("start", "Start talking to this bot"),
+    ("help", "What this bot can do"),
+    ("ping", "Check that the bot is alive"),
+    ("whoami", "Your Telegram user id"),
+    ("status", "This bot's uptime and counters"),
+    ("reload_config", "Admins: reload the configuration"),
+    ("config_status", "Admins: the configuration in use"),
+    ("config_help", "Admins: how to configure botfleet"),
+];
+
+pub fn help_text(username: &str, has_handler: bool, is_admin: bool) -> String {
+    let mut text = format!("@{username} runs on botfleet.\n\n/start, /help: this text\n/ping: check that I am alive\n/whoami: your user id\n/status: my uptime and counters\n");
+    if is_admin {
+        text.push_str("\nAdmins:\n/reload_config: reload .env\n/config_status: the configuration in use\n/config_help: how to configure botfleet\n");
+    }
+    if has_handler {
+        text.push_str("\nAnything else you send is answered by this bot's own program.");
+    } else {
+        text.push_str(
+            "\nNo handler program is set (BOT_HANDLER), so other messages get no real answer.",
+        );
+    }
+    text
+}
+
+/// "3d 4h", "5m 2s".
+pub fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_a_text_message() {
+        let u = json!({"update_id": 5, "message": {"message_id": 9, "chat": {"id": -7}, "from": {"id": 3}, "text": "/ping"}});
+        assert_eq!(
+            parse_update(&u),
+            Ok(Incoming {
+                update_id: 5,
+                message_id: 9,
+                chat_id: -7,
+                user_id: 3,
+                text: Some("/ping".into()),
+                file_kind: None
+            })
+        );
+    }
+
+    #[test]
+    fn odd_updates_are_skipped_not_panicked_on() {
+        for u in [
+            json!(null),
+            json!([]),
+            json!({"update_id": "x"}),
+            json!({"update_id": 1}),
+            json!({"update_id": 1, "message": 5}),
+            json!({"update_id": 1, "message": {}}),
+            json!({"update_id": 1, "message": {"chat": {"id": "a"}}}),
+            json!({"update_id": 1, "edited_message": {"chat": {"id": 1}}}),
+        ] {
+            assert!(parse_update(&u).is_err(), "{u} must be skipped");
+        }
+        let photo = json!({"update_id": 1, "message": {"chat": {"id": 1}, "photo": [{"file_id": "a"}], "caption": "hi"}});
+        let m = parse_update(&photo).expect("a photo message");
+        assert_eq!(
+            (m.file_kind, m.text.as_deref(), m.user_id),
+            (Some("photo"), Some("hi"), 1)
+        );
+    }
+
+    #[test]
+    fn parses_commands_for_this_bot_only() {
+        let c = parse_command("/Ping@Demo_Bot  a b ", "demo_bot").expect("a command");
+        assert_eq!((c.name.as_str(), c.args), ("ping", "a b"));
+        assert!(parse_command("/ping@other_bot", "demo_bot").is_none());
+        assert!(parse_command("hello /ping", "demo_bot").is_none());
+        assert!(parse_command("/", "demo_bot").is_none());
+        assert!(parse_command("/../x", "demo_bot").is_none());
+        assert_eq!(parse_command("/start", "x").expect("a command").args, "");
+    }
+
+    #[test]
+    fn durations_read_like_a_person_would_write_them() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(125), "2m 5s");
+        assert_eq!(human_duration(3 * 3600 + 60), "3h 1m");
+        assert_eq!(human_duration(2 * 86_400 + 3600), "2d 1h");
+    }
+}
