@@ -45,12 +45,28 @@ Settings come from .env (see .env.example); exit codes: 0 ok, 1 failure,
 /// One parsed command line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Run { env_file: PathBuf },
-    Check { env_file: PathBuf, offline: bool },
-    Status { env_file: PathBuf, json: bool },
-    Health { url: Option<String>, port: Option<u16> },
-    Stop { env_file: PathBuf, timeout_secs: u64 },
-    Reload { env_file: PathBuf },
+    Run {
+        env_file: PathBuf,
+    },
+    Check {
+        env_file: PathBuf,
+        offline: bool,
+    },
+    Status {
+        env_file: PathBuf,
+        json: bool,
+    },
+    Health {
+        url: Option<String>,
+        port: Option<u16>,
+    },
+    Stop {
+        env_file: PathBuf,
+        timeout_secs: u64,
+    },
+    Reload {
+        env_file: PathBuf,
+    },
     Sandbox(crate::sandbox::SandboxOptions),
     Demo,
     /// The hidden subcommand the supervisor starts each worker with.

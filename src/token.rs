@@ -30,7 +30,10 @@ impl fmt::Display for TokenError {
             TokenError::MissingColon => write!(f, "expected <bot id>:<secret>, found no ':'"),
             TokenError::BadBotId => write!(f, "the bot id before ':' must be digits"),
             TokenError::BadSecret => {
-                write!(f, "the secret after ':' must be letters, digits, '_' or '-'")
+                write!(
+                    f,
+                    "the secret after ':' must be letters, digits, '_' or '-'"
+                )
             }
         }
     }
@@ -108,7 +111,10 @@ mod tests {
         assert_eq!(t.bot_id(), 123456);
         assert_eq!(t.expose(), "123456:ABC-def_9");
         assert_eq!(format!("{t} {t:?}"), "123456:*** Token(123456:***)");
-        assert_eq!(t.scrub("x/bot123456:ABC-def_9/getMe"), "x/bot123456:***/getMe");
+        assert_eq!(
+            t.scrub("x/bot123456:ABC-def_9/getMe"),
+            "x/bot123456:***/getMe"
+        );
     }
 
     #[test]
