@@ -211,7 +211,7 @@ pub fn main() -> i32 {
             timeout_secs,
         } => crate::control::stop(&env_file, std::time::Duration::from_secs(timeout_secs)),
         Command::Reload { env_file } => crate::control::reload(&env_file),
-        Command::Demo => not_implemented("demo"),
+        Command::Demo => crate::demo::run(std::path::Path::new("target/demo")),
         Command::Worker => crate::worker::main(),
     }
 }

@@ -5,10 +5,13 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod demo;
+pub mod health;
 pub mod ipc;
 pub mod lock;
 pub mod logging;
 pub mod sandbox;
+pub mod sdnotify;
 pub mod signals;
 pub mod state;
 pub mod supervisor;

@@ -249,6 +249,9 @@ impl Supervisor {
             self.slots.len(),
             self.config.version()
         );
+        let mut health =
+            crate::health::Health::start(&self.config.settings, self.view(), self.sender());
+        crate::sdnotify::notify(&format!("STATUS=starting {} worker(s)", self.slots.len()));
         self.tick_all();
         loop {
             if self.shutting_down.is_some() && self.slots.is_empty() {
@@ -269,7 +272,16 @@ impl Supervisor {
                 },
             };
             if let Some(event) = event {
+                let reconfigured = matches!(
+                    event,
+                    Event::Reload { .. }
+                        | Event::NewConfig { .. }
+                        | Event::Signal(SignalKind::Reload)
+                );
                 self.handle(event);
+                if reconfigured {
+                    health.reconfigure(&self.config.settings);
+                }
             }
             self.tick_all();
             self.publish();
@@ -285,6 +297,7 @@ impl Supervisor {
                 }
             }
         }
+        health.stop();
         log::info!("All workers stopped; botfleet exits");
         0
     }
@@ -394,6 +407,10 @@ impl Supervisor {
         {
             self.announced_ready = true;
             log::info!("All {} workers ready", self.slots.len());
+            crate::sdnotify::notify(&format!(
+                "READY=1\nSTATUS={} worker(s) ready",
+                self.slots.len()
+            ));
         }
     }
 
@@ -412,6 +429,7 @@ impl Supervisor {
             self.policy.shutdown_timeout.as_millis()
         );
         self.shutting_down = Some(Instant::now());
+        crate::sdnotify::notify("STOPPING=1");
         let ids: Vec<u64> = self.slots.keys().copied().collect();
         for id in ids {
             self.step(id, Input::Stop);
@@ -422,8 +440,11 @@ impl Supervisor {
         if self.shutting_down.is_some() {
             return;
         }
+        crate::sdnotify::notify("RELOADING=1");
         let env = |k: &str| std::env::var(k).ok();
-        match Config::load(&self.env_file, &env, false) {
+        let loaded = Config::load(&self.env_file, &env, false);
+        crate::sdnotify::notify("READY=1");
+        match loaded {
             Ok(config) => self.apply(config, why, reply_to),
             Err(e) => {
                 log::error!("Config reload ({why}) rejected; keeping the running config: {e}");

@@ -4,6 +4,8 @@
 //! Every helper panics with a message that says what failed.
 #![allow(dead_code)]
 
+pub mod fleet;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

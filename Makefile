@@ -1,0 +1,54 @@
+# botfleet: two commands do everything on a fresh machine: `make run`, `make test`.
+CARGO ?= cargo
+MUSL_TARGET := x86_64-unknown-linux-musl
+MUSL_BIN := target/$(MUSL_TARGET)/release/botfleet
+
+.PHONY: run demo test build lint fmt bench musl chaos clean help
+
+help:
+	@echo "make run    run the fleet from .env (no .env: a demo against the built-in sandbox)"
+	@echo "make test   every test (unit and integration, against the sandbox on loopback)"
+	@echo "make build  the release binary: target/release/botfleet"
+	@echo "make musl   a static binary: $(MUSL_BIN)"
+	@echo "make lint   cargo fmt --check and clippy with warnings as errors"
+	@echo "make bench  measure the fleet and write BENCHMARKS.md"
+
+run:
+	@if [ -f .env ]; then \
+		$(CARGO) run --release --quiet -- run; \
+	else \
+		echo "No .env here: starting the demo fleet against the built-in sandbox."; \
+		$(CARGO) run --release --quiet -- demo; \
+	fi
+
+demo:
+	$(CARGO) run --release --quiet -- demo
+
+test:
+	$(CARGO) test --all-targets
+
+build:
+	$(CARGO) build --release
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+# The static build installs what it needs: the Rust target and musl-gcc
+# (for ring's C code).
+musl:
+	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+	@command -v musl-gcc >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq musl-tools; }
+	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --release --target $(MUSL_TARGET)
+	@file $(MUSL_BIN) | grep -q "statically linked" && echo "$(MUSL_BIN): static, $$(stat -c %s $(MUSL_BIN)) bytes"
+
+bench: build
+	@bash bench/run.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,282 @@
+//! Runs the real `botfleet run` in a temp dir against a sandbox, captures
+//! its one log stream, finds its workers through /proc, and kills whatever
+//! is left when the test ends (or hangs).
+
+use super::{bin, temp_dir, wait_until, SandboxProc, TempDir};
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port on loopback")
+}
+
+/// Pids of the live, non-zombie children of `parent`.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let mut out = vec![];
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name, which is in parentheses.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[1] == parent.to_string() {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Whether a process is alive and not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, r)| !r.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Pids of every `botfleet worker` process whose environment names this
+/// test's state dir: they are ours even once their parent is gone.
+pub fn workers_with_state_dir(state_dir: &std::path::Path) -> Vec<u32> {
+    let needle = format!("STATE_DIR={}", state_dir.display());
+    let mut out = vec![];
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if alive(pid) && env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn kill(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .expect("kill(1) runs");
+    let _ = status; // the process may already be gone; that is fine here
+}
+
+/// A botfleet supervisor under test.
+pub struct Fleet {
+    pub dir: TempDir,
+    pub env_file: PathBuf,
+    pub child: Option<Child>,
+    pub pid: u32,
+    log: Arc<Mutex<String>>,
+    pub status: Option<ExitStatus>,
+}
+
+/// The settings every test fleet starts with; `extra` overrides them.
+pub fn base_env(sandbox: &SandboxProc, dir: &TempDir, tokens: &[String]) -> Vec<(String, String)> {
+    let d = dir.path.display();
+    vec![
+        ("TELEGRAM_BOT_TOKENS".into(), tokens.join(",")),
+        ("TELEGRAM_API_URL".into(), sandbox.url().to_string()),
+        ("MEDIA_TMP_LOCATION".into(), format!("{d}/media")),
+        ("STATE_DIR".into(), format!("{d}/state")),
+        ("LOCK_FILE".into(), format!("{d}/bot.lock")),
+        ("PORT".into(), free_port().to_string()),
+        ("POLL_TIMEOUT_SECS".into(), "2".into()),
+        ("RESTART_DELAY".into(), "100".into()),
+        ("RESTART_MAX_DELAY".into(), "1000".into()),
+        ("SHUTDOWN_TIMEOUT".into(), "3000".into()),
+        ("BOT_TOKEN_MONITOR_INTERVAL".into(), "200".into()),
+        ("CONFIG_RELOAD_DEBOUNCE".into(), "300".into()),
+        ("SEND_RATE_PER_CHAT".into(), "0".into()),
+        ("SEND_RATE_PER_BOT".into(), "0".into()),
+        ("RUST_LOG".into(), "info".into()),
+    ]
+}
+
+pub fn render_env(vars: &[(String, String)]) -> String {
+    vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+}
+
+/// `extra` overrides the base settings (an empty value removes the key).
+pub fn merged_env(
+    sandbox: &SandboxProc,
+    dir: &TempDir,
+    tokens: &[String],
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut vars = base_env(sandbox, dir, tokens);
+    for (k, v) in extra {
+        vars.retain(|(key, _)| key != k);
+        if !v.is_empty() {
+            vars.push((k.to_string(), v.to_string()));
+        }
+    }
+    vars
+}
+
+impl Fleet {
+    /// Writes `.env` and starts `botfleet run`; does not wait for readiness.
+    pub fn start(sandbox: &SandboxProc, tokens: &[String], extra: &[(&str, &str)]) -> Fleet {
+        let dir = temp_dir();
+        let vars = merged_env(sandbox, &dir, tokens, extra);
+        let env_file = dir.join(".env");
+        std::fs::write(&env_file, render_env(&vars)).expect("write .env");
+        Fleet::start_in(dir, env_file)
+    }
+
+    pub fn start_in(dir: TempDir, env_file: PathBuf) -> Fleet {
+        let mut child = Command::new(bin())
+            .args(["run", "--env-file"])
+            .arg(&env_file)
+            .current_dir(&dir.path)
+            .env_remove("TELEGRAM_BOT_TOKENS")
+            .env_remove("TELEGRAM_BOT_TOKEN")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("botfleet run starts");
+        let pid = child.id();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr was piped");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("BOTFLEET_TEST_ECHO").is_some() {
+                    eprintln!("{line}");
+                }
+                let mut l = sink.lock().expect("log buffer");
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Fleet {
+            dir,
+            env_file,
+            child: Some(child),
+            pid,
+            log,
+            status: None,
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.log.lock().expect("log buffer").clone()
+    }
+
+    pub fn count_in_logs(&self, needle: &str) -> usize {
+        self.logs().matches(needle).count()
+    }
+
+    /// Waits for a line containing `needle`; on timeout the panic shows the log.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "timed out after {timeout:?} waiting for log line {needle:?}; log:\n{}",
+            self.logs()
+        );
+    }
+
+    pub fn wait_ready(&self, n: usize) {
+        self.wait_log(&format!("All {n} workers ready"), Duration::from_secs(30));
+    }
+
+    pub fn workers(&self) -> Vec<u32> {
+        children_of(self.pid)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        kill(self.pid, sig);
+    }
+
+    /// Waits for the supervisor to exit; None on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if let Some(s) = self.status {
+            return Some(s);
+        }
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                self.status = Some(s);
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// Waits until the sandbox saw every message id in `ids` answered.
+    pub fn wait_replies(&self, sandbox: &SandboxProc, bot_id: u64, ids: &[i64], timeout: Duration) {
+        wait_until(timeout, "replies to every message", || {
+            let sent = sandbox.sent(bot_id);
+            ids.iter().all(|id| {
+                sent.iter()
+                    .any(|m| m["reply_to_message_id"].as_i64() == Some(*id))
+            })
+        });
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- botfleet log (pid {}) ---\n{}--- end of log ---",
+                self.pid,
+                self.logs()
+            );
+        }
+        let state_dir = self.state_dir();
+        for w in children_of(self.pid) {
+            kill(w, "KILL");
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // already gone is fine
+            let _ = child.wait(); // reap it so no zombie outlives the test
+        }
+        for w in workers_with_state_dir(&state_dir) {
+            kill(w, "KILL");
+        }
+    }
+}
