@@ -18,4 +18,5 @@ pub mod supervisor;
 pub mod sys;
 pub mod telegram;
 pub mod token;
+pub mod watcher;
 pub mod worker;

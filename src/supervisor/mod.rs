@@ -165,6 +165,7 @@ pub struct Supervisor {
     shutting_down: Option<Instant>,
     announced_ready: bool,
     view: Arc<Mutex<FleetView>>,
+    watcher: Option<crate::watcher::Watcher>,
 }
 
 impl Supervisor {
@@ -193,6 +194,7 @@ impl Supervisor {
             shutting_down: None,
             announced_ready: false,
             view,
+            watcher: None,
         };
         let tokens = sup.config.tokens.clone();
         for token in tokens {
@@ -300,6 +302,13 @@ impl Supervisor {
         health.stop();
         log::info!("All workers stopped; botfleet exits");
         0
+    }
+
+    fn watch_timing(&self) -> crate::watcher::Timing {
+        crate::watcher::Timing {
+            interval: self.config.settings.monitor_interval,
+            debounce: self.config.settings.reload_debounce,
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -429,6 +438,8 @@ impl Supervisor {
             self.policy.shutdown_timeout.as_millis()
         );
         self.shutting_down = Some(Instant::now());
+        // No watcher activity once shutdown has begun.
+        self.watcher = None;
         crate::sdnotify::notify("STOPPING=1");
         let ids: Vec<u64> = self.slots.keys().copied().collect();
         for id in ids {
@@ -519,6 +530,9 @@ impl Supervisor {
         let old_worker_env = self.config.worker_env();
         self.policy = policy_of(&new);
         self.config = new;
+        if let Some(w) = &self.watcher {
+            w.retime(self.watch_timing());
+        }
         {
             let mut view = self.lock_view();
             view.config_reloads += 1;
