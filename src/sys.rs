@@ -137,3 +137,27 @@ mod tests {
         assert!(signal_group(0, Signal::Term).is_err(), "pgid 0 is refused");
     }
 }
+
+/// Makes a child started by `cmd` receive SIGKILL when the thread that
+/// started it dies (Linux), so a handler never outlives a killed worker.
+pub fn kill_child_with_parent(cmd: &mut std::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the child between fork and exec, where
+        // only async-signal-safe calls are allowed; prctl is one, and the
+        // closure allocates nothing and touches no lock.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = cmd; // no such facility: the worker kills its handlers on exit
+    }
+}

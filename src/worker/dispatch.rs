@@ -1,0 +1,161 @@
+//! A pool of HANDLER_CONCURRENCY threads that runs jobs in parallel across
+//! chats and one at a time within a chat, so a chat's replies keep their
+//! order while a slow chat does not hold up the others. It must never run
+//! two jobs of one chat at once.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+#[derive(Default)]
+struct Sched {
+    queues: HashMap<i64, VecDeque<Job>>,
+    /// Chats with a job queued and none running, in arrival order.
+    ready: VecDeque<i64>,
+    active: HashSet<i64>,
+    threads: usize,
+    wanted: usize,
+}
+
+/// The pool's handle.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<(Mutex<Sched>, Condvar)>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pool")
+    }
+}
+
+fn lock(m: &Mutex<Sched>) -> std::sync::MutexGuard<'_, Sched> {
+    match m.lock() {
+        Ok(g) => g,
+        // Jobs run outside the lock, so a panic cannot leave it torn.
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Pool {
+    pub fn new(threads: usize) -> Pool {
+        let pool = Pool {
+            inner: Arc::new((Mutex::new(Sched::default()), Condvar::new())),
+        };
+        pool.resize(threads);
+        pool
+    }
+
+    /// Grows or shrinks the pool (a reloaded HANDLER_CONCURRENCY).
+    pub fn resize(&self, threads: usize) {
+        let threads = threads.max(1);
+        let mut s = lock(&self.inner.0);
+        s.wanted = threads;
+        while s.threads < threads {
+            let inner = Arc::clone(&self.inner);
+            let spawned = std::thread::Builder::new()
+                .name("job".into())
+                .stack_size(256 * 1024)
+                .spawn(move || work(&inner));
+            match spawned {
+                Ok(_) => s.threads += 1,
+                Err(e) => {
+                    log::error!("cannot start a job thread: {e}");
+                    break;
+                }
+            }
+        }
+        drop(s);
+        // Threads over the wanted number notice and leave.
+        self.inner.1.notify_all();
+    }
+
+    /// Queues a job for a chat.
+    pub fn submit(&self, chat_id: i64, job: impl FnOnce() + Send + 'static) {
+        let mut s = lock(&self.inner.0);
+        let queue = s.queues.entry(chat_id).or_default();
+        let first = queue.is_empty();
+        queue.push_back(Box::new(job));
+        if first && !s.active.contains(&chat_id) {
+            s.ready.push_back(chat_id);
+        }
+        drop(s);
+        self.inner.1.notify_one();
+    }
+}
+
+fn work(inner: &(Mutex<Sched>, Condvar)) {
+    let (m, cv) = inner;
+    let mut s = lock(m);
+    loop {
+        if s.threads > s.wanted {
+            s.threads -= 1;
+            return;
+        }
+        let Some(chat) = s.ready.pop_front() else {
+            s = match cv.wait(s) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            continue;
+        };
+        let Some(job) = s.queues.get_mut(&chat).and_then(VecDeque::pop_front) else {
+            continue;
+        };
+        s.active.insert(chat);
+        drop(s);
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+            log::error!("a job for chat {chat} panicked; it was skipped");
+        }
+        s = lock(m);
+        s.active.remove(&chat);
+        if s.queues.get(&chat).is_some_and(|q| !q.is_empty()) {
+            s.ready.push_back(chat);
+            cv.notify_one();
+        } else {
+            s.queues.remove(&chat);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn one_chat_in_order_many_chats_in_parallel() {
+        let pool = Pool::new(4);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        for chat in 0..4i64 {
+            for n in 0..5 {
+                let (log, running, peak, done) =
+                    (log.clone(), running.clone(), peak.clone(), done.clone());
+                pool.submit(chat, move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(10));
+                    log.lock().expect("log").push((chat, n));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while done.load(Ordering::SeqCst) < 20 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 20);
+        let log = log.lock().expect("log");
+        for chat in 0..4 {
+            let order: Vec<i32> = log.iter().filter(|(c, _)| *c == chat).map(|(_, n)| *n).collect();
+            assert_eq!(order, [0, 1, 2, 3, 4], "chat {chat} in order");
+        }
+        assert!(peak.load(Ordering::SeqCst) > 1, "chats ran in parallel");
+    }
+}

@@ -1,0 +1,457 @@
+//! The one send path of a worker: every reply, file and notice is queued
+//! here and sent by one thread, in order per chat, paced by token buckets
+//! (SEND_RATE_PER_CHAT and SEND_RATE_PER_BOT messages a second, short bursts
+//! allowed; 0 = unpaced), waiting out Telegram's 429 retry_after and
+//! retrying transient failures with backoff. Callers never block on the
+//! network. Each message may carry the `Ticket` of the update it answers,
+//! so that update counts as handled only once its replies are out. It must
+//! never reorder the messages of one chat.
+
+use super::track::Ticket;
+use crate::telegram::{ApiError, Client};
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Attempts for a message that keeps failing transiently.
+const MAX_ATTEMPTS: u32 = 6;
+/// Burst allowance of one chat's bucket, in messages.
+const CHAT_BURST: f64 = 3.0;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    Text(String),
+    Document {
+        path: PathBuf,
+        file_name: String,
+        caption: Option<String>,
+    },
+}
+
+/// How a queued message ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub chat_id: i64,
+    pub tag: u64,
+    /// None when sent; the last error otherwise.
+    pub error: Option<String>,
+}
+
+/// One message to send.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub chat_id: i64,
+    pub content: Content,
+    pub reply_to: Option<i64>,
+    /// The update this answers; dropped once the message is sent or given up.
+    pub ticket: Option<Ticket>,
+    /// Where to report the outcome, with `tag` (the outbox uses it).
+    pub report: Option<(mpsc::Sender<Outcome>, u64)>,
+}
+
+#[derive(Debug)]
+struct Item {
+    msg: Outgoing,
+    attempts: u32,
+}
+
+/// A token bucket: `rate` tokens a second up to `burst`.
+#[derive(Debug, Clone)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(burst: f64, now: Instant) -> Bucket {
+        Bucket { tokens: burst, at: now }
+    }
+
+    fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * rate).min(burst);
+        self.at = now;
+    }
+
+    /// When a token will be there (now if one is).
+    fn ready_at(&mut self, rate: f64, burst: f64, now: Instant) -> Instant {
+        if rate <= 0.0 {
+            return now;
+        }
+        self.refill(rate, burst, now);
+        if self.tokens >= 1.0 {
+            now
+        } else {
+            now + Duration::from_secs_f64((1.0 - self.tokens) / rate)
+        }
+    }
+
+    fn take(&mut self, rate: f64) {
+        if rate > 0.0 {
+            self.tokens -= 1.0;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Chat {
+    items: VecDeque<Item>,
+    bucket: Bucket,
+    blocked_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Queue {
+    chats: HashMap<i64, Chat>,
+    /// Chats with something queued, in round-robin order.
+    order: VecDeque<i64>,
+    bot: Bucket,
+    queued: usize,
+}
+
+/// The send rates, changeable at run time (a reload).
+#[derive(Debug)]
+pub struct Rates {
+    per_chat: AtomicU64,
+    per_bot: AtomicU64,
+}
+
+impl Rates {
+    pub fn new(per_chat: f64, per_bot: f64) -> Arc<Rates> {
+        let r = Arc::new(Rates {
+            per_chat: AtomicU64::new(0),
+            per_bot: AtomicU64::new(0),
+        });
+        r.set(per_chat, per_bot);
+        r
+    }
+
+    pub fn set(&self, per_chat: f64, per_bot: f64) {
+        self.per_chat.store(per_chat.max(0.0).to_bits(), Ordering::Relaxed);
+        self.per_bot.store(per_bot.max(0.0).to_bits(), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> (f64, f64) {
+        (
+            f64::from_bits(self.per_chat.load(Ordering::Relaxed)),
+            f64::from_bits(self.per_bot.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+/// The handle callers queue messages on.
+#[derive(Debug, Clone)]
+pub struct SendPath {
+    shared: Arc<(Mutex<Queue>, Condvar)>,
+}
+
+fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
+    match m.lock() {
+        Ok(g) => g,
+        // The queue is plain data; a panicked holder cannot tear it.
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl SendPath {
+    /// Starts the sender thread.
+    pub fn start(
+        client: Client,
+        rates: Arc<Rates>,
+        on_error: impl Fn() + Send + 'static,
+    ) -> std::io::Result<SendPath> {
+        let now = Instant::now();
+        let shared = Arc::new((
+            Mutex::new(Queue {
+                chats: HashMap::new(),
+                order: VecDeque::new(),
+                bot: Bucket::new(1.0, now),
+                queued: 0,
+            }),
+            Condvar::new(),
+        ));
+        let s = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("sender".into())
+            .stack_size(256 * 1024)
+            .spawn(move || run(&s, &client, &rates, &on_error))?;
+        Ok(SendPath { shared })
+    }
+
+    /// Queues a message; never blocks on the network.
+    pub fn send(&self, msg: Outgoing) {
+        let (m, cv) = &*self.shared;
+        let mut q = lock(m);
+        let now = Instant::now();
+        let chat_id = msg.chat_id;
+        let chat = q.chats.entry(chat_id).or_insert_with(|| Chat {
+            items: VecDeque::new(),
+            bucket: Bucket::new(CHAT_BURST, now),
+            blocked_until: None,
+        });
+        let was_empty = chat.items.is_empty();
+        chat.items.push_back(Item { msg, attempts: 0 });
+        if was_empty {
+            q.order.push_back(chat_id);
+        }
+        q.queued += 1;
+        drop(q);
+        cv.notify_one();
+    }
+
+    /// Messages waiting to be sent.
+    pub fn queued(&self) -> usize {
+        lock(&self.shared.0).queued
+    }
+}
+
+/// Picks the next message that pacing allows, or when to look again.
+fn pick(q: &mut Queue, rates: (f64, f64), now: Instant) -> Result<Item, Option<Instant>> {
+    let (per_chat, per_bot) = rates;
+    let bot_burst = per_bot.max(1.0);
+    let bot_ready = q.bot.ready_at(per_bot, bot_burst, now);
+    let mut earliest: Option<Instant> = None;
+    let mut note = |t: Instant| earliest = Some(earliest.map_or(t, |e: Instant| e.min(t)));
+    if bot_ready > now {
+        note(bot_ready);
+        return Err(earliest);
+    }
+    for _ in 0..q.order.len() {
+        let Some(chat_id) = q.order.pop_front() else { break };
+        let Some(chat) = q.chats.get_mut(&chat_id) else { continue };
+        let mut ready = chat.bucket.ready_at(per_chat, CHAT_BURST, now);
+        if let Some(b) = chat.blocked_until {
+            ready = ready.max(b);
+        }
+        if ready > now {
+            note(ready);
+            q.order.push_back(chat_id);
+            continue;
+        }
+        let Some(item) = chat.items.pop_front() else { continue };
+        chat.blocked_until = None;
+        chat.bucket.take(per_chat);
+        if chat.items.is_empty() {
+            q.chats.remove(&chat_id);
+        } else {
+            q.order.push_back(chat_id);
+        }
+        q.bot.take(per_bot);
+        q.queued -= 1;
+        return Ok(item);
+    }
+    Err(earliest)
+}
+
+/// Puts a message back at the head of its chat, not before `not_before`.
+fn requeue(q: &mut Queue, item: Item, not_before: Instant) {
+    let chat_id = item.msg.chat_id;
+    let now = Instant::now();
+    let chat = q.chats.entry(chat_id).or_insert_with(|| Chat {
+        items: VecDeque::new(),
+        bucket: Bucket::new(CHAT_BURST, now),
+        blocked_until: None,
+    });
+    if chat.items.is_empty() {
+        q.order.push_front(chat_id);
+    }
+    chat.items.push_front(item);
+    chat.blocked_until = Some(not_before);
+    q.queued += 1;
+}
+
+fn deliver(client: &Client, msg: &Outgoing) -> Result<(), ApiError> {
+    match &msg.content {
+        Content::Text(text) => client.send_message(msg.chat_id, text, msg.reply_to).map(|_| ()),
+        Content::Document {
+            path,
+            file_name,
+            caption,
+        } => client
+            .send_document(msg.chat_id, path, file_name, caption.as_deref())
+            .map(|_| ()),
+    }
+}
+
+fn finish(item: Item, error: Option<String>) {
+    if let Some((tx, tag)) = &item.msg.report {
+        let outcome = Outcome {
+            chat_id: item.msg.chat_id,
+            tag: *tag,
+            error,
+        };
+        if tx.send(outcome).is_err() {
+            log::debug!("nobody waits for this send's outcome any more");
+        }
+    }
+    // Dropping the item drops its ticket: the update may now be confirmed.
+}
+
+fn run(shared: &(Mutex<Queue>, Condvar), client: &Client, rates: &Rates, on_error: &dyn Fn()) {
+    let (m, cv) = shared;
+    loop {
+        let mut item = {
+            let mut q = lock(m);
+            loop {
+                let now = Instant::now();
+                match pick(&mut q, rates.get(), now) {
+                    Ok(item) => break item,
+                    Err(Some(at)) => {
+                        let wait = at.saturating_duration_since(now).max(Duration::from_millis(1));
+                        q = match cv.wait_timeout(q, wait) {
+                            Ok((g, _)) => g,
+                            Err(p) => p.into_inner().0,
+                        };
+                    }
+                    Err(None) => {
+                        q = match cv.wait(q) {
+                            Ok(g) => g,
+                            Err(p) => p.into_inner(),
+                        };
+                    }
+                }
+            }
+        };
+        item.attempts += 1;
+        match deliver(client, &item.msg) {
+            Ok(()) => finish(item, None),
+            Err(e) if e.retry_after().is_some() && item.attempts < MAX_ATTEMPTS * 4 => {
+                let wait = e.retry_after().unwrap_or(Duration::from_secs(1));
+                log::info!("429 from Telegram in chat {}: waiting {} ms", item.msg.chat_id, wait.as_millis());
+                requeue(&mut lock(m), item, Instant::now() + wait);
+            }
+            Err(e) if e.is_transient() && item.attempts < MAX_ATTEMPTS => {
+                let wait = Duration::from_millis(250 * (1 << item.attempts.min(6)));
+                log::warn!("sending in chat {} failed ({e}); retrying in {} ms", item.msg.chat_id, wait.as_millis());
+                requeue(&mut lock(m), item, Instant::now() + wait);
+            }
+            Err(e) => {
+                on_error();
+                log::warn!("cannot send in chat {}: {e}", item.msg.chat_id);
+                let text = e.to_string();
+                finish(item, Some(text));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(chat_id: i64, n: i64) -> Item {
+        Item {
+            msg: Outgoing {
+                chat_id,
+                content: Content::Text(n.to_string()),
+                reply_to: None,
+                ticket: None,
+                report: None,
+            },
+            attempts: 0,
+        }
+    }
+
+    fn queue(now: Instant) -> Queue {
+        Queue {
+            chats: HashMap::new(),
+            order: VecDeque::new(),
+            bot: Bucket::new(1.0, now),
+            queued: 0,
+        }
+    }
+
+    fn push(q: &mut Queue, it: Item, now: Instant) {
+        let chat_id = it.msg.chat_id;
+        let chat = q.chats.entry(chat_id).or_insert_with(|| Chat {
+            items: VecDeque::new(),
+            bucket: Bucket::new(CHAT_BURST, now),
+            blocked_until: None,
+        });
+        if chat.items.is_empty() {
+            q.order.push_back(chat_id);
+        }
+        chat.items.push_back(it);
+        q.queued += 1;
+    }
+
+    fn text(it: &Item) -> String {
+        match &it.msg.content {
+            Content::Text(t) => t.clone(),
+            Content::Document { .. } => String::new(),
+        }
+    }
+
+    #[test]
+    fn unpaced_sends_everything_in_order_per_chat_round_robin() {
+        let now = Instant::now();
+        let mut q = queue(now);
+        for n in 0..3 {
+            push(&mut q, item(1, n), now);
+            push(&mut q, item(2, 10 + n), now);
+        }
+        let mut sent = vec![];
+        while let Ok(it) = pick(&mut q, (0.0, 0.0), now) {
+            sent.push((it.msg.chat_id, text(&it)));
+        }
+        assert_eq!(sent.len(), 6);
+        let chat1: Vec<_> = sent.iter().filter(|(c, _)| *c == 1).map(|(_, t)| t.clone()).collect();
+        assert_eq!(chat1, ["0", "1", "2"]);
+        assert_eq!(sent[0].0, 1);
+        assert_eq!(sent[1].0, 2, "chats take turns");
+        assert_eq!(q.queued, 0);
+    }
+
+    #[test]
+    fn one_chat_is_paced_after_its_burst() {
+        let now = Instant::now();
+        let mut q = queue(now);
+        for n in 0..5 {
+            push(&mut q, item(7, n), now);
+        }
+        let rates = (1.0, 0.0);
+        for _ in 0..3 {
+            assert!(pick(&mut q, rates, now).is_ok(), "the burst goes at once");
+        }
+        let Err(Some(next)) = pick(&mut q, rates, now) else {
+            panic!("the fourth must wait")
+        };
+        assert!(next > now && next <= now + Duration::from_secs(1));
+        assert!(pick(&mut q, rates, now + Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn the_bot_bucket_caps_all_chats_together() {
+        let now = Instant::now();
+        let mut q = queue(now);
+        for chat in 0..10 {
+            push(&mut q, item(chat, chat), now);
+        }
+        let rates = (0.0, 2.0);
+        let mut at_once = 0;
+        while pick(&mut q, rates, now).is_ok() {
+            at_once += 1;
+        }
+        assert_eq!(at_once, 1, "the bot bucket starts with one token");
+        let later = now + Duration::from_secs(1);
+        let mut more = 0;
+        while pick(&mut q, rates, later).is_ok() {
+            more += 1;
+        }
+        assert_eq!(more, 2, "two a second");
+    }
+
+    #[test]
+    fn a_requeued_message_goes_first_but_not_before_its_time() {
+        let now = Instant::now();
+        let mut q = queue(now);
+        push(&mut q, item(3, 2), now);
+        requeue(&mut q, item(3, 1), now + Duration::from_millis(500));
+        assert!(matches!(pick(&mut q, (0.0, 0.0), now), Err(Some(_))));
+        let it = pick(&mut q, (0.0, 0.0), now + Duration::from_millis(500)).expect("due");
+        assert_eq!(text(&it), "1");
+    }
+}
