@@ -84,8 +84,8 @@ pub struct Limits {
     pub per_bot_per_sec: u32,
 }
 
-/// One registered bot and everything the sandbox knows about it.
-#[derive(Debug)]
+/// One registered bot and everything the sandbox knows about it. No
+/// `Debug`: it holds the token, which must never be printed.
 pub struct Bot {
     pub id: u64,
     pub token: String,
@@ -325,8 +325,9 @@ pub fn chat_json(chat_id: i64, user_id: i64) -> Value {
     }
 }
 
-/// Everything the sandbox holds, behind one mutex.
-#[derive(Debug, Default)]
+/// Everything the sandbox holds, behind one mutex (no `Debug`: it holds
+/// tokens).
+#[derive(Default)]
 pub struct State {
     pub bots: BTreeMap<u64, Bot>,
     pub files: HashMap<String, StoredFile>,
