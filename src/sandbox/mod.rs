@@ -692,8 +692,8 @@ fn call(st: &mut State, bot_id: u64, method: &str, params: &http::Params) -> Rep
                 Ok(c) => c,
                 Err(r) => return r,
             };
-            if !st.bots[&bot_id].chats.contains(&chat_id) {
-                return bad_request("chat not found");
+            if let Some((code, description)) = st.bots[&bot_id].cannot_send_to(chat_id) {
+                return api_err(code, description);
             }
             api_ok(json!(true))
         }
@@ -742,8 +742,8 @@ fn send_message(st: &mut State, bot_id: u64, params: &http::Params, limits: Limi
         return bad_request("message is too long");
     }
     let bot = st.bots.get_mut(&bot_id).expect("authorized bot");
-    if !bot.chats.contains(&chat_id) {
-        return bad_request("chat not found");
+    if let Some((code, description)) = bot.cannot_send_to(chat_id) {
+        return api_err(code, description);
     }
     if let Err(retry_after) = bot.flood_check(chat_id, limits, Instant::now()) {
         return api_429(retry_after);
@@ -769,8 +769,8 @@ fn send_document(st: &mut State, bot_id: u64, params: &http::Params, limits: Lim
     if caption.as_deref().is_some_and(|c| c.chars().count() > 1024) {
         return bad_request("message caption is too long");
     }
-    if !st.bots[&bot_id].chats.contains(&chat_id) {
-        return bad_request("chat not found");
+    if let Some((code, description)) = st.bots[&bot_id].cannot_send_to(chat_id) {
+        return api_err(code, description);
     }
     // The file: an uploaded part, `attach://name`, or an existing file_id.
     let upload = match (params.files.get("document"), params.text("document")) {
@@ -1211,11 +1211,13 @@ fn bot_control(
             Err(r) => r,
             Ok(v) => match v["chat_id"].as_i64() {
                 Some(chat_id) => {
-                    st.bots
-                        .get_mut(&bot_id)
-                        .expect("checked")
-                        .chats
-                        .insert(chat_id);
+                    let bot = st.bots.get_mut(&bot_id).expect("checked");
+                    bot.chats.insert(chat_id);
+                    if v["blocked"] == json!(true) {
+                        bot.blocked.insert(chat_id);
+                    } else {
+                        bot.blocked.remove(&chat_id);
+                    }
                     control_ok(json!(true))
                 }
                 None => control_err(400, "chat_id is required"),
