@@ -337,6 +337,9 @@ fn send_message_refuses_unknown_chats_and_bad_text() {
     let long = "й".repeat(4097);
     let (status, body) = sb.call(TOKEN, "sendMessage", json!({"chat_id": 5, "text": long}));
     assert_error(status, &body, 400, "Bad Request: message is too long");
+    sb.control_post("bots/123456/chats", json!({"chat_id": 6, "blocked": true}));
+    let (status, body) = sb.call(TOKEN, "sendMessage", json!({"chat_id": 6, "text": "hi"}));
+    assert_error(status, &body, 403, "Forbidden: bot was blocked by the user");
     let exact = "й".repeat(4096);
     let (status, body) = sb.call(TOKEN, "sendMessage", json!({"chat_id": 5, "text": exact}));
     ok_result(status, &body, "4096 characters");

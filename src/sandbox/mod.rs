@@ -378,9 +378,8 @@ fn api_ok(result: Value) -> Reply {
     Reply {
         status: 200,
         content_type: "application/json",
-        body: json!({"ok": true, "result": result})
-            .to_string()
-            .into_bytes(),
+        // Built by hand so `ok` comes first, as in Telegram's replies.
+        body: format!("{{\"ok\":true,\"result\":{result}}}").into_bytes(),
         retry_after: None,
     }
 }
@@ -389,9 +388,11 @@ fn api_err(code: u16, description: &str) -> Reply {
     Reply {
         status: code,
         content_type: "application/json",
-        body: json!({"ok": false, "error_code": code, "description": description})
-            .to_string()
-            .into_bytes(),
+        body: format!(
+            "{{\"ok\":false,\"error_code\":{code},\"description\":{}}}",
+            Value::from(description)
+        )
+        .into_bytes(),
         retry_after: None,
     }
 }
@@ -400,10 +401,9 @@ fn api_429(retry_after: u64) -> Reply {
     Reply {
         status: 429,
         content_type: "application/json",
-        body: json!({"ok": false, "error_code": 429,
-                     "description": format!("Too Many Requests: retry after {retry_after}"),
-                     "parameters": {"retry_after": retry_after}})
-        .to_string()
+        body: format!(
+            "{{\"ok\":false,\"error_code\":429,\"description\":\"Too Many Requests: retry after {retry_after}\",\"parameters\":{{\"retry_after\":{retry_after}}}}}"
+        )
         .into_bytes(),
         retry_after: Some(retry_after),
     }
@@ -421,9 +421,11 @@ fn control_err(status: u16, description: &str) -> Reply {
     Reply {
         status,
         content_type: "application/json",
-        body: json!({"ok": false, "description": description})
-            .to_string()
-            .into_bytes(),
+        body: format!(
+            "{{\"ok\":false,\"description\":{}}}",
+            Value::from(description)
+        )
+        .into_bytes(),
         retry_after: None,
     }
 }
@@ -690,8 +692,8 @@ fn call(st: &mut State, bot_id: u64, method: &str, params: &http::Params) -> Rep
                 Ok(c) => c,
                 Err(r) => return r,
             };
-            if !st.bots[&bot_id].chats.contains(&chat_id) {
-                return bad_request("chat not found");
+            if let Some((code, description)) = st.bots[&bot_id].cannot_send_to(chat_id) {
+                return api_err(code, description);
             }
             api_ok(json!(true))
         }
@@ -740,8 +742,8 @@ fn send_message(st: &mut State, bot_id: u64, params: &http::Params, limits: Limi
         return bad_request("message is too long");
     }
     let bot = st.bots.get_mut(&bot_id).expect("authorized bot");
-    if !bot.chats.contains(&chat_id) {
-        return bad_request("chat not found");
+    if let Some((code, description)) = bot.cannot_send_to(chat_id) {
+        return api_err(code, description);
     }
     if let Err(retry_after) = bot.flood_check(chat_id, limits, Instant::now()) {
         return api_429(retry_after);
@@ -767,8 +769,8 @@ fn send_document(st: &mut State, bot_id: u64, params: &http::Params, limits: Lim
     if caption.as_deref().is_some_and(|c| c.chars().count() > 1024) {
         return bad_request("message caption is too long");
     }
-    if !st.bots[&bot_id].chats.contains(&chat_id) {
-        return bad_request("chat not found");
+    if let Some((code, description)) = st.bots[&bot_id].cannot_send_to(chat_id) {
+        return api_err(code, description);
     }
     // The file: an uploaded part, `attach://name`, or an existing file_id.
     let upload = match (params.files.get("document"), params.text("document")) {
@@ -1209,11 +1211,13 @@ fn bot_control(
             Err(r) => r,
             Ok(v) => match v["chat_id"].as_i64() {
                 Some(chat_id) => {
-                    st.bots
-                        .get_mut(&bot_id)
-                        .expect("checked")
-                        .chats
-                        .insert(chat_id);
+                    let bot = st.bots.get_mut(&bot_id).expect("checked");
+                    bot.chats.insert(chat_id);
+                    if v["blocked"] == json!(true) {
+                        bot.blocked.insert(chat_id);
+                    } else {
+                        bot.blocked.remove(&chat_id);
+                    }
                     control_ok(json!(true))
                 }
                 None => control_err(400, "chat_id is required"),

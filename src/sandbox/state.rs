@@ -84,8 +84,8 @@ pub struct Limits {
     pub per_bot_per_sec: u32,
 }
 
-/// One registered bot and everything the sandbox knows about it.
-#[derive(Debug)]
+/// One registered bot and everything the sandbox knows about it. No
+/// `Debug`: it holds the token, which must never be printed.
 pub struct Bot {
     pub id: u64,
     pub token: String,
@@ -95,6 +95,8 @@ pub struct Bot {
     pub next_update_id: i64,
     pub next_message_id: i64,
     pub chats: HashSet<i64>,
+    /// Chats whose user blocked the bot: sends get 403.
+    pub blocked: HashSet<i64>,
     pub sent: Vec<Value>,
     pub webhook: Option<String>,
     pub allowed_updates: Vec<String>,
@@ -137,6 +139,7 @@ impl Bot {
             next_update_id: (id % 1000) as i64 * 1_000_000 + 500_000_000,
             next_message_id: 1,
             chats: HashSet::new(),
+            blocked: HashSet::new(),
             sent: Vec::new(),
             webhook: None,
             allowed_updates: Vec::new(),
@@ -227,6 +230,17 @@ impl Bot {
                 }
                 self.confirmed_up_to = self.confirmed_up_to.max(n);
             }
+        }
+    }
+
+    /// Why the bot may not send to `chat_id`, as Telegram words it.
+    pub fn cannot_send_to(&self, chat_id: i64) -> Option<(u16, &'static str)> {
+        if !self.chats.contains(&chat_id) {
+            Some((400, "Bad Request: chat not found"))
+        } else if self.blocked.contains(&chat_id) {
+            Some((403, "Forbidden: bot was blocked by the user"))
+        } else {
+            None
         }
     }
 
@@ -325,8 +339,9 @@ pub fn chat_json(chat_id: i64, user_id: i64) -> Value {
     }
 }
 
-/// Everything the sandbox holds, behind one mutex.
-#[derive(Debug, Default)]
+/// Everything the sandbox holds, behind one mutex (no `Debug`: it holds
+/// tokens).
+#[derive(Default)]
 pub struct State {
     pub bots: BTreeMap<u64, Bot>,
     pub files: HashMap<String, StoredFile>,

@@ -194,6 +194,11 @@ impl SandboxProc {
         value["result"].clone()
     }
 
+    /// POSTs JSON to `/_sandbox/<path>`; returns the `result`.
+    pub fn control_post(&self, path: &str, body: Value) -> Value {
+        self.control_json(path, body)
+    }
+
     fn control_json(&self, path: &str, body: Value) -> Value {
         self.control("POST", path, Some(body.to_string().into_bytes()))
     }
