@@ -217,6 +217,25 @@ fn a_second_poll_ends_the_first_with_409() {
 }
 
 #[test]
+fn a_poll_whose_client_died_does_not_count_as_concurrent() {
+    use std::io::Write;
+    let sb = sandbox_with_bot();
+    let addr = sb.url().trim_start_matches("http://").to_string();
+    let mut dead = std::net::TcpStream::connect(&addr).expect("connect to the sandbox");
+    write!(
+        dead,
+        "GET /bot{TOKEN}/getUpdates?timeout=10 HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+    )
+    .expect("send a long poll");
+    wait_for_polls(&sb, BOT, 1);
+    drop(dead); // the client dies with its poll pending, as a killed worker does
+    let (status, _body) = sb.call(TOKEN, "getUpdates", json!({"timeout": 1}));
+    assert_eq!(status, 200);
+    let stats = sb.bot_stats(BOT);
+    assert_eq!(stats["max_concurrent_get_updates"], json!(1), "{stats}");
+}
+
+#[test]
 fn a_second_conflict_within_3_s_is_answered_3_s_late() {
     let sb = sandbox_with_bot();
     let first = poll_in_background(&sb, TOKEN, json!({"timeout": 10}));

@@ -524,7 +524,7 @@ fn close_without_reply(shared: &Shared, request: tiny_http::Request) {
     let peer = request.remote_addr().copied();
     let writer = request.into_writer();
     if let Some(peer) = peer {
-        if !sockets::shutdown_connection(shared.port, peer) {
+        if !crate::sys::sockets::shutdown_connection(shared.port, peer) {
             log::warn!("sandbox: could not find the socket of {peer} to drop");
         }
     }
@@ -872,8 +872,21 @@ fn get_updates(
     if let Some(allowed) = allowed {
         bot.allowed_updates = allowed;
     }
+    // Two polls overlap only if the older one's client is still there: a
+    // client that died (its socket closed) is not polling any more, and the
+    // real server's front end drops such a request at once too.
+    let port = shared.port;
+    let live_others = bot
+        .poll_peers
+        .iter()
+        .filter(|(_, p)| !p.is_some_and(|p| crate::sys::sockets::peer_closed(port, p)))
+        .count() as u64;
     bot.current_get_updates += 1;
-    bot.max_concurrent_get_updates = bot.max_concurrent_get_updates.max(bot.current_get_updates);
+    bot.max_concurrent_get_updates = bot.max_concurrent_get_updates.max(live_others + 1);
+    bot.poll_ticket += 1;
+    let ticket = bot.poll_ticket;
+    bot.poll_peers
+        .push((ticket, request.remote_addr().copied()));
     // A tight loop of short polls with the same offset is slowed down.
     let mut hold = None;
     if timeout == 0 {
@@ -946,6 +959,7 @@ fn get_updates(
     };
     if let Some(bot) = st.bots.get_mut(&bot_id) {
         bot.current_get_updates -= 1;
+        bot.poll_peers.retain(|(t, _)| *t != ticket);
     }
     drop(st);
     match end {
@@ -1234,81 +1248,4 @@ fn bot_control(
     };
     shared.changed.notify_all();
     reply
-}
-
-/// Finding and shutting down the socket of one connection, which tiny_http
-/// does not expose. The only unsafe code in the sandbox: plain syscalls on
-/// integer descriptors.
-mod sockets {
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-
-    /// Shuts down (both ways) the accepted socket on `local_port` whose peer
-    /// is `peer`, so the client sees the connection close with no reply.
-    pub fn shutdown_connection(local_port: u16, peer: SocketAddr) -> bool {
-        for fd in descriptors() {
-            if address(fd, true) == Some(peer)
-                && address(fd, false).is_some_and(|a| a.port() == local_port)
-            {
-                shutdown(fd);
-                return true;
-            }
-        }
-        false
-    }
-
-    fn descriptors() -> Vec<i32> {
-        match std::fs::read_dir("/proc/self/fd") {
-            Ok(dir) => dir
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect(),
-            // No /proc (macOS): try the low descriptors.
-            Err(_) => (0..4096).collect(),
-        }
-    }
-
-    #[allow(unsafe_code)]
-    fn shutdown(fd: i32) {
-        // SAFETY: shutdown(2) takes an integer and touches no memory of
-        // ours; on a descriptor that closed meanwhile it fails with EBADF.
-        // It does not close the descriptor, so tiny_http still owns it.
-        unsafe {
-            libc::shutdown(fd, libc::SHUT_RDWR);
-        }
-    }
-
-    #[allow(unsafe_code)]
-    fn address(fd: i32, peer: bool) -> Option<SocketAddr> {
-        // SAFETY: sockaddr_storage is plain old data; all zeroes is valid.
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let ptr = std::ptr::addr_of_mut!(storage).cast::<libc::sockaddr>();
-        // SAFETY: `ptr` points at a sockaddr_storage of `len` bytes, which
-        // the kernel fills up to `len`; any integer fd is fine to ask about.
-        let rc = unsafe {
-            if peer {
-                libc::getpeername(fd, ptr, &mut len)
-            } else {
-                libc::getsockname(fd, ptr, &mut len)
-            }
-        };
-        if rc != 0 {
-            return None;
-        }
-        match i32::from(storage.ss_family) {
-            libc::AF_INET => {
-                // SAFETY: the family says the storage holds a sockaddr_in,
-                // and sockaddr_storage is large and aligned enough for it.
-                let a = unsafe { &*std::ptr::addr_of!(storage).cast::<libc::sockaddr_in>() };
-                let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-                Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
-            }
-            libc::AF_INET6 => {
-                // SAFETY: as above, for sockaddr_in6.
-                let a = unsafe { &*std::ptr::addr_of!(storage).cast::<libc::sockaddr_in6>() };
-                let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
-                Some(SocketAddr::from((ip, u16::from_be(a.sin6_port))))
-            }
-            _ => None,
-        }
-    }
 }

@@ -104,6 +104,9 @@ pub struct Bot {
     pub calls: BTreeMap<String, u64>,
     pub current_get_updates: u64,
     pub max_concurrent_get_updates: u64,
+    /// The waiting polls: a ticket and the client's address.
+    pub poll_peers: Vec<(u64, Option<std::net::SocketAddr>)>,
+    pub poll_ticket: u64,
     /// Bumped by every long poll and by setWebhook; a waiting poll whose
     /// generation is no longer current has been terminated.
     pub poll_generation: u64,
@@ -146,6 +149,8 @@ impl Bot {
             commands: json!([]),
             calls: BTreeMap::new(),
             current_get_updates: 0,
+            poll_peers: Vec::new(),
+            poll_ticket: 0,
             max_concurrent_get_updates: 0,
             poll_generation: 0,
             poll_terminated_by: CONFLICT_OTHER_POLL,
