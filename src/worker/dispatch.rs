@@ -153,7 +153,11 @@ mod tests {
         assert_eq!(done.load(Ordering::SeqCst), 20);
         let log = log.lock().expect("log");
         for chat in 0..4 {
-            let order: Vec<i32> = log.iter().filter(|(c, _)| *c == chat).map(|(_, n)| *n).collect();
+            let order: Vec<i32> = log
+                .iter()
+                .filter(|(c, _)| *c == chat)
+                .map(|(_, n)| *n)
+                .collect();
             assert_eq!(order, [0, 1, 2, 3, 4], "chat {chat} in order");
         }
         assert!(peak.load(Ordering::SeqCst) > 1, "chats ran in parallel");

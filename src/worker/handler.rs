@@ -47,10 +47,18 @@ impl std::fmt::Display for HandlerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HandlerError::Spawn(e) => write!(f, "cannot start the handler: {e}"),
-            HandlerError::Timeout(d) => write!(f, "the handler ran over {} s and was killed", d.as_secs()),
-            HandlerError::Failed { code: Some(c), .. } => write!(f, "the handler exited with code {c}"),
+            HandlerError::Timeout(d) => {
+                write!(f, "the handler ran over {} s and was killed", d.as_secs())
+            }
+            HandlerError::Failed { code: Some(c), .. } => {
+                write!(f, "the handler exited with code {c}")
+            }
             HandlerError::Failed { signal, .. } => {
-                write!(f, "the handler was killed by signal {}", signal.unwrap_or(0))
+                write!(
+                    f,
+                    "the handler was killed by signal {}",
+                    signal.unwrap_or(0)
+                )
             }
             HandlerError::Wait(e) => write!(f, "cannot wait for the handler: {e}"),
         }
@@ -75,7 +83,9 @@ pub struct Run<'a> {
 /// caller sends "typing"). Returns its stdout (lossy UTF-8, capped).
 pub fn run(run: Run<'_>, mut on_wait: impl FnMut()) -> Result<String, HandlerError> {
     let Some((program, args)) = run.argv.split_first() else {
-        return Err(HandlerError::Spawn(std::io::Error::other("BOT_HANDLER is empty")));
+        return Err(HandlerError::Spawn(std::io::Error::other(
+            "BOT_HANDLER is empty",
+        )));
     };
     let mut cmd = Command::new(program);
     cmd.args(args);
@@ -146,7 +156,9 @@ pub fn run(run: Run<'_>, mut on_wait: impl FnMut()) -> Result<String, HandlerErr
     let status = status?;
     // The pipes close when the group is gone; don't wait forever for a
     // grandchild that escaped the group and kept stdout open.
-    let output = out_rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default();
+    let output = out_rx
+        .recv_timeout(Duration::from_secs(2))
+        .unwrap_or_default();
     if status.success() {
         Ok(output)
     } else {
@@ -236,7 +248,10 @@ mod tests {
         run(
             Run {
                 argv: &sh(script),
-                env: &[("CHAT_ID".into(), "42".into()), ("BOT_TOKEN".into(), "1:x".into())],
+                env: &[
+                    ("CHAT_ID".into(), "42".into()),
+                    ("BOT_TOKEN".into(), "1:x".into()),
+                ],
                 stdin: b"{\"update_id\":1}".to_vec(),
                 timeout,
                 label: "test".into(),
@@ -247,8 +262,11 @@ mod tests {
 
     #[test]
     fn passes_stdin_and_env_and_returns_stdout() {
-        let out = run_sh("cat; echo \" $CHAT_ID ${BOT_TOKEN:-none}\"", Duration::from_secs(10))
-            .expect("runs");
+        let out = run_sh(
+            "cat; echo \" $CHAT_ID ${BOT_TOKEN:-none}\"",
+            Duration::from_secs(10),
+        )
+        .expect("runs");
         assert_eq!(out, "{\"update_id\":1} 42 none\n");
     }
 
@@ -279,8 +297,11 @@ mod tests {
 
     #[test]
     fn output_is_capped() {
-        let out = run_sh("head -c 200000 /dev/zero | tr '\\0' a", Duration::from_secs(10))
-            .expect("runs");
+        let out = run_sh(
+            "head -c 200000 /dev/zero | tr '\\0' a",
+            Duration::from_secs(10),
+        )
+        .expect("runs");
         assert_eq!(out.len(), MAX_OUTPUT);
     }
 

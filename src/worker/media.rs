@@ -70,11 +70,15 @@ pub fn free_name(dir: &Path, name: &str) -> PathBuf {
 /// Moves `from` into `dir` under its own name, never overwriting: a hard
 /// link that fails if the name is taken, then the old name removed.
 pub fn move_no_clobber(from: &Path, dir: &Path) -> io::Result<PathBuf> {
-    let name = from
-        .file_name()
-        .and_then(|n| n.to_str())
-        .map(sanitize)
-        .unwrap_or_else(|| "file".into());
+    let name = from.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    place_no_clobber(from, dir, name)
+}
+
+/// Moves `from` into `dir` as `name` (or `name (1)`, ...), never
+/// overwriting: a hard link that fails if the name is taken, then the old
+/// name removed.
+pub fn place_no_clobber(from: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+    let name = sanitize(name);
     for _ in 0..1000 {
         let to = free_name(dir, &name);
         match std::fs::hard_link(from, &to) {
@@ -150,7 +154,11 @@ mod tests {
 
     #[test]
     fn free_names_and_moves_never_overwrite() {
-        let dir = std::env::temp_dir().join(format!("botfleet-media-{}-{:?}", std::process::id(), std::time::Instant::now()));
+        let dir = std::env::temp_dir().join(format!(
+            "botfleet-media-{}-{:?}",
+            std::process::id(),
+            std::time::Instant::now()
+        ));
         let sent = dir.join("sent");
         std::fs::create_dir_all(&sent).expect("dirs");
         std::fs::write(sent.join("a.txt"), "old").expect("write");
@@ -158,7 +166,10 @@ mod tests {
         assert_eq!(free_name(&sent, "a.txt"), sent.join("a (1).txt"));
         let to = move_no_clobber(&dir.join("a.txt"), &sent).expect("move");
         assert_eq!(to, sent.join("a (1).txt"));
-        assert_eq!(std::fs::read_to_string(sent.join("a.txt")).expect("read"), "old");
+        assert_eq!(
+            std::fs::read_to_string(sent.join("a.txt")).expect("read"),
+            "old"
+        );
         assert_eq!(std::fs::read_to_string(&to).expect("read"), "new");
         assert!(!dir.join("a.txt").exists());
     }
@@ -168,10 +179,17 @@ mod tests {
         let m = json!({"photo": [{"file_id": "s", "file_unique_id": "u1"}, {"file_id": "L", "file_unique_id": "u2", "file_size": 9}]});
         assert_eq!(
             attachment(&m, "photo"),
-            Some(Attachment { file_id: "L".into(), name: "photo_u2.jpg".into(), size: Some(9) })
+            Some(Attachment {
+                file_id: "L".into(),
+                name: "photo_u2.jpg".into(),
+                size: Some(9)
+            })
         );
         let d = json!({"document": {"file_id": "d", "file_name": "../x.pdf"}});
-        assert_eq!(attachment(&d, "document").map(|a| a.name), Some("x.pdf".into()));
+        assert_eq!(
+            attachment(&d, "document").map(|a| a.name),
+            Some("x.pdf".into())
+        );
         assert_eq!(attachment(&json!({"document": 5}), "document"), None);
     }
 }

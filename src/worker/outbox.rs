@@ -97,12 +97,20 @@ fn run(dir: &Path, send: &SendPath, recipients: &dyn Fn() -> Vec<i64>) {
                     match &outcome.error {
                         None => {
                             if let Err(e) = note_progress(dir, &job.name, outcome.chat_id) {
-                                log::warn!("outbox: cannot record that {} reached {}: {e}", job.name, outcome.chat_id);
+                                log::warn!(
+                                    "outbox: cannot record that {} reached {}: {e}",
+                                    job.name,
+                                    outcome.chat_id
+                                );
                             }
                         }
                         Some(err) => {
                             job.failed = true;
-                            log::warn!("outbox: {} not sent to {}: {err}", job.name, outcome.chat_id);
+                            log::warn!(
+                                "outbox: {} not sent to {}: {err}",
+                                job.name,
+                                outcome.chat_id
+                            );
                         }
                     }
                     if job.waiting.is_empty() {
@@ -122,7 +130,9 @@ fn run(dir: &Path, send: &SendPath, recipients: &dyn Fn() -> Vec<i64>) {
         let mut due = vec![];
         for (name, stat) in &now_files {
             let stable = last.get(name) == Some(stat);
-            let cooling = cool_down.get(name).is_some_and(|(until, _)| *until > Instant::now());
+            let cooling = cool_down
+                .get(name)
+                .is_some_and(|(until, _)| *until > Instant::now());
             if stable && !cooling && !busy.contains(name.as_str()) {
                 due.push(name.clone());
             }
@@ -172,13 +182,24 @@ fn run(dir: &Path, send: &SendPath, recipients: &dyn Fn() -> Vec<i64>) {
     }
 }
 
-fn finish_job(dir: &Path, sent_dir: &Path, job: Job, cool_down: &mut HashMap<String, (Instant, Duration)>) {
+fn finish_job(
+    dir: &Path,
+    sent_dir: &Path,
+    job: Job,
+    cool_down: &mut HashMap<String, (Instant, Duration)>,
+) {
     if job.failed {
         let backoff = cool_down
             .get(&job.name)
-            .map_or(Duration::from_secs(2), |(_, b)| (*b * 2).min(Duration::from_secs(60)));
+            .map_or(Duration::from_secs(2), |(_, b)| {
+                (*b * 2).min(Duration::from_secs(60))
+            });
         cool_down.insert(job.name.clone(), (Instant::now() + backoff, backoff));
-        log::warn!("outbox: {} stays; retrying in {} s", job.name, backoff.as_secs());
+        log::warn!(
+            "outbox: {} stays; retrying in {} s",
+            job.name,
+            backoff.as_secs()
+        );
         return;
     }
     cool_down.remove(&job.name);
@@ -188,13 +209,23 @@ fn finish_job(dir: &Path, sent_dir: &Path, job: Job, cool_down: &mut HashMap<Str
     }
     match media::move_no_clobber(&dir.join(&job.name), sent_dir) {
         Ok(to) => {
-            log::info!("outbox: sent {} to every recipient; moved to {}", job.name, to.display());
+            log::info!(
+                "outbox: sent {} to every recipient; moved to {}",
+                job.name,
+                to.display()
+            );
             if let Err(e) = std::fs::remove_file(progress_path(dir, &job.name)) {
                 if e.kind() != std::io::ErrorKind::NotFound {
-                    log::warn!("outbox: cannot remove the progress note of {}: {e}", job.name);
+                    log::warn!(
+                        "outbox: cannot remove the progress note of {}: {e}",
+                        job.name
+                    );
                 }
             }
         }
-        Err(e) => log::error!("outbox: {} was sent but cannot be moved to sent/: {e}", job.name),
+        Err(e) => log::error!(
+            "outbox: {} was sent but cannot be moved to sent/: {e}",
+            job.name
+        ),
     }
 }

@@ -67,7 +67,10 @@ struct Bucket {
 
 impl Bucket {
     fn new(burst: f64, now: Instant) -> Bucket {
-        Bucket { tokens: burst, at: now }
+        Bucket {
+            tokens: burst,
+            at: now,
+        }
     }
 
     fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
@@ -130,8 +133,10 @@ impl Rates {
     }
 
     pub fn set(&self, per_chat: f64, per_bot: f64) {
-        self.per_chat.store(per_chat.max(0.0).to_bits(), Ordering::Relaxed);
-        self.per_bot.store(per_bot.max(0.0).to_bits(), Ordering::Relaxed);
+        self.per_chat
+            .store(per_chat.max(0.0).to_bits(), Ordering::Relaxed);
+        self.per_bot
+            .store(per_bot.max(0.0).to_bits(), Ordering::Relaxed);
     }
 
     fn get(&self) -> (f64, f64) {
@@ -220,8 +225,12 @@ fn pick(q: &mut Queue, rates: (f64, f64), now: Instant) -> Result<Item, Option<I
         return Err(earliest);
     }
     for _ in 0..q.order.len() {
-        let Some(chat_id) = q.order.pop_front() else { break };
-        let Some(chat) = q.chats.get_mut(&chat_id) else { continue };
+        let Some(chat_id) = q.order.pop_front() else {
+            break;
+        };
+        let Some(chat) = q.chats.get_mut(&chat_id) else {
+            continue;
+        };
         let mut ready = chat.bucket.ready_at(per_chat, CHAT_BURST, now);
         if let Some(b) = chat.blocked_until {
             ready = ready.max(b);
@@ -231,7 +240,9 @@ fn pick(q: &mut Queue, rates: (f64, f64), now: Instant) -> Result<Item, Option<I
             q.order.push_back(chat_id);
             continue;
         }
-        let Some(item) = chat.items.pop_front() else { continue };
+        let Some(item) = chat.items.pop_front() else {
+            continue;
+        };
         chat.blocked_until = None;
         chat.bucket.take(per_chat);
         if chat.items.is_empty() {
@@ -265,7 +276,9 @@ fn requeue(q: &mut Queue, item: Item, not_before: Instant) {
 
 fn deliver(client: &Client, msg: &Outgoing) -> Result<(), ApiError> {
     match &msg.content {
-        Content::Text(text) => client.send_message(msg.chat_id, text, msg.reply_to).map(|_| ()),
+        Content::Text(text) => client
+            .send_message(msg.chat_id, text, msg.reply_to)
+            .map(|_| ()),
         Content::Document {
             path,
             file_name,
@@ -300,7 +313,9 @@ fn run(shared: &(Mutex<Queue>, Condvar), client: &Client, rates: &Rates, on_erro
                 match pick(&mut q, rates.get(), now) {
                     Ok(item) => break item,
                     Err(Some(at)) => {
-                        let wait = at.saturating_duration_since(now).max(Duration::from_millis(1));
+                        let wait = at
+                            .saturating_duration_since(now)
+                            .max(Duration::from_millis(1));
                         q = match cv.wait_timeout(q, wait) {
                             Ok((g, _)) => g,
                             Err(p) => p.into_inner().0,
@@ -320,12 +335,20 @@ fn run(shared: &(Mutex<Queue>, Condvar), client: &Client, rates: &Rates, on_erro
             Ok(()) => finish(item, None),
             Err(e) if e.retry_after().is_some() && item.attempts < MAX_ATTEMPTS * 4 => {
                 let wait = e.retry_after().unwrap_or(Duration::from_secs(1));
-                log::info!("429 from Telegram in chat {}: waiting {} ms", item.msg.chat_id, wait.as_millis());
+                log::info!(
+                    "429 from Telegram in chat {}: waiting {} ms",
+                    item.msg.chat_id,
+                    wait.as_millis()
+                );
                 requeue(&mut lock(m), item, Instant::now() + wait);
             }
             Err(e) if e.is_transient() && item.attempts < MAX_ATTEMPTS => {
                 let wait = Duration::from_millis(250 * (1 << item.attempts.min(6)));
-                log::warn!("sending in chat {} failed ({e}); retrying in {} ms", item.msg.chat_id, wait.as_millis());
+                log::warn!(
+                    "sending in chat {} failed ({e}); retrying in {} ms",
+                    item.msg.chat_id,
+                    wait.as_millis()
+                );
                 requeue(&mut lock(m), item, Instant::now() + wait);
             }
             Err(e) => {
@@ -398,7 +421,11 @@ mod tests {
             sent.push((it.msg.chat_id, text(&it)));
         }
         assert_eq!(sent.len(), 6);
-        let chat1: Vec<_> = sent.iter().filter(|(c, _)| *c == 1).map(|(_, t)| t.clone()).collect();
+        let chat1: Vec<_> = sent
+            .iter()
+            .filter(|(c, _)| *c == 1)
+            .map(|(_, t)| t.clone())
+            .collect();
         assert_eq!(chat1, ["0", "1", "2"]);
         assert_eq!(sent[0].0, 1);
         assert_eq!(sent[1].0, 2, "chats take turns");

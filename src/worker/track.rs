@@ -75,9 +75,9 @@ impl Tracker {
     pub fn wait_for_progress(&self, timeout: Duration) {
         let inner = lock(&self.inner);
         let seen = inner.finished;
-        let result = self
-            .changed
-            .wait_timeout_while(inner, timeout, |i| i.finished == seen && !i.pending.is_empty());
+        let result = self.changed.wait_timeout_while(inner, timeout, |i| {
+            i.finished == seen && !i.pending.is_empty()
+        });
         drop(result);
     }
 
