@@ -9,7 +9,7 @@ use crate::lock::{self, InstanceLock, LockError};
 use crate::supervisor::Supervisor;
 use crate::sys;
 use crate::telegram::Client;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn process_env(key: &str) -> Option<String> {
@@ -112,11 +112,40 @@ pub fn check(env_file: &Path, offline: bool) -> i32 {
     }
 }
 
-fn running_pid(env_file: &Path) -> Result<(u32, std::path::PathBuf), i32> {
-    let config = load(env_file)?;
-    let path = config.settings.lock_file.clone();
+/// The lock file named by the config. A broken config must not keep
+/// `stop` or `reload` from finding the running supervisor, so this falls back
+/// to the file's LOCK_FILE line, then the environment, then the default.
+fn lock_path(env_file: &Path) -> (PathBuf, Option<String>) {
+    match Config::load(env_file, &process_env, true) {
+        Ok(c) => (c.settings.lock_file.clone(), None),
+        Err(e) => {
+            let text = std::fs::read(env_file).ok();
+            let from_file = text
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .and_then(|text| {
+                    text.lines().rev().find_map(|l| {
+                        let l = l.trim().trim_start_matches("export ").trim();
+                        let v = l
+                            .strip_prefix("LOCK_FILE")?
+                            .trim_start()
+                            .strip_prefix('=')?;
+                        let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
+                        (!v.is_empty()).then(|| PathBuf::from(v))
+                    })
+                });
+            let path = from_file
+                .or_else(|| process_env("LOCK_FILE").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("bot.lock"));
+            (path, Some(e.to_string()))
+        }
+    }
+}
+
+fn running_pid(env_file: &Path) -> Result<(u32, PathBuf, Option<String>), i32> {
+    let (path, problem) = lock_path(env_file);
     match lock::read_pid(&path) {
-        Some(pid) if lock::is_held(&path) && sys::process_exists(pid) => Ok((pid, path)),
+        Some(pid) if lock::is_held(&path) && sys::process_exists(pid) => Ok((pid, path, problem)),
         _ => {
             eprintln!(
                 "botfleet is not running (no live lock at {})",
@@ -129,7 +158,7 @@ fn running_pid(env_file: &Path) -> Result<(u32, std::path::PathBuf), i32> {
 
 /// `botfleet stop`: SIGTERM to the supervisor, then wait for its lock.
 pub fn stop(env_file: &Path, timeout: Duration) -> i32 {
-    let (pid, path) = match running_pid(env_file) {
+    let (pid, path, _) = match running_pid(env_file) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -154,10 +183,15 @@ pub fn stop(env_file: &Path, timeout: Duration) -> i32 {
 
 /// `botfleet reload`: SIGHUP to the supervisor.
 pub fn reload(env_file: &Path) -> i32 {
-    let (pid, _) = match running_pid(env_file) {
+    let (pid, _, problem) = match running_pid(env_file) {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if let Some(problem) = problem {
+        eprintln!(
+            "warning: {problem}\nthe running botfleet will reject this file and keep its config"
+        );
+    }
     match sys::signal_pid(pid, sys::Signal::Hup) {
         Ok(()) => {
             println!("asked botfleet (PID {pid}) to reload its configuration");

@@ -251,6 +251,14 @@ impl Supervisor {
             self.slots.len(),
             self.config.version()
         );
+        match crate::watcher::Watcher::start(
+            self.env_file.clone(),
+            self.watch_timing(),
+            self.sender(),
+        ) {
+            Ok(w) => self.watcher = Some(w),
+            Err(e) => log::error!("cannot start the config watcher ({e}); SIGHUP still reloads"),
+        }
         let mut health =
             crate::health::Health::start(&self.config.settings, self.view(), self.sender());
         crate::sdnotify::notify(&format!("STATUS=starting {} worker(s)", self.slots.len()));
