@@ -41,6 +41,8 @@ pub enum ParentMsg {
     Settings { env: Vec<(String, String)> },
     /// The outcome of a reload the worker asked for, to tell the chat.
     ReloadResult { chat_id: i64, text: String },
+    /// A message for a chat (the owner's fleet alerts).
+    Notify { chat_id: i64, text: String },
 }
 
 /// A line that is not a message we know.
@@ -127,6 +129,9 @@ impl ParentMsg {
             ParentMsg::ReloadResult { chat_id, text } => {
                 json!({"type": "RELOAD_RESULT", "chatId": chat_id, "text": text})
             }
+            ParentMsg::Notify { chat_id, text } => {
+                json!({"type": "NOTIFY", "chatId": chat_id, "text": text})
+            }
         };
         format!("{v}\n")
     }
@@ -148,6 +153,12 @@ impl ParentMsg {
                 chat_id: v["chatId"]
                     .as_i64()
                     .ok_or_else(|| DecodeError("RELOAD_RESULT without chatId".into()))?,
+                text: v["text"].as_str().unwrap_or("").to_string(),
+            }),
+            "NOTIFY" => Ok(ParentMsg::Notify {
+                chat_id: v["chatId"]
+                    .as_i64()
+                    .ok_or_else(|| DecodeError("NOTIFY without chatId".into()))?,
                 text: v["text"].as_str().unwrap_or("").to_string(),
             }),
             other => Err(DecodeError(format!("unknown type {other:?}"))),
@@ -206,6 +217,11 @@ mod tests {
             text: "ok".into(),
         };
         assert_eq!(ParentMsg::decode(&r.encode()), Ok(r));
+        let n = ParentMsg::Notify {
+            chat_id: 9,
+            text: "bot-2 failed".into(),
+        };
+        assert_eq!(ParentMsg::decode(&n.encode()), Ok(n));
         assert!(WorkerMsg::decode("garbage").is_err());
         assert!(WorkerMsg::decode("{\"type\":\"NOPE\"}").is_err());
         assert!(ParentMsg::decode("{}").is_err());

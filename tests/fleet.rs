@@ -295,3 +295,45 @@ fn stop_command_stops_the_fleet_and_then_reports_not_running() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
 }
+
+#[test]
+fn the_owner_hears_once_that_a_bot_failed() {
+    let (sandbox, mut tokens) = sandbox_with(&[9001, 9002]);
+    for id in [9001, 9002] {
+        sandbox.add_chat(id, 99);
+    }
+    tokens.push(token(9999)); // rejected: 401
+    let fleet = Fleet::start(&sandbox, &tokens, &[("OWNER_USER_ID", "99")]);
+    let alerts = || -> Vec<String> {
+        [9001, 9002]
+            .iter()
+            .flat_map(|id| sandbox.sent(*id))
+            .filter(|m| m["chat_id"] == 99)
+            .map(|m| m["text"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    wait_until(Duration::from_secs(15), "an alert to the owner", || {
+        !alerts().is_empty()
+    });
+    // Heartbeats and ticks keep coming; the alert must not repeat.
+    fleet.wait_log("Worker bot-1 ready", Duration::from_secs(5));
+    let beats = sandbox.bot_stats(9001)["calls"]["getUpdates"]
+        .as_u64()
+        .unwrap_or(0);
+    wait_until(Duration::from_secs(10), "more polls go by", || {
+        sandbox.bot_stats(9001)["calls"]["getUpdates"]
+            .as_u64()
+            .unwrap_or(0)
+            > beats + 1
+    });
+    let got = alerts();
+    assert_eq!(got.len(), 1, "one alert per state change: {got:?}");
+    assert!(
+        got[0].contains("bot-3") && got[0].contains("token rejected"),
+        "{got:?}"
+    );
+    assert!(
+        !got[0].contains("fleet-test-secret"),
+        "no token in the alert"
+    );
+}

@@ -93,6 +93,16 @@ struct Slot {
     stdin: Option<ChildStdin>,
     counters: Counters,
     running_since: Option<SystemTime>,
+    /// What the owner was last told about this worker.
+    alerted: Alerted,
+}
+
+/// The last fleet alert sent about a worker, so each change is told once.
+#[derive(Debug, Clone, PartialEq)]
+enum Alerted {
+    Nothing,
+    Failed,
+    Conflict,
 }
 
 /// Why `run` could not start or had to stop.
@@ -238,6 +248,7 @@ impl Supervisor {
                 stdin: None,
                 counters: Counters::default(),
                 running_since: None,
+                alerted: Alerted::Nothing,
             },
         );
         Ok(index)
@@ -397,7 +408,23 @@ impl Supervisor {
                 self.check_all_ready();
             }
             WorkerMsg::Heartbeat(counters) => {
+                let conflict = counters.conflict;
                 slot.counters = counters;
+                let index = slot.index;
+                match (&slot.alerted, conflict) {
+                    (Alerted::Nothing, true) => {
+                        slot.alerted = Alerted::Conflict;
+                        self.alert_owner(bot_id, format!("⚠️ botfleet: bot-{index} cannot poll: another getUpdates or a webhook holds its token (409 Conflict)."));
+                    }
+                    (Alerted::Conflict, false) => {
+                        slot.alerted = Alerted::Nothing;
+                        self.alert_owner(
+                            bot_id,
+                            format!("✅ botfleet: bot-{index} polls again (the conflict is over)."),
+                        );
+                    }
+                    _ => {}
+                }
                 self.step(bot_id, Input::Heartbeat);
             }
             WorkerMsg::Fatal { reason } => {
@@ -710,6 +737,69 @@ impl Supervisor {
             .is_some_and(|s| s.machine.state == State::Gone)
         {
             self.slots.remove(&bot_id);
+            return;
+        }
+        self.alert_on_change(bot_id);
+    }
+
+    /// Tells the owner once when a worker becomes failed, and once when it
+    /// is ready again.
+    fn alert_on_change(&mut self, bot_id: u64) {
+        let Some(slot) = self.slots.get_mut(&bot_id) else {
+            return;
+        };
+        let name = match &slot.username {
+            Some(u) => format!("bot-{} (@{u})", slot.index),
+            None => format!("bot-{}", slot.index),
+        };
+        let text = match (&slot.machine.state, &slot.alerted) {
+            (State::Failed { reason }, Alerted::Nothing | Alerted::Conflict) => {
+                slot.alerted = Alerted::Failed;
+                format!("🛑 botfleet: {name} failed: {reason}. It stays down until its config changes or it is restarted.")
+            }
+            (State::Ready { .. }, Alerted::Failed) => {
+                slot.alerted = Alerted::Nothing;
+                format!("✅ botfleet: {name} is running again.")
+            }
+            _ => return,
+        };
+        self.alert_owner(bot_id, text);
+    }
+
+    /// Sends a fleet alert to OWNER_USER_ID through a healthy bot.
+    fn alert_owner(&mut self, about: u64, text: String) {
+        let Some(owner) = self.config.settings.owner_user else {
+            return;
+        };
+        let messenger = self
+            .slots
+            .iter()
+            .filter(|(id, s)| {
+                **id != about
+                    && matches!(s.machine.state, State::Ready { .. })
+                    && !s.counters.conflict
+            })
+            .map(|(id, _)| *id)
+            .next()
+            .or_else(|| {
+                // The subject itself may still be fine to speak (it recovered).
+                self.slots
+                    .get(&about)
+                    .filter(|s| matches!(s.machine.state, State::Ready { .. }))
+                    .map(|_| about)
+            });
+        match messenger {
+            Some(id) => {
+                log::info!("Alerting the owner: {text}");
+                self.send_to(
+                    id,
+                    &ParentMsg::Notify {
+                        chat_id: owner,
+                        text,
+                    },
+                );
+            }
+            None => log::warn!("No healthy bot to alert the owner with: {text}"),
         }
     }
 

@@ -57,7 +57,8 @@ struct Shared {
     tracker: Arc<Tracker>,
     rates: Arc<Rates>,
     pool: OnceLock<dispatch::Pool>,
-    replies: Mutex<Option<std::sync::mpsc::Sender<(i64, String)>>>,
+    /// The send path, once the bot is up (parent messages use it too).
+    send: OnceLock<SendPath>,
 }
 
 fn now_ms() -> u64 {
@@ -192,7 +193,7 @@ pub fn main() -> i32 {
         index,
         tracker: Tracker::new(start),
         pool: OnceLock::new(),
-        replies: Mutex::new(None),
+        send: OnceLock::new(),
     });
     if let Err(e) = start_threads(&shared, settings.poll_timeout_secs) {
         fatal(&format!("cannot start threads: {e}"), 1);
@@ -266,11 +267,16 @@ fn on_parent_msg(shared: &Shared, msg: ParentMsg) {
                 Err(e) => log::error!("new settings rejected: {e}"),
             }
         }
-        ParentMsg::ReloadResult { chat_id, text } => {
-            if let Some(tx) = lock(&shared.replies).as_ref() {
-                if tx.send((chat_id, text)).is_err() {
-                    log::warn!("cannot pass the reload result on");
-                }
+        ParentMsg::ReloadResult { chat_id, text } | ParentMsg::Notify { chat_id, text } => {
+            match shared.send.get() {
+                Some(send) => send.send(Outgoing {
+                    chat_id,
+                    content: Content::Text(text),
+                    reply_to: None,
+                    ticket: None,
+                    report: None,
+                }),
+                None => log::warn!("not ready yet: a message for chat {chat_id} was dropped"),
             }
         }
     }
@@ -371,8 +377,9 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
         .pool
         .get_or_init(|| dispatch::Pool::new(settings.handler_concurrency))
         .clone();
-    let (reply_tx, reply_rx) = std::sync::mpsc::channel();
-    *lock(&shared.replies) = Some(reply_tx);
+    if shared.send.set(send.clone()).is_err() {
+        log::debug!("the send path was already set");
+    }
     emit(&WorkerMsg::Ready {
         bot_id: me.id,
         username: me.username.clone(),
@@ -386,7 +393,7 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
         media,
         refused: Mutex::new(HashMap::new()),
     });
-    poll_loop(&bot, &pool, &reply_rx)
+    poll_loop(&bot, &pool)
 }
 
 /// Writes the confirm point to the offset file whenever it moves: fsync at
@@ -433,19 +440,12 @@ fn start_persister(shared: &Arc<Shared>, state_dir: PathBuf, bot_id: u64) -> std
     Ok(())
 }
 
-fn poll_loop(
-    bot: &Arc<Bot>,
-    pool: &dispatch::Pool,
-    reply_rx: &std::sync::mpsc::Receiver<(i64, String)>,
-) -> i32 {
+fn poll_loop(bot: &Arc<Bot>, pool: &dispatch::Pool) -> i32 {
     let shared = &bot.shared;
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut conflicts = 0u32;
     loop {
         shared.mark_alive();
-        while let Ok((chat_id, text)) = reply_rx.try_recv() {
-            bot.reply(chat_id, &text, None, None);
-        }
         if shared.stopping.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_secs(1));
             continue;
