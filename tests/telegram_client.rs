@@ -697,3 +697,30 @@ fn the_token_appears_in_no_error_and_no_log_line() {
         );
     }
 }
+
+#[test]
+fn wrong_answers_are_transient_and_bounded() {
+    let sb = SandboxProc::start();
+    let client = bot(&sb, 8101);
+    for kind in ["nocode", "huge", "endless", "html", "malformed", "502"] {
+        fault(&sb, kind, 8101, "getMe");
+        let t0 = Instant::now();
+        let err = client.get_me().expect_err(kind);
+        assert!(
+            matches!(err, ApiError::Transient { .. }),
+            "{kind}: expected a transient error, got {err:?}"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{kind} took {:?}",
+            t0.elapsed()
+        );
+        let text = err.to_string();
+        assert!(
+            text.len() < 300,
+            "{kind}: the error text is bounded: {} bytes",
+            text.len()
+        );
+    }
+    assert_eq!(client.get_me().expect("healthy again").id, 8101);
+}

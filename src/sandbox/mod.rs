@@ -508,6 +508,45 @@ fn apply_fault(shared: &Shared, request: tiny_http::Request, fault: &Fault) {
             body: br#"{"ok":true,"result":["#.to_vec(),
             retry_after: None,
         },
+        FaultKind::NoCode => Reply {
+            status: 500,
+            content_type: "application/json",
+            body: br#"{"ok":false,"description":"Internal error"}"#.to_vec(),
+            retry_after: None,
+        },
+        FaultKind::Huge => {
+            let mut body = br#"{"ok":true,"result":[],"padding":""#.to_vec();
+            body.resize(body.len() + 20 * 1024 * 1024, b'x');
+            body.extend_from_slice(br#""}"#);
+            Reply {
+                status: 200,
+                content_type: "application/json",
+                body,
+                retry_after: None,
+            }
+        }
+        FaultKind::Html => Reply {
+            status: 200,
+            content_type: "text/html",
+            body: b"<!DOCTYPE html><html><body><h1>Please log in to the Wi-Fi</h1></body></html>".to_vec(),
+            retry_after: None,
+        },
+        FaultKind::Endless => {
+            // A chunked 200 whose body goes on until the client gives up (or
+            // the sandbox stops): the client must cap what it reads.
+            let endless = Endless { sent: 0 };
+            let response = tiny_http::Response::new(
+                tiny_http::StatusCode(200),
+                vec![],
+                endless,
+                None,
+                None,
+            );
+            if request.respond(response).is_err() {
+                // The client hung up, which is what it should do.
+            }
+            return;
+        }
         FaultKind::Drop => return close_without_reply(shared, request),
         FaultKind::Hang => {
             shared.sleep(Duration::from_millis(fault.hang_ms));
@@ -515,6 +554,27 @@ fn apply_fault(shared: &Shared, request: tiny_http::Request, fault: &Fault) {
         }
     };
     send(request, reply);
+}
+
+/// The body of the `endless` fault: `[` then spaces, with no end in sight
+/// (it stops after 1 GiB, far past any cap a client should have).
+struct Endless {
+    sent: u64,
+}
+
+impl std::io::Read for Endless {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.sent >= 1 << 30 || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = buf.len().min(64 * 1024);
+        buf[..n].fill(b' ');
+        if self.sent == 0 {
+            buf[0] = b'[';
+        }
+        self.sent += n as u64;
+        Ok(n)
+    }
 }
 
 /// Closes the request's connection without writing a byte. tiny_http keeps

@@ -45,6 +45,14 @@ pub enum FaultKind {
     Malformed,
     Drop,
     Hang,
+    /// `{"ok":false}` with a description but no error_code, HTTP 500.
+    NoCode,
+    /// A 200 reply of 20 MB.
+    Huge,
+    /// A 200 reply whose body never ends.
+    Endless,
+    /// A 200 reply that is an HTML page (a captive portal, a proxy).
+    Html,
 }
 
 impl FaultKind {
@@ -58,6 +66,10 @@ impl FaultKind {
             "malformed" => FaultKind::Malformed,
             "drop" => FaultKind::Drop,
             "hang" => FaultKind::Hang,
+            "nocode" => FaultKind::NoCode,
+            "huge" => FaultKind::Huge,
+            "endless" => FaultKind::Endless,
+            "html" => FaultKind::Html,
             _ => return None,
         })
     }
