@@ -489,7 +489,7 @@ fn the_static_binary_runs_and_answers_health_in_an_empty_chroot() {
             .output()
             .expect("chroot botfleet health")
     };
-    let mut last = String::new();
+    let mut last;
     let deadline = Instant::now() + Duration::from_secs(30);
     let healthy = loop {
         let out = health();

@@ -273,3 +273,65 @@ impl Health {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn exchange(addr: SocketAddr, request: &str) -> String {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect to the health server");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("a read timeout");
+        s.write_all(request.as_bytes()).expect("send the request");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read the answer");
+        out
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("an ephemeral port")
+    }
+
+    #[test]
+    fn reconfigure_rebinds_and_takes_a_new_token_at_once() {
+        let settings = Settings {
+            port: free_port(),
+            health_bind: IpAddr::from([127, 0, 0, 1]),
+            health_auth_token: Some("first-token".into()),
+            ..Settings::default()
+        };
+        let view = Arc::new(Mutex::new(FleetView::default()));
+        let (tx, rx) = mpsc::channel();
+        let mut health = Health::start(&settings, view, tx);
+        let first = health.addr().expect("the server is up");
+        let restart = |addr, token: &str| {
+            exchange(
+                addr,
+                &format!("POST /restart HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\r\n"),
+            )
+        };
+        assert!(restart(first, "first-token").starts_with("HTTP/1.1 202"));
+        assert!(matches!(rx.try_recv(), Ok(Event::Restart { index: None })));
+
+        let moved = Settings {
+            port: free_port(),
+            health_auth_token: Some("second-token".into()),
+            ..settings.clone()
+        };
+        health.reconfigure(&moved);
+        let second = health.addr().expect("the server is up again");
+        assert_eq!(second.port(), moved.port);
+        assert!(
+            std::net::TcpStream::connect(first).is_err(),
+            "the old port is closed"
+        );
+        assert!(restart(second, "first-token").starts_with("HTTP/1.1 401"));
+        assert!(restart(second, "second-token").starts_with("HTTP/1.1 202"));
+        health.stop();
+        assert!(std::net::TcpStream::connect(second).is_err(), "stopped");
+    }
+}
