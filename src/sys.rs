@@ -1,6 +1,7 @@
 //! The one place that calls the C library directly: signals to processes and
 //! process groups, the parent-death signal, non-blocking pipes, poll(2),
-//! CLOCK_MONOTONIC, and reading a process's memory from /proc. Every `unsafe` block has a `// SAFETY:` note.
+//! CLOCK_MONOTONIC, and reading a process's memory from /proc. Every `unsafe`
+//! block has a `// SAFETY:` note.
 //! This module must never hold state or decide policy; it only wraps calls.
 #![allow(unsafe_code)]
 
