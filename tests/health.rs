@@ -810,3 +810,47 @@ fn oversized_requests_are_refused() {
     assert!(exchange(b"GET /ping HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
     assert!(exchange(b"GET /ping HTTP/1.0\r\n\r\n").contains("\"pong\":true"));
 }
+
+#[test]
+fn keepalive_url_is_fetched_every_heartbeat_interval() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a keep-alive target");
+    let target = format!(
+        "http://{}/wake",
+        listener.local_addr().expect("its address")
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { break };
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let first = String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let _client_may_be_gone =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            if tx.send(first).is_err() {
+                break;
+            }
+        }
+    });
+    let (sandbox, tokens) = sandbox_with(&[6951]);
+    let fleet = Fleet::start(
+        &sandbox,
+        &tokens,
+        &[("KEEPALIVE_URL", &target), ("HEARTBEAT_INTERVAL_SECS", "1")],
+    );
+    let t0 = Instant::now();
+    for n in 0..2 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("keep-alive ping {n} never came; log:\n{}", fleet.logs()));
+        assert_eq!(line, "GET /wake HTTP/1.1");
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "paced, not a burst"
+    );
+}
