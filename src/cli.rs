@@ -172,11 +172,6 @@ where
     })
 }
 
-fn not_implemented(what: &str) -> i32 {
-    eprintln!("botfleet: `{what}` is not implemented yet");
-    exit::USAGE
-}
-
 /// Runs the program and returns its exit code.
 pub fn main() -> i32 {
     let command = match parse(std::env::args_os().skip(1)) {
@@ -204,8 +199,8 @@ pub fn main() -> i32 {
         },
         Command::Run { env_file } => crate::control::run(&env_file),
         Command::Check { env_file, offline } => crate::control::check(&env_file, offline),
-        Command::Status { .. } => not_implemented("status"),
-        Command::Health { .. } => not_implemented("health"),
+        Command::Status { env_file, json } => crate::status::status(&env_file, json),
+        Command::Health { url, port } => crate::status::health(url.as_deref(), port),
         Command::Stop {
             env_file,
             timeout_secs,

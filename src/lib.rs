@@ -14,6 +14,7 @@ pub mod sandbox;
 pub mod sdnotify;
 pub mod signals;
 pub mod state;
+pub mod status;
 pub mod supervisor;
 pub mod sys;
 pub mod telegram;

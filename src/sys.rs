@@ -1,6 +1,7 @@
 //! The one place that calls the C library directly: signals to processes and
-//! process groups, the parent-death signal, non-blocking pipes, and reading a
-//! process's memory from /proc. Every `unsafe` block has a `// SAFETY:` note.
+//! process groups, the parent-death signal, non-blocking pipes, poll(2),
+//! CLOCK_MONOTONIC, and reading a process's memory from /proc. Every `unsafe`
+//! block has a `// SAFETY:` note.
 //! This module must never hold state or decide policy; it only wraps calls.
 #![allow(unsafe_code)]
 
@@ -121,6 +122,43 @@ pub fn memory_of(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:").unwrap_or(0)))
 }
 
+/// CLOCK_MONOTONIC in microseconds, as systemd's `MONOTONIC_USEC=` wants it.
+pub fn monotonic_usec() -> io::Result<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid, exclusively
+    // borrowed `ts` and reads nothing else of ours.
+    check(unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) })?;
+    Ok(ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000)
+}
+
+/// Waits until at least one of `fds` is readable (or hung up), at most
+/// `timeout_ms` milliseconds. Returns, per descriptor, whether it is ready.
+/// An interrupted wait (EINTR) reports nothing ready.
+pub fn poll_readable(fds: &[std::os::fd::RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
+    let mut set: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `set` is a valid, exclusively borrowed array of `set.len()`
+    // pollfd structs; poll(2) writes only their `revents` fields.
+    let ret = unsafe { libc::poll(set.as_mut_ptr(), set.len() as libc::nfds_t, timeout_ms) };
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(set.iter().map(|p| p.revents != 0).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +173,9 @@ mod tests {
         }
         assert!(signal_pid(1, Signal::Term).is_err(), "pid 1 is refused");
         assert!(signal_group(0, Signal::Term).is_err(), "pgid 0 is refused");
+        let a = monotonic_usec().expect("CLOCK_MONOTONIC exists");
+        let b = monotonic_usec().expect("CLOCK_MONOTONIC exists");
+        assert!(a > 0 && b >= a, "the monotonic clock does not go back");
     }
 }
 

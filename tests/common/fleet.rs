@@ -150,6 +150,29 @@ impl Fleet {
     }
 
     pub fn start_in(dir: TempDir, env_file: PathBuf) -> Fleet {
+        Fleet::start_in_with_env(dir, env_file, &[])
+    }
+
+    /// Like `start` with extra process environment (NOTIFY_SOCKET, ...).
+    pub fn start_with_process_env(
+        sandbox: &SandboxProc,
+        tokens: &[String],
+        extra: &[(&str, &str)],
+        process_env: &[(&str, &str)],
+    ) -> Fleet {
+        let dir = temp_dir();
+        let vars = merged_env(sandbox, &dir, tokens, extra);
+        let env_file = dir.join(".env");
+        std::fs::write(&env_file, render_env(&vars)).expect("write .env");
+        Fleet::start_in_with_env(dir, env_file, process_env)
+    }
+
+    /// `start_in` with extra process environment.
+    pub fn start_in_with_env(
+        dir: TempDir,
+        env_file: PathBuf,
+        process_env: &[(&str, &str)],
+    ) -> Fleet {
         let mut child = Command::new(bin())
             .args(["run", "--env-file"])
             .arg(&env_file)
@@ -157,6 +180,9 @@ impl Fleet {
             .env_remove("TELEGRAM_BOT_TOKENS")
             .env_remove("TELEGRAM_BOT_TOKEN")
             .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .envs(process_env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -209,6 +235,20 @@ impl Fleet {
             "timed out after {timeout:?} waiting for log line {needle:?}; log:\n{}",
             self.logs()
         );
+    }
+
+    /// The health server's base URL (`http://127.0.0.1:N`), from the
+    /// `Health server listening on` log line; waits for it.
+    pub fn health_base(&self) -> String {
+        let needle = "Health server listening on ";
+        self.wait_log(needle, Duration::from_secs(15));
+        let logs = self.logs();
+        let line = logs
+            .lines()
+            .rfind(|l| l.contains(needle))
+            .expect("the line was just seen");
+        let at = line.find(needle).expect("the line contains the needle") + needle.len();
+        line[at..].trim().to_string()
     }
 
     pub fn wait_ready(&self, n: usize) {

@@ -1,0 +1,343 @@
+//! What each health path means: `GET /`, `/ping`, `/health`, `/metrics`,
+//! `POST /restart`. A request becomes an answer from a snapshot of the
+//! supervisor's `FleetView` (the lock is held only to clone it) and the live
+//! health settings. This module must never put a token in an answer, never
+//! block on anything but that short lock, and never act on the fleet other
+//! than by sending `Event::Restart` into the supervisor's channel.
+
+use super::server::{Request, Response};
+use crate::supervisor::{Event, FleetView, WorkerView};
+use serde_json::{json, Value};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The settings the routes read; replaced whole on a reload.
+#[derive(Clone, PartialEq)]
+pub struct Live {
+    pub auth_token: Option<String>,
+    pub unhealthy_threshold: Duration,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
+            .field("unhealthy_threshold", &self.unhealthy_threshold)
+            .finish()
+    }
+}
+
+/// Everything the routes need, shared by the handler threads.
+pub struct Context {
+    pub view: Arc<Mutex<FleetView>>,
+    pub tx: Mutex<Sender<Event>>,
+    pub live: RwLock<Live>,
+}
+
+impl Context {
+    fn snapshot(&self) -> FleetView {
+        match self.view.lock() {
+            Ok(v) => v.clone(),
+            // The supervisor panicked mid-update; plain values, still readable.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn live(&self) -> Live {
+        match self.live.read() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// The known paths and the one method each takes.
+const ROUTES: [(&str, &str); 5] = [
+    ("/", "GET"),
+    ("/ping", "GET"),
+    ("/health", "GET"),
+    ("/metrics", "GET"),
+    ("/restart", "POST"),
+];
+
+/// Answers one request.
+pub fn route(ctx: &Context, req: &Request) -> Response {
+    let Some((_, allowed)) = ROUTES.iter().find(|(p, _)| *p == req.path) else {
+        return Response::json(404, &json!({"error": "not found"}));
+    };
+    let method_ok = req.method == *allowed || (*allowed == "GET" && req.method == "HEAD");
+    if !method_ok {
+        let allow = if *allowed == "GET" {
+            "GET, HEAD"
+        } else {
+            allowed
+        };
+        return Response::json(405, &json!({"error": "method not allowed", "allow": allow}))
+            .with_header("Allow", allow);
+    }
+    let now = SystemTime::now();
+    match req.path.as_str() {
+        "/" => Response::json(
+            200,
+            &json!({
+                "status": "online",
+                "bot": "botfleet",
+                "version": env!("CARGO_PKG_VERSION"),
+                "endpoints": ["/", "/ping", "/health", "/metrics", "/restart"],
+                "timestamp": crate::logging::utc_timestamp(now),
+            }),
+        ),
+        "/ping" => Response::json(
+            200,
+            &json!({"pong": true, "timestamp": crate::logging::utc_timestamp(now)}),
+        ),
+        "/health" => {
+            let (status, body) = health_json(&ctx.snapshot(), &ctx.live(), now, &rss_of);
+            Response::json(status, &body)
+        }
+        "/metrics" => Response::text(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            super::metrics::render(&ctx.snapshot(), &ctx.live(), now, &rss_of),
+        ),
+        _ => restart(ctx, req),
+    }
+}
+
+fn rss_of(pid: u32) -> Option<u64> {
+    crate::sys::memory_of(pid).map(|(rss, _)| rss)
+}
+
+/// Compares two byte strings in time that depends only on their lengths'
+/// maximum, not on where they first differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len().max(b.len());
+    let mut diff = (a.len() ^ b.len()) as u64;
+    for i in 0..len {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= u64::from(x ^ y);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+fn restart(ctx: &Context, req: &Request) -> Response {
+    let live = ctx.live();
+    let Some(expected) = live.auth_token.as_deref().filter(|t| !t.is_empty()) else {
+        return Response::json(
+            403,
+            &json!({"error": "restart over HTTP is disabled: HEALTH_AUTH_TOKEN is not set"}),
+        );
+    };
+    let given = req
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.trim().as_bytes(), expected.as_bytes()) {
+        return Response::json(401, &json!({"error": "missing or wrong bearer token"}))
+            .with_header("WWW-Authenticate", "Bearer");
+    }
+    let index = match req.query_param("bot") {
+        None => None,
+        Some(n) => match n.parse::<u32>() {
+            Ok(i) => Some(i),
+            Err(_) => return Response::json(400, &json!({"error": "bot must be a worker index"})),
+        },
+    };
+    if let Some(i) = index {
+        if !ctx.snapshot().workers.iter().any(|w| w.index == i) {
+            return Response::json(404, &json!({"error": format!("no worker with index {i}")}));
+        }
+    }
+    let sent = match ctx.tx.lock() {
+        Ok(tx) => tx.send(Event::Restart { index }).is_ok(),
+        Err(poisoned) => poisoned.into_inner().send(Event::Restart { index }).is_ok(),
+    };
+    if !sent {
+        return Response::json(503, &json!({"error": "the supervisor is stopping"}));
+    }
+    log::info!(
+        "Restart of {} requested over HTTP",
+        index.map_or_else(|| "every worker".to_string(), |i| format!("bot-{i}"))
+    );
+    Response::json(
+        202,
+        &json!({"restarting": index.map_or(json!("all"), |i| json!(i))}),
+    )
+}
+
+fn ms_of(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Seconds from `then_ms` (ms since the epoch) to `now`, never negative.
+fn ago(now: SystemTime, then_ms: Option<u64>) -> Option<f64> {
+    let then = then_ms?;
+    Some(ms_of(now).saturating_sub(then) as f64 / 1000.0)
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Whether one worker is healthy, and if not, why.
+pub fn worker_health(
+    w: &WorkerView,
+    started: Option<SystemTime>,
+    threshold: Duration,
+    now: SystemTime,
+) -> Result<(), String> {
+    if w.state == "failed" {
+        return Err(w.failure.clone().unwrap_or_else(|| "failed".to_string()));
+    }
+    // A fresh worker has until the threshold for its first good poll.
+    let reference = w
+        .counters
+        .last_poll_ok_ms
+        .or(w.running_since.map(ms_of))
+        .or(started.map(ms_of));
+    match ago(now, reference) {
+        Some(secs) if secs > threshold.as_secs_f64() => Err(format!(
+            "no successful getUpdates for {} s",
+            secs.round() as u64
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The /health body and its status (200 all healthy, 503 otherwise).
+pub fn health_json(
+    view: &FleetView,
+    live: &Live,
+    now: SystemTime,
+    rss: &dyn Fn(u32) -> Option<u64>,
+) -> (u16, Value) {
+    let mut all_healthy = !view.shutting_down;
+    let mut total_updates = 0u64;
+    let mut total_errors = 0u64;
+    let mut last_update: Option<u64> = None;
+    let mut workers = Vec::with_capacity(view.workers.len());
+    for w in &view.workers {
+        let verdict = worker_health(w, view.started, live.unhealthy_threshold, now);
+        all_healthy &= verdict.is_ok();
+        total_updates += w.counters.updates;
+        total_errors += w.counters.errors;
+        last_update = last_update.max(w.counters.last_update_ms);
+        let uptime = w
+            .running_since
+            .and_then(|t| now.duration_since(t).ok())
+            .map(|d| d.as_secs());
+        workers.push(json!({
+            "index": w.index,
+            "bot_id": w.bot_id,
+            "username": w.username,
+            "pid": w.pid,
+            "state": w.state,
+            "healthy": verdict.is_ok(),
+            "reason": verdict.err(),
+            "uptime_seconds": uptime,
+            "restarts": w.restarts,
+            "updates": w.counters.updates,
+            "errors": w.counters.errors,
+            "conflict": w.counters.conflict,
+            "last_poll_ago": ago(now, w.counters.last_poll_ok_ms).map(round3),
+            "last_update_ago": ago(now, w.counters.last_update_ms).map(round3),
+            "rss_bytes": w.pid.and_then(rss),
+        }));
+    }
+    let status = if view.shutting_down {
+        "stopping"
+    } else if all_healthy {
+        "healthy"
+    } else {
+        "unhealthy"
+    };
+    let calls = total_updates + total_errors;
+    let error_rate = if calls == 0 {
+        0.0
+    } else {
+        round3(total_errors as f64 / calls as f64)
+    };
+    let uptime = view
+        .started
+        .and_then(|t| now.duration_since(t).ok())
+        .map_or(0, |d| d.as_secs());
+    let body = json!({
+        "status": status,
+        "uptime_seconds": uptime,
+        "last_update_ago": ago(now, last_update).map(round3),
+        "total_updates": total_updates,
+        "total_errors": total_errors,
+        "error_rate": error_rate,
+        "timestamp": crate::logging::utc_timestamp(now),
+        "bot_version": env!("CARGO_PKG_VERSION"),
+        "config_version": view.config_version,
+        "unhealthy_threshold_secs": live.unhealthy_threshold.as_secs(),
+        "workers": workers,
+    });
+    (if all_healthy { 200 } else { 503 }, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::Counters;
+
+    fn worker(state: &'static str, last_poll_ms: Option<u64>) -> WorkerView {
+        WorkerView {
+            index: 1,
+            bot_id: 42,
+            username: Some("a_bot".into()),
+            pid: Some(1234),
+            state,
+            failure: None,
+            running_since: None,
+            restarts: 0,
+            counters: Counters {
+                last_poll_ok_ms: last_poll_ms,
+                ..Counters::default()
+            },
+        }
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn health_follows_failure_threshold_and_shutdown() {
+        let now = SystemTime::now();
+        let live = Live {
+            auth_token: Some("tok".into()),
+            unhealthy_threshold: Duration::from_secs(10),
+        };
+        let fresh = Some(ms_of(now) - 1000);
+        let stale = Some(ms_of(now) - 20_000);
+        let mut view = FleetView {
+            started: Some(now),
+            workers: vec![worker("ready", fresh)],
+            ..FleetView::default()
+        };
+        let rss = |_: u32| Some(4096);
+        assert_eq!(health_json(&view, &live, now, &rss).0, 200);
+        view.workers[0] = worker("ready", stale);
+        let (status, body) = health_json(&view, &live, now, &rss);
+        assert_eq!(status, 503);
+        assert_eq!(body["workers"][0]["rss_bytes"], 4096);
+        view.workers[0] = worker("failed", fresh);
+        assert_eq!(health_json(&view, &live, now, &rss).0, 503);
+        view.workers[0] = worker("ready", fresh);
+        view.shutting_down = true;
+        let (status, body) = health_json(&view, &live, now, &rss);
+        assert_eq!((status, body["status"].as_str()), (503, Some("stopping")));
+        assert!(!body.to_string().contains("tok"), "no token in /health");
+    }
+}
