@@ -203,108 +203,26 @@ pub fn kill_child_with_parent(cmd: &mut std::process::Command) {
     }
 }
 
-pub mod sockets {
-    //! Finding one accepted connection's socket by its addresses (tiny_http
-    //! does not expose it), to close it or to see whether its peer left.
-    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-
-    /// Shuts down (both ways) the accepted socket on `local_port` whose peer
-    /// is `peer`, so the client sees the connection close with no reply.
-    pub fn shutdown_connection(local_port: u16, peer: SocketAddr) -> bool {
-        for fd in descriptors() {
-            if address(fd, true) == Some(peer)
-                && address(fd, false).is_some_and(|a| a.port() == local_port)
-            {
-                shutdown(fd);
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Whether the peer of the accepted socket on `local_port` has closed
-    /// its end (EOF or reset pending). False if the socket is not found.
-    pub fn peer_closed(local_port: u16, peer: SocketAddr) -> bool {
-        for fd in descriptors() {
-            if address(fd, true) == Some(peer)
-                && address(fd, false).is_some_and(|a| a.port() == local_port)
-            {
-                let mut byte = [0u8; 1];
-                // SAFETY: recv(2) writes at most 1 byte into `byte`, which
-                // lives for the call; MSG_PEEK leaves the data for tiny_http
-                // and MSG_DONTWAIT never blocks.
-                let n = unsafe {
-                    libc::recv(
-                        fd,
-                        byte.as_mut_ptr().cast(),
-                        1,
-                        libc::MSG_PEEK | libc::MSG_DONTWAIT,
-                    )
-                };
-                return match n {
-                    0 => true,
-                    n if n > 0 => false,
-                    _ => !matches!(
-                        std::io::Error::last_os_error().raw_os_error(),
-                        Some(libc::EAGAIN) | Some(libc::EINTR)
-                    ),
-                };
-            }
-        }
-        false
-    }
-
-    fn descriptors() -> Vec<i32> {
-        match std::fs::read_dir("/proc/self/fd") {
-            Ok(dir) => dir
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect(),
-            // No /proc (macOS): try the low descriptors.
-            Err(_) => (0..4096).collect(),
-        }
-    }
-
-    fn shutdown(fd: i32) {
-        // SAFETY: shutdown(2) takes an integer and touches no memory of
-        // ours; on a descriptor that closed meanwhile it fails with EBADF.
-        // It does not close the descriptor, so tiny_http still owns it.
-        unsafe {
-            libc::shutdown(fd, libc::SHUT_RDWR);
-        }
-    }
-
-    fn address(fd: i32, peer: bool) -> Option<SocketAddr> {
-        // SAFETY: sockaddr_storage is plain old data; all zeroes is valid.
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let ptr = std::ptr::addr_of_mut!(storage).cast::<libc::sockaddr>();
-        // SAFETY: `ptr` points at a sockaddr_storage of `len` bytes, which
-        // the kernel fills up to `len`; any integer fd is fine to ask about.
-        let rc = unsafe {
-            if peer {
-                libc::getpeername(fd, ptr, &mut len)
-            } else {
-                libc::getsockname(fd, ptr, &mut len)
-            }
-        };
-        if rc != 0 {
-            return None;
-        }
-        match i32::from(storage.ss_family) {
-            libc::AF_INET => {
-                // SAFETY: the family says the storage holds a sockaddr_in,
-                // and sockaddr_storage is large and aligned enough for it.
-                let a = unsafe { &*std::ptr::addr_of!(storage).cast::<libc::sockaddr_in>() };
-                let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-                Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
-            }
-            libc::AF_INET6 => {
-                // SAFETY: as above, for sockaddr_in6.
-                let a = unsafe { &*std::ptr::addr_of!(storage).cast::<libc::sockaddr_in6>() };
-                let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
-                Some(SocketAddr::from((ip, u16::from_be(a.sin6_port))))
-            }
-            _ => None,
-        }
+/// Whether the peer of a connected socket has closed its end (EOF or a
+/// reset pending): the sandbox asks this of a waiting long poll.
+pub fn peer_closed(fd: std::os::fd::RawFd) -> bool {
+    let mut byte = [0u8; 1];
+    // SAFETY: recv(2) writes at most 1 byte into `byte`, which lives for the
+    // call; MSG_PEEK leaves any data in place and MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            byte.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => true,
+        n if n > 0 => false,
+        _ => !matches!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::EAGAIN) | Some(libc::EINTR)
+        ),
     }
 }

@@ -10,7 +10,7 @@
 //! threads through a bounded queue (a full queue answers 503 at once); each
 //! answer is written with a write timeout and the connection is closed.
 //!
-//! Why not tiny_http, which the sandbox uses: it reads every connection on a
+//! Why not tiny_http: it reads every connection on a
 //! thread of its own from an unbounded pool, with no read timeout and no cap
 //! on a header line, so idle or slow clients pile up threads and memory for
 //! ever. This module owns sockets and HTTP framing only; it must never

@@ -4,9 +4,10 @@
 //! flood limits. The integration tests, `botfleet sandbox`, the demo and the
 //! benchmarks all run against it. The contract is docs/sandbox.md.
 //!
-//! It owns the model (`state`), request parsing (`http`) and the server
-//! threads: one accept loop that hands each request to its own small-stack
-//! thread, so hundreds of long polls can wait at once on one condvar.
+//! It owns the model (`state`), request parsing (`http`) and its HTTP
+//! server (`server`): one accept loop that gives each connection its own
+//! small-stack thread, so hundreds of long polls can wait at once on one
+//! condvar.
 //!
 //! It must never listen beyond the address it is given (loopback by
 //! default), never reach the network (a URL given as a file is refused, not
@@ -15,6 +16,7 @@
 //! never printed or logged; only the fixed demo tokens are.
 
 mod http;
+mod server;
 mod state;
 
 use serde_json::{json, Map, Value};
@@ -82,9 +84,6 @@ impl std::error::Error for SandboxError {
     }
 }
 
-/// Stack of each request thread: parsing and JSON need little, and a small
-/// stack lets hundreds of long polls wait at once.
-const REQUEST_STACK_BYTES: usize = 128 * 1024;
 /// Control API uploads (injected files) may exceed the Bot API's 50 MB, so
 /// tests can make files getFile refuses.
 const MAX_CONTROL_BODY_BYTES: u64 = 256 * 1024 * 1024;
@@ -99,7 +98,7 @@ struct Shared {
     stop: AtomicBool,
     port: u16,
     /// Request threads still running.
-    active: AtomicUsize,
+    active: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -133,7 +132,7 @@ impl Shared {
 /// A running sandbox. Dropping it (or `shutdown`) stops its threads.
 pub struct Sandbox {
     shared: Arc<Shared>,
-    server: Arc<tiny_http::Server>,
+    server: Arc<server::Server>,
     accept: Option<JoinHandle<()>>,
     host: IpAddr,
 }
@@ -147,13 +146,12 @@ impl std::fmt::Debug for Sandbox {
 impl Sandbox {
     /// Binds, starts the server threads, registers the demo bots, returns.
     pub fn start(opts: &SandboxOptions) -> Result<Sandbox, SandboxError> {
-        let server = tiny_http::Server::http(SocketAddr::new(opts.bind, opts.port))
+        let server = server::Server::bind(SocketAddr::new(opts.bind, opts.port))
             .map_err(|e| SandboxError::Bind(e.to_string()))?;
         let port = server
-            .server_addr()
-            .to_ip()
+            .local_addr()
             .map(|a| a.port())
-            .ok_or_else(|| SandboxError::Bind("not an IP listener".into()))?;
+            .map_err(|e| SandboxError::Bind(e.to_string()))?;
         let mut state = State::default();
         if opts.flood_limits {
             state.limits = Limits {
@@ -166,7 +164,7 @@ impl Sandbox {
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
             port,
-            active: AtomicUsize::new(0),
+            active: Arc::new(AtomicUsize::new(0)),
         });
         let server = Arc::new(server);
         let accept = {
@@ -174,7 +172,14 @@ impl Sandbox {
             let server = server.clone();
             std::thread::Builder::new()
                 .name("sandbox-accept".into())
-                .spawn(move || accept_loop(&shared, &server))
+                .spawn(move || {
+                    let active = Arc::clone(&shared.active);
+                    let handler_shared = Arc::clone(&shared);
+                    server.serve(
+                        Arc::new(move |request| handle(&handler_shared, request)),
+                        active,
+                    );
+                })
                 .map_err(SandboxError::Thread)?
         };
         let host = if opts.bind.is_unspecified() {
@@ -336,36 +341,6 @@ pub fn serve_forever(opts: SandboxOptions) -> Result<(), SandboxError> {
     Ok(())
 }
 
-fn accept_loop(shared: &Arc<Shared>, server: &tiny_http::Server) {
-    while !shared.stopping() {
-        let request = match server.recv_timeout(Duration::from_millis(200)) {
-            Ok(Some(rq)) => rq,
-            Ok(None) => continue,
-            Err(e) => {
-                if !shared.stopping() {
-                    log::warn!("sandbox: accept failed: {e}");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                continue;
-            }
-        };
-        let worker_shared = shared.clone();
-        shared.active.fetch_add(1, Ordering::SeqCst);
-        let spawned = std::thread::Builder::new()
-            .name("sandbox-request".into())
-            .stack_size(REQUEST_STACK_BYTES)
-            .spawn(move || {
-                handle(&worker_shared, request);
-                worker_shared.active.fetch_sub(1, Ordering::SeqCst);
-            });
-        if let Err(e) = spawned {
-            // The request was dropped with the closure: tiny_http answers 500.
-            shared.active.fetch_sub(1, Ordering::SeqCst);
-            log::warn!("sandbox: cannot start a request thread: {e}");
-        }
-    }
-}
-
 /// One HTTP reply.
 struct Reply {
     status: u16,
@@ -430,33 +405,28 @@ fn control_err(status: u16, description: &str) -> Reply {
     }
 }
 
-fn send(request: tiny_http::Request, reply: Reply) {
-    let mut response = tiny_http::Response::from_data(reply.body)
+fn send(request: server::Request, reply: Reply) {
+    let mut response = server::Response::from_data(reply.body)
         .with_status_code(reply.status)
         .with_header(
-            tiny_http::Header::from_bytes("Content-Type", reply.content_type)
+            server::Header::from_bytes("Content-Type", reply.content_type)
                 .expect("a static header is valid"),
         );
     if let Some(n) = reply.retry_after {
-        if let Ok(h) = tiny_http::Header::from_bytes("Retry-After", n.to_string()) {
+        if let Ok(h) = server::Header::from_bytes("Retry-After", n.to_string()) {
             response.add_header(h);
         }
     }
     let _ = request.respond(response);
 }
 
-fn header<'a>(request: &'a tiny_http::Request, name: &str) -> &'a str {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_str())
-        .unwrap_or("")
+fn header<'a>(request: &'a server::Request, name: &str) -> &'a str {
+    request.header(name)
 }
 
 /// Reads the body, or None when it is larger than `limit` (the declared
 /// length is checked first, so a huge upload is never read).
-fn read_body(request: &mut tiny_http::Request, limit: u64) -> Option<Vec<u8>> {
+fn read_body(request: &mut server::Request, limit: u64) -> Option<Vec<u8>> {
     if request.body_length().is_some_and(|n| n as u64 > limit) {
         return None;
     }
@@ -472,7 +442,7 @@ fn read_body(request: &mut tiny_http::Request, limit: u64) -> Option<Vec<u8>> {
     Some(body)
 }
 
-fn handle(shared: &Arc<Shared>, request: tiny_http::Request) {
+fn handle(shared: &Arc<Shared>, request: server::Request) {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let path = path.to_string();
@@ -490,7 +460,7 @@ fn handle(shared: &Arc<Shared>, request: tiny_http::Request) {
 
 /// Ends the request the way a fault says; false when the fault is not
 /// one that replies (it has been handled anyway).
-fn apply_fault(shared: &Shared, request: tiny_http::Request, fault: &Fault) {
+fn apply_fault(shared: &Shared, request: server::Request, fault: &Fault) {
     let reply = match fault.kind {
         FaultKind::Internal500 => api_err(500, "Internal Server Error"),
         FaultKind::BadGateway502 => Reply {
@@ -535,8 +505,8 @@ fn apply_fault(shared: &Shared, request: tiny_http::Request, fault: &Fault) {
             // A chunked 200 whose body goes on until the client gives up (or
             // the sandbox stops): the client must cap what it reads.
             let endless = Endless { sent: 0 };
-            let response = tiny_http::Response::new(
-                tiny_http::StatusCode(200),
+            let response = server::Response::new(
+                server::StatusCode(200),
                 vec![],
                 endless,
                 None,
@@ -577,18 +547,9 @@ impl std::io::Read for Endless {
     }
 }
 
-/// Closes the request's connection without writing a byte. tiny_http keeps
-/// a connection open while its reader waits for the next request, so the
-/// socket itself is shut down.
-fn close_without_reply(shared: &Shared, request: tiny_http::Request) {
-    let peer = request.remote_addr().copied();
-    let writer = request.into_writer();
-    if let Some(peer) = peer {
-        if !crate::sys::sockets::shutdown_connection(shared.port, peer) {
-            log::warn!("sandbox: could not find the socket of {peer} to drop");
-        }
-    }
-    drop(writer);
+/// Closes the request's connection without writing a byte.
+fn close_without_reply(_shared: &Shared, request: server::Request) {
+    request.close();
 }
 
 /// The canonical spelling of a method the sandbox serves.
@@ -611,7 +572,7 @@ fn canonical_method(lower: &str) -> Option<&'static str> {
         .copied()
 }
 
-fn bot_api(shared: &Arc<Shared>, mut request: tiny_http::Request, rest: &str, query: &str) {
+fn bot_api(shared: &Arc<Shared>, mut request: server::Request, rest: &str, query: &str) {
     let Some((token_text, method)) = rest.split_once('/') else {
         return send(request, api_err(404, "Not Found"));
     };
@@ -896,12 +857,7 @@ enum PollEnd {
     Drop,
 }
 
-fn get_updates(
-    shared: &Arc<Shared>,
-    request: tiny_http::Request,
-    bot_id: u64,
-    params: &http::Params,
-) {
+fn get_updates(shared: &Arc<Shared>, request: server::Request, bot_id: u64, params: &http::Params) {
     let offset = match params.int("offset") {
         Some(Ok(o)) => Some(o),
         Some(Err(())) => return send(request, bad_request("wrong parameter offset specified")),
@@ -935,18 +891,16 @@ fn get_updates(
     // Two polls overlap only if the older one's client is still there: a
     // client that died (its socket closed) is not polling any more, and the
     // real server's front end drops such a request at once too.
-    let port = shared.port;
     let live_others = bot
         .poll_peers
         .iter()
-        .filter(|(_, p)| !p.is_some_and(|p| crate::sys::sockets::peer_closed(port, p)))
+        .filter(|(_, fd)| !crate::sys::peer_closed(*fd))
         .count() as u64;
     bot.current_get_updates += 1;
     bot.max_concurrent_get_updates = bot.max_concurrent_get_updates.max(live_others + 1);
     bot.poll_ticket += 1;
     let ticket = bot.poll_ticket;
-    bot.poll_peers
-        .push((ticket, request.remote_addr().copied()));
+    bot.poll_peers.push((ticket, request.raw_fd()));
     // A tight loop of short polls with the same offset is slowed down.
     let mut hold = None;
     if timeout == 0 {
@@ -1037,7 +991,7 @@ fn get_updates(
 }
 
 /// `GET /file/bot<token>/<file_path>`.
-fn download(shared: &Arc<Shared>, request: tiny_http::Request, rest: &str) {
+fn download(shared: &Arc<Shared>, request: server::Request, rest: &str) {
     let Some((token_text, file_path)) = rest.split_once('/') else {
         return send(request, api_err(404, "Not Found"));
     };
@@ -1080,8 +1034,8 @@ fn download(shared: &Arc<Shared>, request: tiny_http::Request, rest: &str) {
 }
 
 /// `/_sandbox/...`: JSON in and out, never faulted.
-fn control(shared: &Arc<Shared>, mut request: tiny_http::Request, rest: &str, query: &str) {
-    let method = request.method().as_str().to_ascii_uppercase();
+fn control(shared: &Arc<Shared>, mut request: server::Request, rest: &str, query: &str) {
+    let method = request.method().to_ascii_uppercase();
     let Some(body) = read_body(&mut request, MAX_CONTROL_BODY_BYTES) else {
         return send(request, control_err(413, "body too large"));
     };

@@ -116,8 +116,8 @@ pub struct Bot {
     pub calls: BTreeMap<String, u64>,
     pub current_get_updates: u64,
     pub max_concurrent_get_updates: u64,
-    /// The waiting polls: a ticket and the client's address.
-    pub poll_peers: Vec<(u64, Option<std::net::SocketAddr>)>,
+    /// The waiting polls: a ticket and the connection's socket.
+    pub poll_peers: Vec<(u64, std::os::fd::RawFd)>,
     pub poll_ticket: u64,
     /// Bumped by every long poll and by setWebhook; a waiting poll whose
     /// generation is no longer current has been terminated.

@@ -176,6 +176,8 @@ pub struct Supervisor {
     announced_ready: bool,
     view: Arc<Mutex<FleetView>>,
     watcher: Option<crate::watcher::Watcher>,
+    /// Owner alerts waiting for a healthy bot to carry them.
+    pending_alerts: Vec<(u64, String)>,
 }
 
 impl Supervisor {
@@ -205,6 +207,7 @@ impl Supervisor {
             announced_ready: false,
             view,
             watcher: None,
+            pending_alerts: Vec::new(),
         };
         let tokens = sup.config.tokens.clone();
         for token in tokens {
@@ -406,6 +409,7 @@ impl Supervisor {
                 slot.username = Some(username);
                 self.step(bot_id, Input::Ready);
                 self.check_all_ready();
+                self.flush_alerts();
             }
             WorkerMsg::Heartbeat(counters) => {
                 let conflict = counters.conflict;
@@ -799,7 +803,17 @@ impl Supervisor {
                     },
                 );
             }
-            None => log::warn!("No healthy bot to alert the owner with: {text}"),
+            None => {
+                log::warn!("No healthy bot to alert the owner with yet: {text}");
+                self.pending_alerts.push((about, text));
+            }
+        }
+    }
+
+    /// Sends the alerts that waited for a healthy bot.
+    fn flush_alerts(&mut self) {
+        for (about, text) in std::mem::take(&mut self.pending_alerts) {
+            self.alert_owner(about, text);
         }
     }
 
