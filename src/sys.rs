@@ -159,26 +159,6 @@ pub fn poll_readable(fds: &[std::os::fd::RawFd], timeout_ms: i32) -> io::Result<
     Ok(set.iter().map(|p| p.revents != 0).collect())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_own_memory_and_existence() {
-        let me = std::process::id();
-        assert!(process_exists(me));
-        if cfg!(target_os = "linux") {
-            let (rss, hwm) = memory_of(me).expect("/proc is mounted on Linux");
-            assert!(rss > 0 && hwm >= rss);
-        }
-        assert!(signal_pid(1, Signal::Term).is_err(), "pid 1 is refused");
-        assert!(signal_group(0, Signal::Term).is_err(), "pgid 0 is refused");
-        let a = monotonic_usec().expect("CLOCK_MONOTONIC exists");
-        let b = monotonic_usec().expect("CLOCK_MONOTONIC exists");
-        assert!(a > 0 && b >= a, "the monotonic clock does not go back");
-    }
-}
-
 /// Makes a child started by `cmd` receive SIGKILL when the thread that
 /// started it dies (Linux), so a handler never outlives a killed worker.
 pub fn kill_child_with_parent(cmd: &mut std::process::Command) {
@@ -224,5 +204,25 @@ pub fn peer_closed(fd: std::os::fd::RawFd) -> bool {
             io::Error::last_os_error().raw_os_error(),
             Some(libc::EAGAIN) | Some(libc::EINTR)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_memory_and_existence() {
+        let me = std::process::id();
+        assert!(process_exists(me));
+        if cfg!(target_os = "linux") {
+            let (rss, hwm) = memory_of(me).expect("/proc is mounted on Linux");
+            assert!(rss > 0 && hwm >= rss);
+        }
+        assert!(signal_pid(1, Signal::Term).is_err(), "pid 1 is refused");
+        assert!(signal_group(0, Signal::Term).is_err(), "pgid 0 is refused");
+        let a = monotonic_usec().expect("CLOCK_MONOTONIC exists");
+        let b = monotonic_usec().expect("CLOCK_MONOTONIC exists");
+        assert!(a > 0 && b >= a, "the monotonic clock does not go back");
     }
 }

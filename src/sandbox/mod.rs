@@ -897,6 +897,7 @@ fn get_updates(shared: &Arc<Shared>, request: server::Request, bot_id: u64, para
         .filter(|(_, fd)| !crate::sys::peer_closed(*fd))
         .count() as u64;
     bot.current_get_updates += 1;
+    bot.last_get_updates_at_us = crate::sys::monotonic_usec().unwrap_or(0);
     bot.max_concurrent_get_updates = bot.max_concurrent_get_updates.max(live_others + 1);
     bot.poll_ticket += 1;
     let ticket = bot.poll_ticket;
@@ -1186,7 +1187,8 @@ fn bot_control(
                 content.insert("text".into(), json!(v["text"].as_str().unwrap_or("")));
                 let bot = st.bots.get_mut(&bot_id).expect("checked");
                 let (update_id, message_id) = bot.push_user_message(user_id, chat_id, content);
-                control_ok(json!({"update_id": update_id, "message_id": message_id}))
+                control_ok(json!({"update_id": update_id, "message_id": message_id,
+                    "at_us": crate::sys::monotonic_usec().unwrap_or(0)}))
             }
         },
         ("POST", "files") => {

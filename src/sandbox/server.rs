@@ -314,10 +314,11 @@ fn write_response(w: &mut TcpStream, response: Response, keep_alive: bool) -> io
     w.flush()
 }
 
+/// A request head: method, target, version, headers.
+type Head = (String, String, String, Vec<(String, String)>);
+
 /// Reads one request head; None at a clean end of the connection.
-fn read_head(
-    conn: &mut BufReader<TcpStream>,
-) -> io::Result<Option<(String, String, String, Vec<(String, String)>)>> {
+fn read_head(conn: &mut BufReader<TcpStream>) -> io::Result<Option<Head>> {
     let mut total = 0usize;
     let mut line = String::new();
     // Skip blank lines between requests, as RFC 9112 allows.

@@ -119,6 +119,8 @@ pub struct Bot {
     /// The waiting polls: a ticket and the connection's socket.
     pub poll_peers: Vec<(u64, std::os::fd::RawFd)>,
     pub poll_ticket: u64,
+    /// CLOCK_MONOTONIC µs of the last getUpdates to arrive.
+    pub last_get_updates_at_us: u64,
     /// Bumped by every long poll and by setWebhook; a waiting poll whose
     /// generation is no longer current has been terminated.
     pub poll_generation: u64,
@@ -163,6 +165,7 @@ impl Bot {
             current_get_updates: 0,
             poll_peers: Vec::new(),
             poll_ticket: 0,
+            last_get_updates_at_us: 0,
             max_concurrent_get_updates: 0,
             poll_generation: 0,
             poll_terminated_by: CONFLICT_OTHER_POLL,
@@ -313,6 +316,11 @@ impl Bot {
         self.next_message_id += 1;
         let mut entry = Map::new();
         entry.insert("seq".into(), json!(self.sent.len() as u64 + 1));
+        // CLOCK_MONOTONIC, comparable with a benchmark driver's clock.
+        entry.insert(
+            "at_us".into(),
+            json!(crate::sys::monotonic_usec().unwrap_or(0)),
+        );
         entry.insert("method".into(), json!(method));
         entry.insert("chat_id".into(), json!(chat_id));
         entry.insert("message_id".into(), json!(message_id));
@@ -336,6 +344,7 @@ impl Bot {
             "calls": self.calls,
             "current_get_updates": self.current_get_updates,
             "max_concurrent_get_updates": self.max_concurrent_get_updates,
+            "last_get_updates_at_us": self.last_get_updates_at_us,
             "pending_updates": self.pending.len(),
             "delivered": self.delivered,
             "redelivered": self.redelivered,
