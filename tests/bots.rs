@@ -338,3 +338,28 @@ fn two_hundred_messages_to_one_chat_all_arrive_under_429s() {
     );
     fleet.wait_log("429 from Telegram", Duration::from_secs(1));
 }
+
+#[test]
+fn clean_up_mediadir_wipes_the_bots_media_but_never_its_state() {
+    let (sandbox, tokens) = one_bot(19);
+    let dir = temp_dir();
+    let vars = common::fleet::merged_env(&sandbox, &dir, &tokens, &[("CLEAN_UP_MEDIADIR", "true")]);
+    let env_file = dir.join(".env");
+    std::fs::write(&env_file, common::fleet::render_env(&vars)).expect("write .env");
+    let stale = dir.join("media/bot-1/received/stale.txt");
+    std::fs::create_dir_all(stale.parent().expect("a parent")).expect("mkdir");
+    std::fs::write(&stale, "old").expect("write");
+    std::fs::create_dir_all(dir.join("state")).expect("mkdir state");
+    std::fs::write(dir.join("state/offset-19"), "500019000\n").expect("write offset");
+    let fleet = Fleet::start_in(dir, env_file);
+    fleet.wait_ready(1);
+    assert!(!stale.exists(), "the media dir was wiped");
+    assert!(
+        fleet.dir.join("media/bot-1/received").is_dir(),
+        "and recreated"
+    );
+    assert!(
+        fleet.dir.join("state/offset-19").exists(),
+        "STATE_DIR is never wiped"
+    );
+}

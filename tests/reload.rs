@@ -405,3 +405,80 @@ fn sighup_reload_command_and_reload_config_apply_at_once() {
     });
     assert_no_secrets(&fleet, &[401, 402, 403]);
 }
+
+#[test]
+fn a_new_port_moves_the_health_server_without_touching_workers() {
+    let sandbox = sandbox_with(&[501]);
+    let fleet = Fleet::start(&sandbox, &[token(501)], &[]);
+    fleet.wait_ready(1);
+    let old = fleet.health_base();
+    let pid = pid_of(&fleet, 1);
+    let new_port = common::fleet::free_port();
+    let text = std::fs::read_to_string(&fleet.env_file).expect("read .env");
+    let moved: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("PORT=") {
+                format!("PORT={new_port}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    write_env(&fleet.env_file, moved.as_bytes());
+    let want = format!("Health server listening on http://127.0.0.1:{new_port}");
+    fleet.wait_log(&want, Duration::from_secs(10));
+    let agent = common::http();
+    let mut r = agent
+        .get(&format!("http://127.0.0.1:{new_port}/ping"))
+        .call()
+        .expect("the new port answers");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(common::body_json(&mut r)["pong"] == true);
+    assert!(
+        agent.get(&format!("{old}/ping")).call().is_err(),
+        "the old port ({old}) is closed"
+    );
+    assert_eq!(pid_of(&fleet, 1), pid, "the worker is untouched");
+}
+
+#[test]
+fn a_setting_read_at_start_restarts_workers_one_at_a_time() {
+    let sandbox = sandbox_with(&[601, 602]);
+    let fleet = Fleet::start(&sandbox, &[token(601), token(602)], &[]);
+    fleet.wait_ready(2);
+    let (a, b) = (pid_of(&fleet, 1), pid_of(&fleet, 2));
+    let media2 = fleet.dir.join("media2");
+    rewrite(
+        &fleet,
+        &sandbox,
+        &[601, 602],
+        &[("MEDIA_TMP_LOCATION", media2.to_str().expect("utf-8 path"))],
+    );
+    wait_until(Duration::from_secs(20), "both workers restarted", || {
+        let now = fleet.workers();
+        now.len() == 2 && !now.contains(&a) && !now.contains(&b)
+    });
+    fleet.wait_log(
+        "Rolling restart: restarting worker bot-2",
+        Duration::from_secs(10),
+    );
+    let logs = fleet.logs();
+    let first = logs
+        .find("Rolling restart: restarting worker bot-1")
+        .expect("bot-1 first");
+    let ready_again = first
+        + logs[first..]
+            .find("Worker bot-1 ready")
+            .expect("bot-1 back");
+    let second = logs
+        .find("Rolling restart: restarting worker bot-2")
+        .expect("then bot-2");
+    assert!(
+        second > ready_again,
+        "bot-2 waited for bot-1 to be ready again:\n{logs}"
+    );
+    wait_until(Duration::from_secs(10), "the new media dirs", || {
+        media2.join("bot-1").is_dir() && media2.join("bot-2").is_dir()
+    });
+}

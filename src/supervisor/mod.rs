@@ -178,6 +178,10 @@ pub struct Supervisor {
     watcher: Option<crate::watcher::Watcher>,
     /// Owner alerts waiting for a healthy bot to carry them.
     pending_alerts: Vec<(u64, String)>,
+    /// Workers waiting for their turn in a rolling restart.
+    rolling: std::collections::VecDeque<u64>,
+    /// The worker restarting now, and its generation when it began.
+    rolling_current: Option<(u64, u64)>,
 }
 
 impl Supervisor {
@@ -208,6 +212,8 @@ impl Supervisor {
             view,
             watcher: None,
             pending_alerts: Vec::new(),
+            rolling: std::collections::VecDeque::new(),
+            rolling_current: None,
         };
         let tokens = sup.config.tokens.clone();
         for token in tokens {
@@ -308,6 +314,7 @@ impl Supervisor {
                 }
             }
             self.tick_all();
+            self.advance_rolling();
             self.publish();
             if let Some(begun) = self.shutting_down {
                 // The bound of last resort: SIGKILL went out at the grace's
@@ -389,9 +396,8 @@ impl Supervisor {
                     .filter(|(_, s)| index.is_none_or(|i| i == s.index))
                     .map(|(id, _)| *id)
                     .collect();
-                for id in ids {
-                    self.step(id, Input::Restart);
-                }
+                log::info!("Restart requested: {} worker(s), one at a time", ids.len());
+                self.start_rolling(ids);
             }
         }
     }
@@ -442,6 +448,49 @@ impl Supervisor {
                     reply_to: Some((bot_id, chat_id)),
                 });
             }
+        }
+    }
+
+    /// Queues workers for a restart one at a time: the next goes once the
+    /// one before it is ready again (or gone, or failed).
+    fn start_rolling(&mut self, ids: Vec<u64>) {
+        for id in ids {
+            if !self.rolling.contains(&id) && self.rolling_current.map(|(c, _)| c) != Some(id) {
+                self.rolling.push_back(id);
+            }
+        }
+        self.advance_rolling();
+    }
+
+    fn advance_rolling(&mut self) {
+        if self.shutting_down.is_some() {
+            self.rolling.clear();
+            self.rolling_current = None;
+            return;
+        }
+        if let Some((id, generation)) = self.rolling_current {
+            let done = match self.slots.get(&id) {
+                None => true,
+                Some(s) => match s.machine.state {
+                    State::Failed { .. } => true,
+                    State::Ready { .. } => s.generation > generation,
+                    _ => false,
+                },
+            };
+            if !done {
+                return;
+            }
+            self.rolling_current = None;
+        }
+        while let Some(id) = self.rolling.pop_front() {
+            let Some(slot) = self.slots.get(&id) else {
+                continue;
+            };
+            let generation = slot.generation;
+            log::info!("Rolling restart: restarting worker bot-{}", slot.index);
+            self.rolling_current = Some((id, generation));
+            self.step(id, Input::Restart);
+            return;
         }
     }
 
@@ -591,11 +640,31 @@ impl Supervisor {
             }
             self.step(id, Input::Restart);
         }
+        let added_ids: Vec<u64> = added.iter().map(Token::bot_id).collect();
         for token in added {
             match self.add_slot(token) {
                 Ok(index) => log::info!("Spawning new bot worker for added token (index {index})"),
                 Err(e) => log::error!("Cannot add a worker: {e}"),
             }
+        }
+        // Settings a running worker cannot take: its client's base URL, its
+        // media and state directories. Those workers restart one at a time.
+        let restart_keys = ["TELEGRAM_API_URL", "MEDIA_TMP_LOCATION", "STATE_DIR"];
+        if diff.changed_keys().iter().any(|k| restart_keys.contains(k)) {
+            let ids: Vec<u64> = self
+                .slots
+                .iter()
+                .filter(|(id, s)| {
+                    !added_ids.contains(id)
+                        && !matches!(s.machine.state, State::Stopping { .. } | State::Gone)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            log::info!(
+                "Restarting {} worker(s) one at a time for settings they read only at start",
+                ids.len()
+            );
+            self.start_rolling(ids);
         }
         let worker_env = self.config.worker_env();
         if worker_env != old_worker_env {
