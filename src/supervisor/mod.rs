@@ -512,6 +512,16 @@ impl Supervisor {
     }
 
     fn begin_shutdown(&mut self, signal: &str) {
+        // One Ctrl-C can arrive twice (to the process and to its group, as
+        // GNU timeout and some wrappers send it); only a second request a
+        // person could make escalates.
+        if self
+            .shutting_down
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(250))
+        {
+            log::debug!("Received {signal} again within 250 ms: taken as the same request");
+            return;
+        }
         if self.shutting_down.is_some() {
             log::warn!("Received {signal} again: killing every worker now");
             let ids: Vec<u64> = self.slots.keys().copied().collect();
