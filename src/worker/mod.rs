@@ -407,13 +407,23 @@ fn start_persister(shared: &Arc<Shared>, state_dir: PathBuf, bot_id: u64) -> std
         .spawn(move || {
             let mut written = s.tracker.confirm_point();
             let mut last_sync = Instant::now();
+            // A write not yet fsynced, or one that failed: come back within
+            // a second for it; otherwise sleep until progress.
+            let mut unsynced = false;
             let mut failing = false;
             loop {
-                s.tracker.wait_for_progress(Duration::from_millis(500));
+                let timeout = if unsynced || failing {
+                    (last_sync + Duration::from_secs(1))
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(10))
+                } else {
+                    Duration::from_secs(3600)
+                };
+                s.tracker.wait_for_progress(timeout);
                 let point = s.tracker.confirm_point();
                 let sync_due = last_sync.elapsed() >= Duration::from_secs(1);
                 let Some(p) = point else { continue };
-                if point == written && !(sync_due && failing) {
+                if point == written && !(sync_due && (unsynced || failing)) {
                     continue;
                 }
                 match state::write_offset(&state_dir, bot_id, p, sync_due) {
@@ -421,6 +431,9 @@ fn start_persister(shared: &Arc<Shared>, state_dir: PathBuf, bot_id: u64) -> std
                         written = point;
                         if sync_due {
                             last_sync = Instant::now();
+                            unsynced = false;
+                        } else {
+                            unsynced = true;
                         }
                         if failing {
                             log::info!("the offset file is written again");

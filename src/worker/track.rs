@@ -71,13 +71,15 @@ impl Tracker {
         lock(&self.inner).pending.len()
     }
 
-    /// Waits until an update finishes, or `timeout`.
+    /// Waits until an update finishes, or `timeout`. Returns early only
+    /// when something finished meanwhile, never just because nothing is in
+    /// flight (an idle waiter must sleep, not spin).
     pub fn wait_for_progress(&self, timeout: Duration) {
         let inner = lock(&self.inner);
         let seen = inner.finished;
-        let result = self.changed.wait_timeout_while(inner, timeout, |i| {
-            i.finished == seen && !i.pending.is_empty()
-        });
+        let result = self
+            .changed
+            .wait_timeout_while(inner, timeout, |i| i.finished == seen);
         drop(result);
     }
 
@@ -159,6 +161,31 @@ mod tests {
         assert_eq!(t.confirm_point(), Some(103));
         assert_eq!(t.in_flight(), 0);
         assert!(t.take(99).is_none(), "older than anything taken");
+    }
+
+    #[test]
+    fn waiting_with_nothing_in_flight_sleeps_until_the_timeout() {
+        let t = Tracker::new(None);
+        let t0 = std::time::Instant::now();
+        t.wait_for_progress(Duration::from_millis(50));
+        assert!(
+            t0.elapsed() >= Duration::from_millis(50),
+            "no early return when idle"
+        );
+        let a = t.take(1).expect("new");
+        let t2 = Arc::clone(&t);
+        let waiter = std::thread::spawn(move || {
+            let t0 = std::time::Instant::now();
+            t2.wait_for_progress(Duration::from_secs(10));
+            t0.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(20)); // let the waiter block first
+        drop(a);
+        let waited = waiter.join().expect("waiter");
+        assert!(
+            waited < Duration::from_secs(5),
+            "progress wakes it ({waited:?})"
+        );
     }
 
     #[test]
