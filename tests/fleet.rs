@@ -361,5 +361,9 @@ fn an_idle_fleet_uses_almost_no_cpu() {
     let after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
     // Ticks are 10 ms; a spinning thread would burn ~300 in this window.
     // The real figure (10 bots, 60 s) is in BENCHMARKS.md.
-    assert!(after - before <= 10, "idle fleet used {} ticks in 3 s", after - before);
+    assert!(
+        after - before <= 10,
+        "idle fleet used {} ticks in 3 s",
+        after - before
+    );
 }

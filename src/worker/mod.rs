@@ -40,6 +40,8 @@ use track::{Ticket, Tracker};
 /// `BOT_HANDLER=builtin:echo` answers with the message's own text, with no
 /// process: for demos and benchmarks.
 pub const BUILTIN_ECHO: &str = "builtin:echo";
+/// The most updates one getUpdates returns.
+const POLL_WINDOW: usize = 100;
 /// How often a user who is not allowed is told so, at most.
 const REFUSAL_EVERY: Duration = Duration::from_secs(60);
 
@@ -420,6 +422,9 @@ fn start_persister(shared: &Arc<Shared>, state_dir: PathBuf, bot_id: u64) -> std
                     Duration::from_secs(3600)
                 };
                 s.tracker.wait_for_progress(timeout);
+                // Under load updates finish in bursts: one write for each
+                // 2 ms of them, not one per update.
+                std::thread::sleep(Duration::from_millis(2));
                 let point = s.tracker.confirm_point();
                 let sync_due = last_sync.elapsed() >= Duration::from_secs(1);
                 let Some(p) = point else { continue };
@@ -462,6 +467,15 @@ fn poll_loop(bot: &Arc<Bot>, pool: &dispatch::Pool) -> i32 {
         if shared.stopping.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_secs(1));
             continue;
+        }
+        // getUpdates returns at most 100 updates from the confirm point on,
+        // and the ones in flight come back with them: with the window half
+        // full, wait (briefly) for room, so a poll brings mostly new ones.
+        let waited = Instant::now();
+        while shared.tracker.in_flight() > POLL_WINDOW / 2
+            && waited.elapsed() < Duration::from_secs(1)
+        {
+            shared.tracker.wait_for_progress(Duration::from_millis(100));
         }
         let poll_timeout = shared.settings().poll_timeout_secs;
         let offset = shared.tracker.confirm_point();
