@@ -320,3 +320,45 @@ impl Drop for Fleet {
         }
     }
 }
+
+impl Fleet {
+    /// After the supervisor died (SIGKILL), starts a new `botfleet run` on
+    /// the same `.env` and directory, as an operator or systemd would. The
+    /// old log is kept at the front of the new one's.
+    pub fn respawn(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let dir = std::mem::replace(
+            &mut self.dir,
+            TempDir {
+                path: PathBuf::new(),
+            },
+        );
+        let old_log = self.logs();
+        let new = Fleet::start_in(dir, self.env_file.clone());
+        new.log.lock().expect("log buffer").insert_str(0, &old_log);
+        // The old self now has no dir and no child: dropping it does nothing.
+        drop(std::mem::replace(self, new));
+    }
+}
+
+/// The `BOT_INDEX` of a worker process, from /proc/PID/environ.
+pub fn bot_index_of(pid: u32) -> Option<u32> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"BOT_INDEX="))
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+}
+
+/// (VmRSS in kB, open file descriptors) of a process.
+pub fn rss_and_fds(pid: u32) -> Option<(u64, usize)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
+    Some((rss, fds))
+}
