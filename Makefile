@@ -54,7 +54,7 @@ musl:
 # kills, a 10-minute soak (BOTFLEET_SOAK_SECS=N to change it). Prints the
 # FIGURES lines that RELIABILITY.md quotes.
 chaos:
-	BOTFLEET_CHAOS_LONG=1 $(CARGO) test --release --test chaos -- --nocapture --test-threads=1
+	BOTFLEET_CHAOS_LONG=1 $(CARGO) test --test chaos -- --nocapture --test-threads=1
 
 bench: build
 	@bash bench/run.sh

@@ -6,7 +6,7 @@
 //!
 //! The short form runs in `cargo test`. The long form (10,000 updates, 10
 //! supervisor kills, a 10-minute soak) runs with `make chaos`, i.e.
-//! `BOTFLEET_CHAOS_LONG=1 cargo test --release --test chaos -- --nocapture`;
+//! `BOTFLEET_CHAOS_LONG=1 cargo test --test chaos -- --nocapture`;
 //! BOTFLEET_SOAK_SECS sets the soak's length. Each test prints a
 //! `FIGURES ...` line that RELIABILITY.md quotes.
 
