@@ -237,6 +237,42 @@ struct Counts {
     conflicts: AtomicUsize,
 }
 
+/// The chaos mix relies on several `probability` faults adding up: one
+/// that does not fire must let the next have its chance (it used to stop
+/// at the first match, so a 10% mix injected 2%, and a counted 409 added
+/// behind it never fired).
+#[test]
+fn sandbox_probability_faults_add_up_and_a_counted_fault_behind_them_fires() {
+    let (sandbox, tokens) = sandbox_with(&[74001]);
+    sandbox.fault(json!({"kind": "500", "probability": 0.5, "method": "getMe"}));
+    sandbox.fault(json!({"kind": "502", "probability": 0.5, "method": "getMe"}));
+    let calls = 400;
+    let mut failed = 0;
+    for _ in 0..calls {
+        let (status, _) = sandbox.call(&tokens[0], "getMe", json!({}));
+        if status != 200 {
+            failed += 1;
+        }
+    }
+    // Expected 75%; the first-match bug gives 50%.
+    assert!(
+        (255..=345).contains(&failed),
+        "{failed} of {calls} calls faulted"
+    );
+    sandbox.fault(json!({"kind": "409", "method": "getMe", "count": 1}));
+    let mut got_409 = false;
+    for _ in 0..100 {
+        if sandbox.call(&tokens[0], "getMe", json!({})).0 == 409 {
+            got_409 = true;
+            break;
+        }
+    }
+    assert!(
+        got_409,
+        "the counted fault behind the probability ones fired"
+    );
+}
+
 #[test]
 fn chaos_stream_survives_kills_reloads_token_churn_and_faults() {
     let n: usize = if long() { 10_000 } else { 2_000 };

@@ -362,3 +362,63 @@ pub fn rss_and_fds(pid: u32) -> Option<(u64, usize)> {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
     Some((rss, fds))
 }
+
+impl Fleet {
+    /// Like `start`, but `botfleet run` runs under `sh -c 'ulimit ...; exec
+    /// botfleet run ...'` (e.g. `-f 200` for a file size limit, `-n 20` for
+    /// few file descriptors); the limit holds for the supervisor and every
+    /// worker it starts. The pid is botfleet's (sh execs it).
+    pub fn start_with_ulimit(
+        sandbox: &SandboxProc,
+        tokens: &[String],
+        extra: &[(&str, &str)],
+        ulimit: &str,
+    ) -> Fleet {
+        let dir = temp_dir();
+        let vars = merged_env(sandbox, &dir, tokens, extra);
+        let env_file = dir.join(".env");
+        std::fs::write(&env_file, render_env(&vars)).expect("write .env");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit {ulimit} && exec \"$0\" run --env-file \"$1\""
+            ))
+            .arg(bin())
+            .arg(&env_file)
+            .current_dir(&dir.path)
+            .env_remove("TELEGRAM_BOT_TOKENS")
+            .env_remove("TELEGRAM_BOT_TOKEN")
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("sh -c 'ulimit ...; exec botfleet run' starts");
+        let pid = child.id();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr was piped");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("BOTFLEET_TEST_ECHO").is_some() {
+                    eprintln!("{line}");
+                }
+                let mut l = sink.lock().expect("log buffer");
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Fleet {
+            dir,
+            env_file,
+            child: Some(child),
+            pid,
+            log,
+            status: None,
+        }
+    }
+}
