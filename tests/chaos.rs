@@ -228,6 +228,17 @@ impl Drop for SetOnDrop<'_> {
     }
 }
 
+/// One of two injectors is through (or panicked); the second sets `done`.
+struct FinishOnDrop<'a>(&'a AtomicUsize, &'a AtomicBool);
+
+impl Drop for FinishOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 1 {
+            self.1.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Counts {
     sigkill: AtomicUsize,
@@ -322,28 +333,37 @@ fn chaos_stream_survives_kills_reloads_token_churn_and_faults() {
     let done = AtomicBool::new(false);
     let sent: Mutex<Vec<(u64, i64)>> = Mutex::new(Vec::with_capacity(n));
     let late_files: Mutex<Vec<(u64, String)>> = Mutex::new(vec![]);
-    // Spread the stream over the run: ~35 s short, ~3 min long.
-    let pace = Duration::from_micros(if long() { 18_000 } else { 17_000 });
+    // Spread the stream over the run: ~30 s short, ~3 min long.
+    let pace = Duration::from_micros(if long() { 18_000 } else { 15_000 });
     let t0 = Instant::now();
+    let injected_by = AtomicUsize::new(0);
     std::thread::scope(|s| {
-        s.spawn(|| {
-            let _done = SetOnDrop(&done);
-            for i in 0..n {
-                let id = ids[i % ids.len()];
-                let user = 1 + (i % 20) as i64;
-                let (_, m) = sandbox.send_text(id, user, user, "/ping");
-                sent.lock().expect("sent").push((id, m));
-                if i == n / 2 {
-                    for (id, idx) in &index_of {
-                        let name = format!("late-{idx}.bin");
-                        drop_outbox_file(&media.join(format!("bot-{idx}")), &name, b"late");
-                        late_files.lock().expect("late").push((*id, name));
+        // Two injectors on a schedule (update i is due at t0 + i * pace):
+        // a slow control call does not stretch the run, it only catches up.
+        for k in 0..2usize {
+            let (sent, late_files, injected_by) = (&sent, &late_files, &injected_by);
+            let (sandbox, ids, index_of, media, done) = (&sandbox, &ids, &index_of, &media, &done);
+            s.spawn(move || {
+                let _finished = FinishOnDrop(injected_by, done);
+                for i in (k..n).step_by(2) {
+                    let due = t0 + pace * i as u32;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let id = ids[i % ids.len()];
+                    let user = 1 + (i % 20) as i64;
+                    let (_, m) = sandbox.send_text(id, user, user, "/ping");
+                    sent.lock().expect("sent").push((id, m));
+                    if i == n / 2 {
+                        for (id, idx) in index_of {
+                            let name = format!("late-{idx}.bin");
+                            drop_outbox_file(&media.join(format!("bot-{idx}")), &name, b"late");
+                            late_files.lock().expect("late").push((*id, name));
+                        }
                     }
                 }
-                std::thread::sleep(pace);
-            }
-            done.store(true, Ordering::SeqCst);
-        });
+            });
+        }
         s.spawn(|| {
             let mut rng = Rng::from_clock("chaos driver");
             while !done.load(Ordering::SeqCst) {
