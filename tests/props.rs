@@ -81,7 +81,7 @@ fn secret_line(secret: String) -> impl Strategy<Value = String> {
         Just(format!("MY_API_KEY={s}")),
         Just(format!("DB_PASSWORD=\"{s}")),
         Just(format!("STRIPE_SECRET={s}")),
-        Just(format!("{s}")),
+        Just(s.clone()),
         Just(format!("{s}=1")),
         Just(format!("HEALTH_AUTH_TOKEN {s}")),
     ]

@@ -324,7 +324,7 @@ impl Drop for Fleet {
 impl Fleet {
     /// After the supervisor died (SIGKILL), starts a new `botfleet run` on
     /// the same `.env` and directory, as an operator or systemd would. The
-    /// old log is kept at the front of the new one's.
+    /// log starts afresh, so `wait_ready` waits for the new supervisor.
     pub fn respawn(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -336,9 +336,7 @@ impl Fleet {
                 path: PathBuf::new(),
             },
         );
-        let old_log = self.logs();
         let new = Fleet::start_in(dir, self.env_file.clone());
-        new.log.lock().expect("log buffer").insert_str(0, &old_log);
         // The old self now has no dir and no child: dropping it does nothing.
         drop(std::mem::replace(self, new));
     }
