@@ -11,6 +11,7 @@ help:
 	@echo "make build  the release binary: target/release/botfleet"
 	@echo "make musl   a static binary: $(MUSL_BIN)"
 	@echo "make lint   cargo fmt --check and clippy with warnings as errors"
+	@echo "make chaos  the long chaos, supervisor-kill and soak runs (figures for RELIABILITY.md)"
 	@echo "make bench  measure the fleet and write BENCHMARKS.md"
 
 run:
@@ -48,6 +49,12 @@ musl:
 	@file $(MUSL_BIN) | grep -Eq "statically linked|static-pie linked" || { echo "$(MUSL_BIN) is not static"; exit 1; }
 	@! ldd $(MUSL_BIN) 2>&1 | grep -q "=>" || { echo "ldd finds libraries in $(MUSL_BIN)"; exit 1; }
 	@echo "$(MUSL_BIN): static, $$(stat -c %s $(MUSL_BIN)) bytes"
+
+# The long chaos form: 10,000 updates under kills and faults, 10 supervisor
+# kills, a 10-minute soak (BOTFLEET_SOAK_SECS=N to change it). Prints the
+# FIGURES lines that RELIABILITY.md quotes.
+chaos:
+	BOTFLEET_CHAOS_LONG=1 $(CARGO) test --test chaos -- --nocapture --test-threads=1
 
 bench: build
 	@bash bench/run.sh

@@ -35,6 +35,10 @@ pub fn run(env_file: &Path) -> i32 {
 
 /// Runs the supervisor for an already loaded config (also used by `demo`).
 pub fn run_with(config: Config, env_file: &Path) -> i32 {
+    // A write past the file size limit fails with EFBIG instead of killing us.
+    if let Err(e) = crate::sys::ignore_file_size_signal() {
+        log::warn!("cannot ignore SIGXFSZ: {e}");
+    }
     // The lock comes before anything else that has effects.
     let instance = match InstanceLock::acquire(&config.settings.lock_file) {
         Ok(l) => l,

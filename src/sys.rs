@@ -33,6 +33,20 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Ignores SIGXFSZ, so a write past RLIMIT_FSIZE (a full quota, `ulimit
+/// -f`) fails with EFBIG and is reported, instead of killing the process;
+/// a worker killed by it would fetch the same update again and die again.
+pub fn ignore_file_size_signal() -> io::Result<()> {
+    // SAFETY: installs SIG_IGN for one signal; no handler code runs and no
+    // memory is shared with it.
+    let prev = unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    if prev == libc::SIG_ERR {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Sends `signal` to every process in the process group `pgid`.
 pub fn signal_group(pgid: u32, signal: Signal) -> io::Result<()> {
     if pgid <= 1 {

@@ -141,6 +141,13 @@ pub fn redact(key: &str, value: &str) -> String {
     if TOKEN_KEYS.contains(&key) || is_secret_key(key) {
         return "***".to_string();
     }
+    // A bot token under a mistyped key (TELEGRAM_BOT_TOKNES) is still one.
+    if value
+        .split([',', ' '])
+        .any(|part| crate::token::Token::parse(part).is_ok())
+    {
+        return "***".to_string();
+    }
     redact_url_password(value)
 }
 
@@ -329,6 +336,22 @@ impl Config {
         warnings.extend(setting_warnings);
         let tokens = parse_tokens(&entries, source, &mut problems, &mut warnings);
 
+        // A secret substituted into another key (`PORT=${HEALTH_AUTH_TOKEN}`)
+        // must not be echoed by that key's message.
+        let secrets: Vec<&str> = entries
+            .iter()
+            .filter(|(k, e)| {
+                (TOKEN_KEYS.contains(&k.as_str()) || is_secret_key(k)) && e.value.len() >= 4
+            })
+            .map(|(_, e)| e.value.as_str())
+            .collect();
+        for p in problems.iter_mut() {
+            for s in &secrets {
+                if p.message.contains(s) {
+                    p.message = p.message.replace(s, "***");
+                }
+            }
+        }
         if !problems.is_empty() {
             if tokens.is_empty()
                 && !problems

@@ -338,6 +338,15 @@ pub(crate) fn shown(key: &str, value: &str) -> String {
     if is_secret_key(key) {
         return "the value".to_string();
     }
+    // A value over several lines is an unclosed quote that swallowed the
+    // lines after it, which may set secrets: show none of it.
+    let swallowed_secret = value
+        .split(['\n', '\r', ' ', '"', '\''])
+        .filter_map(|part| part.split_once('=').map(|(k, _)| k))
+        .any(|k| !k.is_empty() && (is_secret_key(k) || k.contains("TOKEN")));
+    if swallowed_secret || value.contains(['\n', '\r']) {
+        return "a value over several lines (an unclosed quote?)".to_string();
+    }
     const MAX_CHARS: usize = 60;
     if value.chars().count() > MAX_CHARS {
         let short: String = value.chars().take(MAX_CHARS).collect();

@@ -473,32 +473,42 @@ impl State {
     }
 
     /// Takes the first fault that matches a call (`method` lower-case;
-    /// `file` for downloads), counting it as injected.
+    /// `file` for downloads) and fires, counting it as injected. A
+    /// `probability` fault that does not fire lets the next matching one
+    /// have its chance, so several of them add up to a mix.
     pub fn take_fault(&mut self, bot_id: u64, method: &str) -> Option<Fault> {
-        let index = self.faults.iter().position(|f| {
-            f.bot_id.is_none_or(|b| b == bot_id)
+        let mut index = 0;
+        while index < self.faults.len() {
+            let f = &self.faults[index];
+            let matches = f.bot_id.is_none_or(|b| b == bot_id)
                 && match &f.method {
                     Some(m) => m == method,
                     None => method != "file",
+                };
+            if !matches {
+                index += 1;
+                continue;
+            }
+            let fault = f.clone();
+            match fault.probability {
+                Some(p) => {
+                    if self.random() >= p {
+                        index += 1;
+                        continue;
+                    }
                 }
-        })?;
-        let fault = self.faults[index].clone();
-        match fault.probability {
-            Some(p) => {
-                if self.random() >= p {
-                    return None;
+                None => {
+                    if fault.remaining <= 1 {
+                        self.faults.remove(index);
+                    } else {
+                        self.faults[index].remaining -= 1;
+                    }
                 }
             }
-            None => {
-                if fault.remaining <= 1 {
-                    self.faults.remove(index);
-                } else {
-                    self.faults[index].remaining -= 1;
-                }
-            }
+            self.faults_injected += 1;
+            return Some(fault);
         }
-        self.faults_injected += 1;
-        Some(fault)
+        None
     }
 }
 

@@ -29,9 +29,17 @@ pub fn sanitize(name: &str) -> String {
             }
         })
         .collect();
-    clean = clean.trim().trim_start_matches('.').trim().to_string();
-    while clean.contains("..") {
-        clean = clean.replace("..", ".");
+    // Until stable: ". . ." trims to ". ." and would still be hidden.
+    loop {
+        let next = clean
+            .trim()
+            .trim_start_matches('.')
+            .trim()
+            .replace("..", ".");
+        if next == clean {
+            break;
+        }
+        clean = next;
     }
     if clean.is_empty() {
         clean = "file".into();
@@ -45,7 +53,12 @@ pub fn sanitize(name: &str) -> String {
         while !stem.is_char_boundary(cut) {
             cut -= 1;
         }
-        clean = format!("{}{}", &stem[..cut], ext);
+        // A cut that ends in '.' before ".ext" would make "..".
+        clean = format!(
+            "{}{}",
+            stem[..cut].trim_end_matches(|c: char| c == '.' || c.is_whitespace()),
+            ext
+        );
     }
     clean
 }

@@ -155,6 +155,9 @@ pub fn main() -> i32 {
     if let Err(e) = crate::sys::die_with_parent() {
         log::warn!("cannot ask to die with the supervisor: {e}");
     }
+    if let Err(e) = crate::sys::ignore_file_size_signal() {
+        log::warn!("cannot ignore SIGXFSZ: {e}");
+    }
     let parent: Option<u32> = std::env::var("BOTFLEET_PARENT_PID")
         .ok()
         .and_then(|p| p.parse().ok());

@@ -320,3 +320,103 @@ impl Drop for Fleet {
         }
     }
 }
+
+impl Fleet {
+    /// After the supervisor died (SIGKILL), starts a new `botfleet run` on
+    /// the same `.env` and directory, as an operator or systemd would. The
+    /// log starts afresh, so `wait_ready` waits for the new supervisor.
+    pub fn respawn(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let dir = std::mem::replace(
+            &mut self.dir,
+            TempDir {
+                path: PathBuf::new(),
+            },
+        );
+        let new = Fleet::start_in(dir, self.env_file.clone());
+        // The old self now has no dir and no child: dropping it does nothing.
+        drop(std::mem::replace(self, new));
+    }
+}
+
+/// The `BOT_INDEX` of a worker process, from /proc/PID/environ.
+pub fn bot_index_of(pid: u32) -> Option<u32> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"BOT_INDEX="))
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+}
+
+/// (VmRSS in kB, open file descriptors) of a process.
+pub fn rss_and_fds(pid: u32) -> Option<(u64, usize)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
+    Some((rss, fds))
+}
+
+impl Fleet {
+    /// Like `start`, but `botfleet run` runs under `sh -c 'ulimit ...; exec
+    /// botfleet run ...'` (e.g. `-f 200` for a file size limit, `-n 20` for
+    /// few file descriptors); the limit holds for the supervisor and every
+    /// worker it starts. The pid is botfleet's (sh execs it).
+    pub fn start_with_ulimit(
+        sandbox: &SandboxProc,
+        tokens: &[String],
+        extra: &[(&str, &str)],
+        ulimit: &str,
+    ) -> Fleet {
+        let dir = temp_dir();
+        let vars = merged_env(sandbox, &dir, tokens, extra);
+        let env_file = dir.join(".env");
+        std::fs::write(&env_file, render_env(&vars)).expect("write .env");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit {ulimit} && exec \"$0\" run --env-file \"$1\""
+            ))
+            .arg(bin())
+            .arg(&env_file)
+            .current_dir(&dir.path)
+            .env_remove("TELEGRAM_BOT_TOKENS")
+            .env_remove("TELEGRAM_BOT_TOKEN")
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("sh -c 'ulimit ...; exec botfleet run' starts");
+        let pid = child.id();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr was piped");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("BOTFLEET_TEST_ECHO").is_some() {
+                    eprintln!("{line}");
+                }
+                let mut l = sink.lock().expect("log buffer");
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Fleet {
+            dir,
+            env_file,
+            child: Some(child),
+            pid,
+            log,
+            status: None,
+        }
+    }
+}
