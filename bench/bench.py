@@ -128,6 +128,31 @@ def cpu_ticks(pid):
     return int(f[11]) + int(f[12])  # utime + stime
 
 
+def thread_ticks(pids):
+    """utime+stime summed by thread name over the threads of `pids`."""
+    out = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    name = f.read().strip()
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fl = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            name = re.sub(r"-\d+$", "-N", name)
+            out[name] = out.get(name, 0) + int(fl[11]) + int(fl[12])
+    return out
+
+
+def ticks_delta(a, b):
+    return {k: b.get(k, 0) - a.get(k, 0) for k in b}
+
+
 def status_kb(pid, key):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -193,6 +218,17 @@ def smaps_summary(pid, binary):
         "VmRSS": status_kb(pid, "VmRSS"),
         "Threads": status_kb(pid, "Threads"),
     }
+
+
+def pss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def free_port():
@@ -277,6 +313,7 @@ def wait_first_polls(sb, bot_ids, after_us, timeout=30, interval=0.002):
     {bot_id: last_get_updates_at_us} as first seen (the first poll, if the
     interval is short enough to catch it)."""
     seen = {}
+    calls = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         bots = sb.stats()["bots"]
@@ -285,7 +322,9 @@ def wait_first_polls(sb, bot_ids, after_us, timeout=30, interval=0.002):
                 v = bots[str(b)]["last_get_updates_at_us"]
                 if v > after_us:
                     seen[b] = v
+                    calls[b] = bots[str(b)]["calls"].get("getUpdates", 0)
         if len(seen) == len(bot_ids):
+            wait_first_polls.calls = calls
             return seen
         time.sleep(interval)
     raise RuntimeError(f"only {len(seen)}/{len(bot_ids)} bots polled within {timeout}s")
@@ -430,6 +469,7 @@ class Bench:
         self.results = {}  # metric -> impl -> [values]
         self.notes = {}  # metric -> impl -> str
         self.evidence = {}  # free-form measured detail
+        self.threads = {}  # context -> impl -> {thread name: CPU-seconds}
         self.bins = {GLIBC: GLIBC_BIN, MUSL: MUSL_BIN}
         self.ptb_python = None
         self.ptb_skip = None
@@ -447,6 +487,11 @@ class Bench:
     def close_all(objs):
         for o in objs:
             o.close()
+
+    def rec_threads(self, ctx, impl, ticks, per=1.0):
+        d = self.threads.setdefault(ctx, {}).setdefault(impl, {})
+        for k, v in ticks.items():
+            d.setdefault(k, []).append(v / CLK_TCK * per)
 
     def impls(self):
         return [GLIBC, MUSL] + ([PTB] if self.ptb_python else [])
@@ -522,15 +567,20 @@ class Bench:
         objs = self.start_impl(impl, sb, [tok], {
             "BOT_HANDLER": "builtin:echo", "SEND_RATE_PER_CHAT": "0", "SEND_RATE_PER_BOT": "0"})
         try:
-            first = wait_first_polls(sb, [bid], before, timeout=60)[bid]
+            first = wait_first_polls(sb, [bid], before, timeout=60, interval=0.001)[bid]
+            caught = wait_first_polls.calls[bid] == 1
             t_cpu0 = time.monotonic()
             pids = self.worker_pids(impl, objs)
+            th0 = thread_ticks(pids)
             w0 = sum(cpu_ticks(p) for p in pids)
             s0 = cpu_ticks(sb.p.pid)
             wait_sent(sb, [bid], {bid: n}, timeout=180, interval=0.05)
             t_cpu1 = time.monotonic()
             w1 = sum(cpu_ticks(p) for p in pids)
             s1 = cpu_ticks(sb.p.pid)
+            if impl != PTB:
+                self.rec_threads(f"echo throughput, {chats} chat(s): worker threads, CPU-s per run",
+                                 impl, ticks_delta(th0, thread_ticks(pids)))
             hwm = max(status_kb(p, "VmHWM") or 0 for p in pids)
             sent = sb.sent(bid)
         finally:
@@ -538,13 +588,15 @@ class Bench:
         ats = sorted(e["at_us"] for e in sent if e["method"] == "sendMessage" and e["text"] in texts)
         if len(ats) < n:
             raise RuntimeError(f"{impl}: only {len(ats)} of {n} echo replies matched")
-        start = first
-        if first > ats[0]:
-            log(f"  ({impl}: first poll not caught; counting from the first reply)")
-            start = ats[0]
-        secs = (ats[n - 1] - start) / 1e6
         key = f"tp_{chats}"
-        self.rec(key, impl, n / secs)
+        if caught and first <= ats[0]:
+            self.rec(key, impl, n / ((ats[n - 1] - first) / 1e6))
+        else:
+            # The driver did not see the first getUpdates (it saw a later
+            # one): count the 1,999 replies after the first instead.
+            log(f"  ({impl}: first poll not caught; counting from the first reply)")
+            self.evidence["tp_from_first_reply"] = self.evidence.get("tp_from_first_reply", 0) + 1
+            self.rec(key, impl, (n - 1) / ((ats[n - 1] - ats[0]) / 1e6))
         self.rec(f"tp_{chats}_worker_cpu", impl, (w1 - w0) / CLK_TCK / (t_cpu1 - t_cpu0) * 100)
         self.rec(f"tp_{chats}_sandbox_cpu", impl, (s1 - s0) / CLK_TCK / (t_cpu1 - t_cpu0) * 100)
         self.rec("rss_after_echo", impl, hwm / 1024)
@@ -593,6 +645,12 @@ class Bench:
                 t_ready, _ = objs[0].wait_log(f"All {n} workers ready", 60)
                 if n >= 100:
                     self.rec("start_100_ready", impl, t_ready - objs[0].t_start)
+                    ws = objs[0].workers()
+                    self.rec_threads("100-worker start: worker threads, CPU-s summed over the 100 "
+                                     "workers from spawn to `All 100 workers ready`", impl,
+                                     thread_ticks(ws))
+                    self.rec_threads("100-worker start: supervisor threads, CPU-s to READY", impl,
+                                     thread_ticks([objs[0].pid]))
             wait_first_polls(sb, ids, before, timeout=60, interval=0.02)
             st = sb.stats()["bots"]
             base = {b: st[str(b)]["sent"] for b in ids}
@@ -610,6 +668,9 @@ class Bench:
             sfx = "1" if n == 1 else str(n)
             self.rec(f"rss_worker_med_{sfx}", impl, statistics.median(hwm))
             self.rec(f"rss_worker_max_{sfx}", impl, max(hwm))
+            self.rec(f"pss_worker_med_{sfx}", impl, statistics.median(pss_kb(p) for p in pids) / 1024)
+            if impl != PTB and n >= 100:
+                self.rec("pss_fleet_100", impl, (pss_kb(objs[0].pid) + sum(pss_kb(p) for p in pids)) / 1024)
             if impl != PTB:
                 self.rec(f"rss_sup_{sfx}", impl, status_kb(objs[0].pid, "VmHWM") / 1024)
                 if last_run:
@@ -695,17 +756,21 @@ class Bench:
                 sup = objs[0].pid if impl != PTB else None
                 pids = self.worker_pids(impl, objs)
                 snap0[impl] = (sup, pids, cpu_ticks(sup) if sup else 0,
-                               sum(cpu_ticks(p) for p in pids))
+                               sum(cpu_ticks(p) for p in pids), thread_ticks(pids + ([sup] if sup else [])))
             t0 = time.monotonic()
             time.sleep(self.idle_secs)
             el = time.monotonic() - t0
             for impl, (bots, objs) in groups.items():
-                sup, pids, s0, w0 = snap0[impl]
+                sup, pids, s0, w0, th0 = snap0[impl]
                 if sorted(self.worker_pids(impl, objs)) != sorted(pids):
                     raise RuntimeError(f"{impl}: worker pids changed during the idle window")
                 s1 = cpu_ticks(sup) if sup else 0
                 w1 = sum(cpu_ticks(p) for p in pids)
                 per_min = 60 / el / CLK_TCK
+                if impl != PTB:
+                    self.rec_threads("idle 10-bot fleet: threads of the supervisor and the 10 workers, "
+                                     "CPU-s per minute", impl,
+                                     ticks_delta(th0, thread_ticks(pids + [sup])), per=60 / el)
                 self.rec("idle_total", impl, (s1 - s0 + w1 - w0) * per_min)
                 if impl != PTB:
                     self.rec("idle_sup", impl, (s1 - s0) * per_min)
@@ -813,6 +878,9 @@ ROWS = [
          "musl < 2.5 MB (i8); release < 4 MB (i3)", {MUSL: lambda v: v < 2.5, GLIBC: lambda v: v < 4.0}, None),
         ("rss_sup_100", "supervisor, 100-bot fleet", "MB",
          "musl < 3.5 MB (i8); release < 5 MB (i3)", {MUSL: lambda v: v < 3.5, GLIBC: lambda v: v < 5.0}, None),
+        ("pss_worker_med_1", "worker PSS, 1-bot fleet (shared text counted once)", "MB", "", None, "ptb/bf"),
+        ("pss_worker_med_100", "worker PSS, 100-bot fleet (median worker)", "MB", "", None, None),
+        ("pss_fleet_100", "100-bot fleet total PSS (supervisor + 100 workers)", "MB", "", None, None),
         ("rss_worker_med_10idle", "PTB process, idle 10-bot run (median)", "MB", "", None, None),
         ("rss_after_echo", "worker after echoing 2,000 (throughput runs)", "MB", "", None, "ptb/bf"),
     ]),
@@ -912,7 +980,26 @@ def build_report(b, m, date, cmd):
             out.append(f"| 2 Python clients | {sa2:,.0f}/s | {b.evidence.get('sandbox_alone_2', '')} |")
     table = "\n".join(out)
 
-    ev = ["\n## Where the memory is (/proc/PID/smaps of the last run, Rss / Private_Dirty kB)\n"]
+    ev = []
+    if b.evidence.get("tp_from_first_reply"):
+        ev.append(f"\nThroughput: in {b.evidence['tp_from_first_reply']} run(s) the driver missed the "
+                  "first getUpdates (it saw a later one), so those runs count 1,999 replies from "
+                  "the first reply's at_us.\n")
+    if b.threads:
+        ev.append("\n## Where the CPU goes (per thread name, /proc/PID/task/*/stat, median over runs)\n")
+        for ctx, per_impl in b.threads.items():
+            ev.append(f"**{ctx}**\n")
+            ev.append("| thread | " + " | ".join(IMPL_NAMES[i] for i in per_impl) + " |")
+            ev.append("|---|" + "---|" * len(per_impl))
+            names = set()
+            for d in per_impl.values():
+                names |= {k for k, v in d.items() if statistics.median(v) > 0}
+            order = sorted(names, key=lambda k: -max(statistics.median(d.get(k, [0])) for d in per_impl.values()))
+            for k in order:
+                ev.append(f"| {k} | " + " | ".join(
+                    f"{statistics.median(d[k]):.3f}" if k in d else "—" for d in per_impl.values()) + " |")
+            ev.append("")
+    ev.append("\n## Where the memory is (/proc/PID/smaps of the last run, Rss / Private_Dirty kB)\n")
     for key in sorted(k for k in b.evidence if k.startswith("smaps_")):
         s = b.evidence[key]
         if not s:
