@@ -30,8 +30,11 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GLIBC_BIN = os.path.join(ROOT, "target/release/botfleet")
-MUSL_BIN = os.path.join(ROOT, "target/x86_64-unknown-linux-musl/release/botfleet")
+# BENCH_GLIBC_BIN / BENCH_MUSL_BIN measure other builds (with --no-build),
+# e.g. a candidate fix side by side with the same driver.
+GLIBC_BIN = os.environ.get("BENCH_GLIBC_BIN") or os.path.join(ROOT, "target/release/botfleet")
+MUSL_BIN = os.environ.get("BENCH_MUSL_BIN") or os.path.join(
+    ROOT, "target/x86_64-unknown-linux-musl/release/botfleet")
 VENV = os.path.join(ROOT, "target/bench-venv")
 PTB_ECHO = os.path.join(ROOT, "bench/ptb_echo.py")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
