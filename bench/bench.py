@@ -951,7 +951,7 @@ def build_report(b, m, date, cmd):
                     v = vals.get(impl)
                     if v:
                         r = p / v if ratio == "ptb/bf" else v / p
-                        parts.append(f"{r:.1f}×")
+                        parts.append(f"{r:.1f}×" if r >= 0.1 else f"1/{1 / r:.0f}×")
                 what = "PTB / botfleet" if ratio == "ptb/bf" else "botfleet / PTB"
                 rtxt = f"{what}: {' / '.join(parts)} (glibc / musl)"
             verdict = ""
