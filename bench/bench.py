@@ -889,7 +889,7 @@ ROWS = [
     ]),
     ("Idle CPU, 10-bot fleet, POLL_TIMEOUT_SECS=30", [
         ("idle_total", "supervisor + workers", "cpu", "< 0.2 CPU-s/min (i3, i8)",
-         {GLIBC: lambda v: v < 0.2, MUSL: lambda v: v < 0.2}, "ptb/bf"),
+         {GLIBC: lambda v: v < 0.2, MUSL: lambda v: v < 0.2}, "bf/ptb"),
         ("idle_sup", "of which the supervisor (config watcher at 2000 ms)", "cpu", "", None, None),
     ]),
     ("Echo throughput, one worker, 2,000 queued, UNPACED (SEND_RATE_PER_CHAT=0, SEND_RATE_PER_BOT=0)", [
