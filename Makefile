@@ -3,7 +3,7 @@ CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
 MUSL_BIN := target/$(MUSL_TARGET)/release/botfleet
 
-.PHONY: run demo test build lint fmt bench musl chaos clean help
+.PHONY: run demo test build lint fmt bench bench-quick musl chaos clean help
 
 help:
 	@echo "make run    run the fleet from .env (no .env: a demo against the built-in sandbox)"
@@ -12,7 +12,8 @@ help:
 	@echo "make musl   a static binary: $(MUSL_BIN)"
 	@echo "make lint   cargo fmt --check and clippy with warnings as errors"
 	@echo "make chaos  the long chaos, supervisor-kill and soak runs (figures for RELIABILITY.md)"
-	@echo "make bench  measure the fleet and write BENCHMARKS.md"
+	@echo "make bench  measure the fleet and write BENCHMARKS.md (~15 min)"
+	@echo "make bench-quick  a 1-run smoke check of the benchmark (~4 min)"
 
 run:
 	@if [ -f .env ]; then \
@@ -56,8 +57,12 @@ musl:
 chaos:
 	BOTFLEET_CHAOS_LONG=1 $(CARGO) test --test chaos -- --nocapture --test-threads=1
 
-bench: build
-	@bash bench/run.sh
+# Builds release and musl itself, then measures (bench/bench.py, stdlib only).
+bench:
+	python3 bench/bench.py
+
+bench-quick:
+	python3 bench/bench.py --quick
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,1140 @@
+#!/usr/bin/env python3
+"""botfleet benchmark: botfleet (glibc and static musl) side by side with
+python-telegram-bot, all against one `botfleet sandbox` on loopback.
+
+`make bench` runs `python3 bench/bench.py` (medians of 3 runs, writes
+BENCHMARKS.md); `make bench-quick` runs `--quick` (1 run each, short idle
+window, writes target/BENCHMARKS-quick.md). Standard library only.
+
+Every process this driver starts is in its own session (process group) and
+is killed and reaped in `finally`, also on error or Ctrl-C; workers (which
+botfleet puts in process groups of their own) are found through their
+STATE_DIR and killed too.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# BENCH_GLIBC_BIN / BENCH_MUSL_BIN measure other builds (with --no-build),
+# e.g. a candidate fix side by side with the same driver.
+GLIBC_BIN = os.environ.get("BENCH_GLIBC_BIN") or os.path.join(ROOT, "target/release/botfleet")
+MUSL_BIN = os.environ.get("BENCH_MUSL_BIN") or os.path.join(
+    ROOT, "target/x86_64-unknown-linux-musl/release/botfleet")
+VENV = os.path.join(ROOT, "target/bench-venv")
+PTB_ECHO = os.path.join(ROOT, "bench/ptb_echo.py")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+GLIBC, MUSL, PTB = "glibc", "musl", "ptb"
+IMPL_NAMES = {GLIBC: "botfleet glibc", MUSL: "botfleet musl", PTB: "python-telegram-bot"}
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def mono_us():
+    # time.monotonic() is CLOCK_MONOTONIC on Linux: the sandbox's at_us clock.
+    return int(time.monotonic() * 1_000_000)
+
+
+# --------------------------------------------------------------------------
+# Processes we start, and their cleanup
+
+
+STARTED = []  # Popen objects, each the leader of its own session
+TEMPDIRS = []
+
+
+def spawn(argv, **kw):
+    p = subprocess.Popen(argv, start_new_session=True, **kw)
+    STARTED.append(p)
+    return p
+
+
+def kill_group(p, sig=signal.SIGKILL):
+    try:
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def reap(p, timeout=5):
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(p)
+        p.wait()
+
+
+def proc_stat_fields(pid):
+    """Fields of /proc/PID/stat after the command name (fields[0] = state)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    return s.rsplit(")", 1)[1].split()
+
+
+def alive(pid):
+    f = proc_stat_fields(pid)
+    return f is not None and f[0] != "Z"
+
+
+def children_of(ppid):
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        f = proc_stat_fields(int(name))
+        if f and f[0] != "Z" and f[1] == str(ppid):
+            out.append(int(name))
+    return sorted(out)
+
+
+def pids_with_env(needle):
+    """Live processes whose environment holds `needle` (KEY=value)."""
+    needle = needle.encode()
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and alive(int(name)):
+            out.append(int(name))
+    return out
+
+
+def cpu_ticks(pid):
+    f = proc_stat_fields(pid)
+    if not f:
+        return 0
+    return int(f[11]) + int(f[12])  # utime + stime
+
+
+def thread_ticks(pids):
+    """utime+stime summed by thread name over the threads of `pids`."""
+    out = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    name = f.read().strip()
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fl = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            name = re.sub(r"-\d+$", "-N", name)
+            out[name] = out.get(name, 0) + int(fl[11]) + int(fl[12])
+    return out
+
+
+def ticks_delta(a, b):
+    return {k: b.get(k, 0) - a.get(k, 0) for k in b}
+
+
+def status_kb(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def smaps_summary(pid, binary):
+    """Rss of a process split by what the memory is (kB), from /proc/PID/smaps."""
+    cats = {}
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    prev = None  # (end, perms, path) of the previous mapping
+    cur = None
+    entries = []
+    for line in lines:
+        m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$", line)
+        if m:
+            cur = {"start": int(m.group(1), 16), "end": int(m.group(2), 16),
+                   "perms": m.group(3), "path": m.group(4).strip(), "rss": 0,
+                   "pd": 0}
+            entries.append(cur)
+        elif cur is not None and line.startswith("Rss:"):
+            cur["rss"] = int(line.split()[1])
+        elif cur is not None and line.startswith("Private_Dirty:"):
+            cur["pd"] = int(line.split()[1])
+    for e in entries:
+        path, perms = e["path"], e["perms"]
+        if path and (path == binary or path.startswith(binary + " ") or path.endswith("/botfleet")):
+            cat = {"r-xp": "binary text", "r--p": "binary rodata/relro", "rw-p": "binary data"}.get(perms, "binary other")
+        elif path == "[heap]":
+            cat = "[heap] (brk)"
+        elif path == "[stack]":
+            cat = "main thread stack"
+        elif path in ("[vdso]", "[vvar]", "[vsyscall]", "[vvar_vclock]"):
+            cat = "vdso/vvar"
+        elif path:
+            cat = "shared libs" if ".so" in path else "other files"
+        else:
+            # An anonymous rw mapping right above a no-access guard page is a
+            # thread stack (glibc and musl both put the guard below it).
+            if prev and prev["perms"].startswith("---") and prev["end"] == e["start"] and not prev["path"]:
+                cat = "anon: thread stacks"
+            elif e["perms"].startswith("---"):
+                cat = "anon: guard/reserved"
+            else:
+                cat = "anon: mmap heap/other"
+        c = cats.setdefault(cat, [0, 0, 0])
+        c[0] += e["rss"]
+        c[1] += e["pd"]
+        c[2] += 1
+        prev = e
+    return {
+        "cats": cats,
+        "VmHWM": status_kb(pid, "VmHWM"),
+        "VmRSS": status_kb(pid, "VmRSS"),
+        "Threads": status_kb(pid, "Threads"),
+    }
+
+
+def pss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------
+# The sandbox
+
+
+class Sandbox:
+    def __init__(self, binary):
+        self.p = spawn([binary, "sandbox", "--port", "0"], stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+        r, _, _ = select.select([self.p.stdout], [], [], 10)
+        line = self.p.stdout.readline() if r else ""
+        m = re.match(r"sandbox listening on http://([\d.]+):(\d+)", line)
+        if not m:
+            raise RuntimeError(f"sandbox did not start: {line!r}")
+        self.host, self.port = m.group(1), int(m.group(2))
+        self.url = f"http://{self.host}:{self.port}"
+        threading.Thread(target=self._drain, daemon=True).start()
+        self.conn = None
+        self.lock = threading.Lock()
+        self.next_bot = 7000001
+
+    def _drain(self):
+        for _ in self.p.stdout:
+            pass
+
+    def req(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        with self.lock:
+            for attempt in range(3):
+                try:
+                    if self.conn is None:
+                        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+                    self.conn.request(method, path, body=data,
+                                      headers={"Content-Type": "application/json"})
+                    r = self.conn.getresponse()
+                    raw = r.read()
+                    return json.loads(raw)
+                except (http.client.HTTPException, OSError):
+                    if self.conn:
+                        self.conn.close()
+                    self.conn = None
+                    if attempt == 2:
+                        raise
+
+    def new_bots(self, n):
+        """n freshly registered bots: [(bot_id, token)]."""
+        out = []
+        for _ in range(n):
+            bid = self.next_bot
+            self.next_bot += 1
+            tok = f"{bid}:bench-secret-{bid}"
+            r = self.req("POST", "/_sandbox/bots", {"token": tok, "username": f"bench{bid}_bot"})
+            assert r["ok"], r
+            out.append((bid, tok))
+        return out
+
+    def inject(self, bot_id, chat, text):
+        r = self.req("POST", f"/_sandbox/bots/{bot_id}/messages",
+                     {"user_id": chat, "chat_id": chat, "text": text})
+        assert r["ok"], r
+        return r["result"]
+
+    def stats(self):
+        return self.req("GET", "/_sandbox/stats")["result"]
+
+    def bot_stats(self, bot_id):
+        return self.stats()["bots"][str(bot_id)]
+
+    def sent(self, bot_id):
+        return self.req("GET", f"/_sandbox/bots/{bot_id}/sent")["result"]
+
+
+def wait_first_polls(sb, bot_ids, after_us, timeout=30, interval=0.002):
+    """Waits until every bot has called getUpdates after `after_us`; returns
+    {bot_id: last_get_updates_at_us} as first seen (the first poll, if the
+    interval is short enough to catch it)."""
+    seen = {}
+    calls = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        bots = sb.stats()["bots"]
+        for b in bot_ids:
+            if b not in seen:
+                v = bots[str(b)]["last_get_updates_at_us"]
+                if v > after_us:
+                    seen[b] = v
+                    calls[b] = bots[str(b)]["calls"].get("getUpdates", 0)
+        if len(seen) == len(bot_ids):
+            wait_first_polls.calls = calls
+            return seen
+        time.sleep(interval)
+    raise RuntimeError(f"only {len(seen)}/{len(bot_ids)} bots polled within {timeout}s")
+
+
+def wait_sent(sb, bot_ids, targets, timeout=120, interval=0.05):
+    """Waits until each bot's `sent` counter reaches its target."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        bots = sb.stats()["bots"]
+        if all(bots[str(b)]["sent"] >= targets[b] for b in bot_ids):
+            return
+        time.sleep(interval)
+    raise RuntimeError("replies did not all arrive in time")
+
+
+# --------------------------------------------------------------------------
+# A botfleet fleet and a python-telegram-bot process
+
+
+class Fleet:
+    def __init__(self, label, binary, sb, tokens, extra=None):
+        self.binary = binary
+        self.dir = tempfile.mkdtemp(prefix=f"botfleet-bench-{label}-")
+        TEMPDIRS.append(self.dir)
+        self.state_dir = os.path.join(self.dir, "state")
+        self.env_file = os.path.join(self.dir, ".env")
+        self.settings = {
+            "TELEGRAM_API_URL": sb.url,
+            "MEDIA_TMP_LOCATION": os.path.join(self.dir, "media"),
+            "STATE_DIR": self.state_dir,
+            "LOCK_FILE": os.path.join(self.dir, "bot.lock"),
+            "PORT": str(free_port()),
+            "POLL_TIMEOUT_SECS": "30",
+            "RUST_LOG": "info",
+        }
+        self.settings.update(extra or {})
+        self.write_env(tokens)
+        penv = {k: v for k, v in os.environ.items()
+                if k not in ("TELEGRAM_BOT_TOKENS", "TELEGRAM_BOT_TOKEN", "RUST_LOG",
+                             "NOTIFY_SOCKET", "WATCHDOG_USEC", "BOT_HANDLER")}
+        self.lines = []  # (monotonic seconds, line)
+        self.cv = threading.Condition()
+        self.t_start = time.monotonic()
+        self.p = spawn([binary, "run", "--env-file", self.env_file], cwd=self.dir,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, env=penv)
+        self.pid = self.p.pid
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def write_env(self, tokens):
+        """Writes .env by rename, as an editor or a deploy tool would."""
+        body = f"TELEGRAM_BOT_TOKENS={','.join(tokens)}\n" + "".join(
+            f"{k}={v}\n" for k, v in self.settings.items())
+        tmp = self.env_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(body)
+        os.rename(tmp, self.env_file)
+
+    def _read(self):
+        for raw in self.p.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self.cv:
+                self.lines.append((time.monotonic(), line))
+                self.cv.notify_all()
+
+    def wait_log(self, needle, timeout=60, start=0):
+        """(monotonic time the line was read, its index) of the first line
+        from index `start` on that contains `needle`."""
+        deadline = time.monotonic() + timeout
+        i = start
+        with self.cv:
+            while True:
+                while i < len(self.lines):
+                    if needle in self.lines[i][1]:
+                        return self.lines[i][0], i
+                    i += 1
+                left = deadline - time.monotonic()
+                if left <= 0 or self.p.poll() is not None:
+                    tail = "\n".join(l for _, l in self.lines[-15:])
+                    raise RuntimeError(f"no log line {needle!r} within {timeout}s; log tail:\n{tail}")
+                self.cv.wait(min(left, 0.2))
+
+    def workers(self):
+        return children_of(self.pid)
+
+    def close(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        for w in children_of(self.pid):
+            os.kill(w, signal.SIGKILL)
+        kill_group(self.p)
+        reap(self.p)
+        left = pids_with_env(f"STATE_DIR={self.state_dir}")
+        if left:
+            log(f"WARNING: botfleet worker(s) {left} outlived their fleet in {self.dir}; killing them")
+            for w in left:
+                try:
+                    os.kill(w, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PtbBot:
+    def __init__(self, python, sb, token):
+        self.dir = tempfile.mkdtemp(prefix="botfleet-bench-ptb-")
+        TEMPDIRS.append(self.dir)
+        self.errlog = open(os.path.join(self.dir, "stderr.log"), "wb")
+        self.t_start = time.monotonic()
+        self.p = spawn([python, PTB_ECHO, token, sb.url], cwd=self.dir,
+                       stdin=subprocess.DEVNULL, stdout=self.errlog, stderr=self.errlog)
+        self.pid = self.p.pid
+
+    def close(self):
+        kill_group(self.p, signal.SIGTERM)
+        try:
+            self.p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        kill_group(self.p)
+        reap(self.p)
+        self.errlog.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# Workloads
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.quick = args.quick
+        self.runs = 1 if args.quick else args.runs
+        self.idle_secs = 15 if args.quick else 60
+        self.repeats = 3 if args.quick else 10
+        self.results = {}  # metric -> impl -> [values]
+        self.notes = {}  # metric -> impl -> str
+        self.evidence = {}  # free-form measured detail
+        self.threads = {}  # context -> impl -> {thread name: CPU-seconds}
+        self.bins = {GLIBC: GLIBC_BIN, MUSL: MUSL_BIN}
+        self.ptb_python = None
+        self.ptb_skip = None
+
+    def rec(self, metric, impl, value):
+        self.results.setdefault(metric, {}).setdefault(impl, []).append(value)
+        log(f"  {metric} [{impl}] = {value:.4g}")
+
+    def start_impl(self, impl, sb, tokens, extra=None):
+        if impl == PTB:
+            return [PtbBot(self.ptb_python, sb, t) for t in tokens]
+        return [Fleet(impl, self.bins[impl], sb, tokens, extra)]
+
+    @staticmethod
+    def close_all(objs):
+        for o in objs:
+            o.close()
+
+    def rec_threads(self, ctx, impl, ticks, per=1.0):
+        d = self.threads.setdefault(ctx, {}).setdefault(impl, {})
+        for k, v in ticks.items():
+            d.setdefault(k, []).append(v / CLK_TCK * per)
+
+    def impls(self):
+        return [GLIBC, MUSL] + ([PTB] if self.ptb_python else [])
+
+    def worker_pids(self, impl, objs):
+        if impl == PTB:
+            return [o.pid for o in objs]
+        return objs[0].workers()
+
+    # --- python-telegram-bot venv
+    def setup_ptb(self):
+        if self.args.no_ptb:
+            self.ptb_skip = "--no-ptb given"
+            return
+        py = os.path.join(VENV, "bin/python")
+        try:
+            if not os.path.exists(py):
+                log("creating target/bench-venv with python-telegram-bot from PyPI")
+                subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+            r = subprocess.run([py, "-c", "import telegram; print(telegram.__version__)"],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                subprocess.run([py, "-m", "pip", "install", "-q", "--upgrade", "python-telegram-bot"],
+                               check=True)
+                r = subprocess.run([py, "-c", "import telegram; print(telegram.__version__)"],
+                                   capture_output=True, text=True, check=True)
+            self.ptb_version = r.stdout.strip()
+            self.ptb_python = py
+            log(f"python-telegram-bot {self.ptb_version}")
+        except (subprocess.CalledProcessError, OSError) as e:
+            self.ptb_skip = f"could not install python-telegram-bot: {e}"
+            print(f"SKIPPING python-telegram-bot: {self.ptb_skip}", flush=True)
+
+    # --- sizes
+    def sizes(self):
+        for impl in (GLIBC, MUSL):
+            self.rec("size", impl, os.path.getsize(self.bins[impl]) / 1e6)
+
+    # --- the sandbox alone
+    def sandbox_alone(self, sb):
+        (bid, tok), = sb.new_bots(1)
+        sb.inject(bid, 4242, "hello")  # makes the chat known
+        secs = 1.5 if self.quick else 3.0
+        for clients in (1, 2):
+            rates, client_cpu, sbx_cpu = [], [], []
+            for _ in range(self.runs):
+                s0 = cpu_ticks(sb.p.pid)
+                t0 = time.monotonic()
+                ps = [subprocess.Popen([sys.executable, __file__, "--sandbox-client", sb.url, tok,
+                                        "4242", str(secs)], stdout=subprocess.PIPE, text=True,
+                                       start_new_session=True) for _ in range(clients)]
+                outs = [json.loads(p.communicate()[0]) for p in ps]
+                el = time.monotonic() - t0
+                s1 = cpu_ticks(sb.p.pid)
+                rates.append(sum(o["count"] / o["secs"] for o in outs))
+                client_cpu.append(statistics.mean(o["cpu"] / o["secs"] for o in outs) * 100)
+                sbx_cpu.append((s1 - s0) / CLK_TCK / el * 100)
+            self.rec(f"sandbox_alone_{clients}", "sandbox", statistics.median(rates))
+            self.evidence[f"sandbox_alone_{clients}"] = (
+                f"{clients} client(s): each client {statistics.median(client_cpu):.0f}% of a core, "
+                f"sandbox {statistics.median(sbx_cpu):.0f}% of a core")
+
+    # --- echo throughput
+    def throughput(self, sb, impl, chats, n=2000):
+        (bid, tok), = sb.new_bots(1)
+        tag = f"tp{bid}"
+        texts = set()
+        for i in range(n):
+            t = f"{tag} message {i}"
+            sb.inject(bid, 100000 + (i % chats), t)
+            texts.add(t)
+        before = mono_us()
+        objs = self.start_impl(impl, sb, [tok], {
+            "BOT_HANDLER": "builtin:echo", "SEND_RATE_PER_CHAT": "0", "SEND_RATE_PER_BOT": "0"})
+        try:
+            first = wait_first_polls(sb, [bid], before, timeout=60, interval=0.001)[bid]
+            caught = wait_first_polls.calls[bid] == 1
+            t_cpu0 = time.monotonic()
+            pids = self.worker_pids(impl, objs)
+            th0 = thread_ticks(pids)
+            w0 = sum(cpu_ticks(p) for p in pids)
+            s0 = cpu_ticks(sb.p.pid)
+            wait_sent(sb, [bid], {bid: n}, timeout=180, interval=0.05)
+            t_cpu1 = time.monotonic()
+            w1 = sum(cpu_ticks(p) for p in pids)
+            s1 = cpu_ticks(sb.p.pid)
+            if impl != PTB:
+                self.rec_threads(f"echo throughput, {chats} chat(s): worker threads, CPU-s per run",
+                                 impl, ticks_delta(th0, thread_ticks(pids)))
+            hwm = max(status_kb(p, "VmHWM") or 0 for p in pids)
+            sent = sb.sent(bid)
+        finally:
+            self.close_all(objs)
+        ats = sorted(e["at_us"] for e in sent if e["method"] == "sendMessage" and e["text"] in texts)
+        if len(ats) < n:
+            raise RuntimeError(f"{impl}: only {len(ats)} of {n} echo replies matched")
+        key = f"tp_{chats}"
+        if caught and first <= ats[0]:
+            self.rec(key, impl, n / ((ats[n - 1] - first) / 1e6))
+        else:
+            # The driver did not see the first getUpdates (it saw a later
+            # one): count the 1,999 replies after the first instead.
+            log(f"  ({impl}: first poll not caught; counting from the first reply)")
+            self.evidence["tp_from_first_reply"] = self.evidence.get("tp_from_first_reply", 0) + 1
+            self.rec(key, impl, (n - 1) / ((ats[n - 1] - ats[0]) / 1e6))
+        self.rec(f"tp_{chats}_worker_cpu", impl, (w1 - w0) / CLK_TCK / (t_cpu1 - t_cpu0) * 100)
+        self.rec(f"tp_{chats}_sandbox_cpu", impl, (s1 - s0) / CLK_TCK / (t_cpu1 - t_cpu0) * 100)
+        self.rec("rss_after_echo", impl, hwm / 1024)
+
+    # --- reply latency, and start to first getUpdates (1 bot)
+    def latency(self, sb, impl, n=200, gap=0.020, chats=20):
+        (bid, tok), = sb.new_bots(1)
+        before = mono_us()
+        objs = self.start_impl(impl, sb, [tok], {
+            "BOT_HANDLER": "builtin:echo", "SEND_RATE_PER_CHAT": "0", "SEND_RATE_PER_BOT": "0"})
+        try:
+            first = wait_first_polls(sb, [bid], before, timeout=60)[bid]
+            t_start = objs[0].t_start
+            self.rec("first_poll", impl, first / 1e6 - t_start)
+            if impl != PTB:
+                objs[0].wait_log("All 1 workers ready", 30)
+            time.sleep(0.3)
+            inj = {}
+            t0 = time.monotonic()
+            for i in range(n):
+                d = t0 + i * gap - time.monotonic()
+                if d > 0:
+                    time.sleep(d)
+                text = f"lat{bid} {i}"
+                inj[text] = sb.inject(bid, 200000 + i % chats, text)["at_us"]
+            wait_sent(sb, [bid], {bid: n}, timeout=60, interval=0.05)
+            sent = sb.sent(bid)
+        finally:
+            self.close_all(objs)
+        lat = [(e["at_us"] - inj[e["text"]]) / 1000 for e in sent
+               if e["method"] == "sendMessage" and e.get("text") in inj]
+        if len(lat) < n:
+            raise RuntimeError(f"{impl}: only {len(lat)} of {n} latency replies matched")
+        q = statistics.quantiles(lat, n=100, method="inclusive")
+        self.rec("lat_p50", impl, statistics.median(lat))
+        self.rec("lat_p99", impl, q[98])
+
+    # --- memory with 1 and 100 bots; 100-bot start and stop
+    def fleet_rss(self, sb, impl, tokens, last_run):
+        n = len(tokens)
+        ids = [int(t.split(":")[0]) for t in tokens]
+        before = mono_us()
+        objs = self.start_impl(impl, sb, tokens, {"BOT_HANDLER": "builtin:echo"})
+        try:
+            if impl != PTB:
+                t_ready, _ = objs[0].wait_log(f"All {n} workers ready", 60)
+                if n >= 100:
+                    self.rec("start_100_ready", impl, t_ready - objs[0].t_start)
+                    ws = objs[0].workers()
+                    self.rec_threads("100-worker start: worker threads, CPU-s summed over the 100 "
+                                     "workers from spawn to `All 100 workers ready`", impl,
+                                     thread_ticks(ws))
+                    self.rec_threads("100-worker start: supervisor threads, CPU-s to READY", impl,
+                                     thread_ticks([objs[0].pid]))
+            wait_first_polls(sb, ids, before, timeout=60, interval=0.02)
+            st = sb.stats()["bots"]
+            base = {b: st[str(b)]["sent"] for b in ids}
+            # A few long polls, each ended by a message: 3 texts per bot,
+            # to 3 chats (default pacing), echoed by builtin:echo.
+            for b in ids:
+                for j in range(3):
+                    sb.inject(b, 300000 + j, f"rss{b} {j}")
+            wait_sent(sb, ids, {b: base[b] + 3 for b in ids}, timeout=60, interval=0.1)
+            time.sleep(1.0)  # every worker back in its long poll
+            pids = self.worker_pids(impl, objs)
+            if len(pids) != n:
+                raise RuntimeError(f"{impl}: {len(pids)} worker processes for {n} bots")
+            hwm = sorted(status_kb(p, "VmHWM") / 1024 for p in pids)
+            sfx = "1" if n == 1 else str(n)
+            self.rec(f"rss_worker_med_{sfx}", impl, statistics.median(hwm))
+            self.rec(f"rss_worker_max_{sfx}", impl, max(hwm))
+            self.rec(f"pss_worker_med_{sfx}", impl, statistics.median(pss_kb(p) for p in pids) / 1024)
+            if impl != PTB and n >= 100:
+                self.rec("pss_fleet_100", impl, (pss_kb(objs[0].pid) + sum(pss_kb(p) for p in pids)) / 1024)
+            if impl != PTB:
+                self.rec(f"rss_sup_{sfx}", impl, status_kb(objs[0].pid, "VmHWM") / 1024)
+                if last_run:
+                    self.evidence[f"smaps_worker_{impl}_{n}"] = smaps_summary(pids[0], self.bins[impl])
+                    self.evidence[f"smaps_sup_{impl}_{n}"] = smaps_summary(objs[0].pid, self.bins[impl])
+            elif last_run:
+                self.evidence[f"smaps_worker_{impl}_{n}"] = smaps_summary(pids[0], "/nonexistent")
+            if impl != PTB and n >= 100:
+                # SIGTERM with every worker mid-poll: to supervisor exit and
+                # every worker gone.
+                f = objs[0]
+                t0 = time.monotonic()
+                os.kill(f.pid, signal.SIGTERM)
+                t_sup = None
+                deadline = t0 + 30
+                while time.monotonic() < deadline:
+                    if t_sup is None and f.p.poll() is not None:
+                        t_sup = time.monotonic()
+                    if t_sup is not None and not any(alive(p) for p in pids):
+                        break
+                    time.sleep(0.002)
+                t_gone = time.monotonic()
+                self.rec("stop_100_sup_exit", impl, (t_sup or t_gone) - t0)
+                self.rec("stop_100_gone", impl, t_gone - t0)
+        finally:
+            self.close_all(objs)
+
+    # --- kill -9 of a worker to its successor's first getUpdates
+    def kill9(self, sb, impl):
+        (bid, tok), = sb.new_bots(1)
+        before = mono_us()
+        f = Fleet(impl, self.bins[impl], sb, [tok], {"RESTART_DELAY": "0", "MAX_RESTARTS": "0"})
+        try:
+            f.wait_log("All 1 workers ready", 30)
+            wait_first_polls(sb, [bid], before)
+            idx = 0
+            for _ in range(self.repeats):
+                time.sleep(0.5)
+                w = f.workers()
+                if len(w) != 1:
+                    raise RuntimeError(f"expected one worker, found {w}")
+                t_kill = mono_us()
+                os.kill(w[0], signal.SIGKILL)
+                seen = wait_first_polls(sb, [bid], t_kill, timeout=20, interval=0.0005)[bid]
+                self.rec("kill9", impl, (seen - t_kill) / 1000)
+                _, idx = f.wait_log("Worker bot-1 ready", 20, start=idx + 1)
+        finally:
+            f.close()
+
+    # --- a .env token added to its worker's READY
+    def env_add(self, sb, impl):
+        bots = sb.new_bots(self.repeats + 1)
+        toks = [t for _, t in bots]
+        f = Fleet(impl, self.bins[impl], sb, toks[:1],
+                  {"BOT_TOKEN_MONITOR_INTERVAL": "500", "CONFIG_RELOAD_DEBOUNCE": "2000"})
+        try:
+            f.wait_log("All 1 workers ready", 30)
+            for i in range(2, self.repeats + 2):
+                time.sleep(0.7)
+                start = len(f.lines)
+                f.write_env(toks[:i])
+                t0 = time.monotonic()
+                t_ready, _ = f.wait_log(f"Worker bot-{i} ready", 30, start=start)
+                self.rec("env_add", impl, t_ready - t0)
+        finally:
+            f.close()
+
+    # --- idle CPU: glibc, musl and PTB 10-bot fleets side by side
+    def idle(self, sb):
+        groups = {}
+        try:
+            before = mono_us()
+            for impl in self.impls():
+                bots = sb.new_bots(10)
+                groups[impl] = (bots, self.start_impl(impl, sb, [t for _, t in bots]))
+            for impl, (bots, objs) in groups.items():
+                if impl != PTB:
+                    objs[0].wait_log("All 10 workers ready", 60)
+                wait_first_polls(sb, [b for b, _ in bots], before, timeout=60, interval=0.05)
+            time.sleep(3)
+            snap0 = {}
+            for impl, (bots, objs) in groups.items():
+                sup = objs[0].pid if impl != PTB else None
+                pids = self.worker_pids(impl, objs)
+                snap0[impl] = (sup, pids, cpu_ticks(sup) if sup else 0,
+                               sum(cpu_ticks(p) for p in pids), thread_ticks(pids + ([sup] if sup else [])))
+            t0 = time.monotonic()
+            time.sleep(self.idle_secs)
+            el = time.monotonic() - t0
+            for impl, (bots, objs) in groups.items():
+                sup, pids, s0, w0, th0 = snap0[impl]
+                if sorted(self.worker_pids(impl, objs)) != sorted(pids):
+                    raise RuntimeError(f"{impl}: worker pids changed during the idle window")
+                s1 = cpu_ticks(sup) if sup else 0
+                w1 = sum(cpu_ticks(p) for p in pids)
+                per_min = 60 / el / CLK_TCK
+                if impl != PTB:
+                    self.rec_threads("idle 10-bot fleet: threads of the supervisor and the 10 workers, "
+                                     "CPU-s per minute", impl,
+                                     ticks_delta(th0, thread_ticks(pids + [sup])), per=60 / el)
+                self.rec("idle_total", impl, (s1 - s0 + w1 - w0) * per_min)
+                if impl != PTB:
+                    self.rec("idle_sup", impl, (s1 - s0) * per_min)
+                if impl == PTB:
+                    hwm = sorted(status_kb(p, "VmHWM") / 1024 for p in pids)
+                    self.rec("rss_worker_med_10idle", impl, statistics.median(hwm))
+        finally:
+            for _, objs in groups.values():
+                self.close_all(objs)
+
+    # --- everything
+    def run(self):
+        sb = Sandbox(GLIBC_BIN)
+        try:
+            log(f"sandbox at {sb.url}")
+            self.sizes()
+            log("sandbox alone (sendMessage loop, persistent connection)")
+            self.sandbox_alone(sb)
+            for r in range(self.runs):
+                for impl in self.impls():
+                    for chats in (20, 1):
+                        log(f"echo throughput {impl}, {chats} chat(s), run {r + 1}/{self.runs}")
+                        self.throughput(sb, impl, chats)
+            for r in range(self.runs):
+                for impl in self.impls():
+                    log(f"reply latency {impl}, run {r + 1}/{self.runs}")
+                    self.latency(sb, impl)
+            for impl in (GLIBC, MUSL):
+                log(f"kill -9 to successor's first getUpdates, {impl}, {self.repeats} kills")
+                self.kill9(sb, impl)
+                log(f".env token added to READY, {impl}, {self.repeats} additions")
+                self.env_add(sb, impl)
+            one = {impl: sb.new_bots(1) for impl in self.impls()}
+            hundred = [t for _, t in sb.new_bots(100)]
+            for r in range(self.runs):
+                last = r == self.runs - 1
+                for impl in self.impls():
+                    log(f"peak RSS, 1 bot, {impl}, run {r + 1}/{self.runs}")
+                    self.fleet_rss(sb, impl, [t for _, t in one[impl]], last)
+                for impl in (GLIBC, MUSL):
+                    log(f"100 bots: start, peak RSS, SIGTERM, {impl}, run {r + 1}/{self.runs}")
+                    self.fleet_rss(sb, impl, hundred, last)
+            for r in range(self.runs):
+                log(f"idle CPU, 10-bot fleets side by side, {self.idle_secs} s, run {r + 1}/{self.runs}")
+                self.idle(sb)
+        finally:
+            kill_group(sb.p, signal.SIGTERM)
+            reap(sb.p)
+
+
+# --------------------------------------------------------------------------
+# The report
+
+
+def machine():
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    load = open("/proc/loadavg").read().split()[:3]
+    return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "mem": mem,
+            "load": " ".join(load), "python": platform.python_version(),
+            "rustc": subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()}
+
+
+def fmt(v, unit):
+    if v is None:
+        return "—"
+    if unit == "/s":
+        return f"{v:,.0f}/s"
+    if unit == "%":
+        return f"{v:.0f}%"
+    if unit == "ms":
+        return f"{v:.2f} ms" if v < 10 else f"{v:.0f} ms"
+    if unit == "s":
+        return f"{v:.2f} s"
+    if unit == "MB":
+        return f"{v:.2f} MB"
+    if unit == "cpu":
+        return f"{v:.3f} CPU-s/min"
+    return f"{v:.3g}"
+
+
+# metric, label, unit, goal text, goal check on (impl) -> (value -> bool) or None,
+# ratio: "ptb/bf" (PTB over botfleet musl), "bf/ptb", or None
+ROWS = [
+    ("Binary", [
+        ("size", "binary size", "MB", "musl < 3 MB (issue 8)", {MUSL: lambda v: v < 3.0}, None),
+    ]),
+    ("Peak RSS (VmHWM) after a few long polls, BOT_HANDLER=builtin:echo", [
+        ("rss_worker_med_1", "worker, 1-bot fleet", "MB",
+         "musl < 2.5 MB (i8); release < 4 MB (i3)", {MUSL: lambda v: v < 2.5, GLIBC: lambda v: v < 4.0}, "ptb/bf"),
+        ("rss_sup_1", "supervisor, 1-bot fleet", "MB",
+         "musl < 3.5 MB (i8); release < 5 MB (i3)", {MUSL: lambda v: v < 3.5, GLIBC: lambda v: v < 5.0}, None),
+        ("rss_worker_med_100", "worker, 100-bot fleet (median worker)", "MB",
+         "musl < 2.5 MB (i8); release < 4 MB (i3)", {MUSL: lambda v: v < 2.5, GLIBC: lambda v: v < 4.0}, None),
+        ("rss_worker_max_100", "worker, 100-bot fleet (max worker)", "MB",
+         "musl < 2.5 MB (i8); release < 4 MB (i3)", {MUSL: lambda v: v < 2.5, GLIBC: lambda v: v < 4.0}, None),
+        ("rss_sup_100", "supervisor, 100-bot fleet", "MB",
+         "musl < 3.5 MB (i8); release < 5 MB (i3)", {MUSL: lambda v: v < 3.5, GLIBC: lambda v: v < 5.0}, None),
+        ("pss_worker_med_1", "worker PSS, 1-bot fleet (shared text counted once)", "MB", "", None, "ptb/bf"),
+        ("pss_worker_med_100", "worker PSS, 100-bot fleet (median worker)", "MB", "", None, None),
+        ("pss_fleet_100", "100-bot fleet total PSS (supervisor + 100 workers)", "MB", "", None, None),
+        ("rss_worker_med_10idle", "PTB process, idle 10-bot run (median)", "MB", "", None, None),
+        ("rss_after_echo", "worker after echoing 2,000 (throughput runs)", "MB", "", None, "ptb/bf"),
+    ]),
+    ("Idle CPU, 10-bot fleet, POLL_TIMEOUT_SECS=30", [
+        ("idle_total", "supervisor + workers", "cpu", "< 0.2 CPU-s/min (i3, i8)",
+         {GLIBC: lambda v: v < 0.2, MUSL: lambda v: v < 0.2}, "bf/ptb"),
+        ("idle_sup", "of which the supervisor (config watcher at 2000 ms)", "cpu", "", None, None),
+    ]),
+    ("Echo throughput, one worker, 2,000 queued, UNPACED (SEND_RATE_PER_CHAT=0, SEND_RATE_PER_BOT=0)", [
+        ("tp_20", "updates/s, 20 chats", "/s", "≥ 4,175/s (teloxide) and ≥ 8× PTB",
+         "tp", "bf/ptb"),
+        ("tp_20_worker_cpu", "  worker CPU during the run", "%", "", None, None),
+        ("tp_20_sandbox_cpu", "  sandbox CPU during the run", "%", "", None, None),
+        ("tp_1", "updates/s, 1 chat", "/s", "≥ 4,175/s and ≥ 8× PTB", "tp", "bf/ptb"),
+        ("tp_1_worker_cpu", "  worker CPU during the run", "%", "", None, None),
+        ("tp_1_sandbox_cpu", "  sandbox CPU during the run", "%", "", None, None),
+    ]),
+    ("Reply latency, 200 messages 20 ms apart, unpaced", [
+        ("lat_p50", "p50", "ms", "< 1 ms (i8)", {GLIBC: lambda v: v < 1, MUSL: lambda v: v < 1}, "ptb/bf"),
+        ("lat_p99", "p99", "ms", "", None, "ptb/bf"),
+    ]),
+    ("Start and stop", [
+        ("first_poll", "1 bot: process start to first getUpdates", "s", "(PTB 22.8 ref: 0.6 s)", None, "ptb/bf"),
+        ("start_100_ready", "100 workers: `botfleet run` to `All 100 workers ready`", "s", "< 2 s (i3, i8)",
+         {GLIBC: lambda v: v < 2, MUSL: lambda v: v < 2}, None),
+        ("stop_100_sup_exit", "100 workers mid-poll: SIGTERM to supervisor exit", "s", "< 1 s",
+         {GLIBC: lambda v: v < 1, MUSL: lambda v: v < 1}, None),
+        ("stop_100_gone", "100 workers mid-poll: SIGTERM to all processes gone", "s", "< 1 s (i3, i8)",
+         {GLIBC: lambda v: v < 1, MUSL: lambda v: v < 1}, None),
+    ]),
+    ("Supervision", [
+        ("kill9", "kill -9 of a worker to successor's first getUpdates (RESTART_DELAY=0)", "ms",
+         "< 100 ms (PM2: 108 ms)", {GLIBC: lambda v: v < 100, MUSL: lambda v: v < 100}, None),
+        ("env_add", ".env token added (rename) to `Worker bot-N ready` (MONITOR 500 ms, DEBOUNCE 2000 ms)", "s",
+         "≤ debounce + 1 s = 3 s", {GLIBC: lambda v: v <= 3, MUSL: lambda v: v <= 3}, None),
+    ]),
+]
+
+
+def build_report(b, m, date, cmd):
+    med = {k: {i: statistics.median(v) for i, v in d.items()} for k, d in b.results.items()}
+    cnt = {k: {i: len(v) for i, v in d.items()} for k, d in b.results.items()}
+    out = []
+    misses = []
+    for group, rows in ROWS:
+        out.append(f"\n### {group}\n")
+        out.append("| metric | botfleet glibc | botfleet musl | python-telegram-bot | goal | ratio | verdict |")
+        out.append("|---|---|---|---|---|---|---|")
+        for key, label, unit, goal, check, ratio in rows:
+            vals = med.get(key, {})
+            if not vals:
+                continue
+            cells = []
+            for impl in (GLIBC, MUSL, PTB):
+                v = vals.get(impl)
+                c = fmt(v, unit)
+                if v is not None:
+                    c += f" (n={cnt[key][impl]})"
+                cells.append(c)
+            rtxt = ""
+            p = vals.get(PTB)
+            if ratio and p:
+                parts = []
+                for impl in (GLIBC, MUSL):
+                    v = vals.get(impl)
+                    if v:
+                        r = p / v if ratio == "ptb/bf" else v / p
+                        parts.append(f"{r:.1f}×" if r >= 0.1 else f"1/{1 / r:.0f}×")
+                what = "PTB / botfleet" if ratio == "ptb/bf" else "botfleet / PTB"
+                rtxt = f"{what}: {' / '.join(parts)} (glibc / musl)"
+            verdict = ""
+            if check == "tp":
+                checks = {}
+                for impl in (GLIBC, MUSL):
+                    checks[impl] = (lambda v, p=p: v >= 4175 and (p is None or v >= 8 * p))
+                check = checks
+            if check:
+                vs = []
+                for impl, fn in check.items():
+                    v = vals.get(impl)
+                    if v is None:
+                        continue
+                    ok = fn(v)
+                    vs.append(f"{'glibc' if impl == GLIBC else 'musl'}: {'meets' if ok else 'MISSES'}")
+                    if not ok:
+                        misses.append((key, label, impl, v, unit, goal))
+                verdict = "; ".join(vs)
+            out.append(f"| {label} | {' | '.join(cells)} | {goal} | {rtxt} | {verdict} |")
+    sa = med.get("sandbox_alone_1", {}).get("sandbox")
+    sa2 = med.get("sandbox_alone_2", {}).get("sandbox")
+    if sa:
+        out.append("\n### The sandbox alone (sendMessage in a loop, persistent http.client connection per client)\n")
+        out.append("| clients | sendMessage/s | CPU |")
+        out.append("|---|---|---|")
+        out.append(f"| 1 Python client | {sa:,.0f}/s | {b.evidence.get('sandbox_alone_1', '')} |")
+        if sa2:
+            out.append(f"| 2 Python clients | {sa2:,.0f}/s | {b.evidence.get('sandbox_alone_2', '')} |")
+    table = "\n".join(out)
+
+    ev = []
+    if b.evidence.get("tp_from_first_reply"):
+        ev.append(f"\nThroughput: in {b.evidence['tp_from_first_reply']} run(s) the driver missed the "
+                  "first getUpdates (it saw a later one), so those runs count 1,999 replies from "
+                  "the first reply's at_us.\n")
+    if b.threads:
+        ev.append("\n## Where the CPU goes (per thread name, /proc/PID/task/*/stat, median over runs)\n")
+        for ctx, per_impl in b.threads.items():
+            ev.append(f"**{ctx}**\n")
+            ev.append("| thread | " + " | ".join(IMPL_NAMES[i] for i in per_impl) + " |")
+            ev.append("|---|" + "---|" * len(per_impl))
+            names = set()
+            for d in per_impl.values():
+                names |= {k for k, v in d.items() if statistics.median(v) > 0}
+            order = sorted(names, key=lambda k: -max(statistics.median(d.get(k, [0])) for d in per_impl.values()))
+            for k in order:
+                ev.append(f"| {k} | " + " | ".join(
+                    f"{statistics.median(d[k]):.3f}" if k in d else "—" for d in per_impl.values()) + " |")
+            ev.append("")
+    ev.append("\n## Where the memory is (/proc/PID/smaps of the last run, Rss / Private_Dirty kB)\n")
+    for key in sorted(k for k in b.evidence if k.startswith("smaps_")):
+        s = b.evidence[key]
+        if not s:
+            continue
+        ev.append(f"**{key[6:]}**: VmHWM {s['VmHWM']} kB, VmRSS {s['VmRSS']} kB, {s['Threads']} threads\n")
+        ev.append("| what | Rss kB | Private_Dirty kB | mappings |")
+        ev.append("|---|---|---|---|")
+        for cat, (rss, pd, n) in sorted(s["cats"].items(), key=lambda kv: -kv[1][0]):
+            if rss:
+                ev.append(f"| {cat} | {rss} | {pd} | {n} |")
+        ev.append("")
+    return table, "\n".join(ev), misses, med
+
+
+def write_report(b, path, date, cmd, t_total):
+    m = machine()
+    table, ev, misses, med = build_report(b, m, date, cmd)
+    head = [
+        "# botfleet benchmarks",
+        "",
+        f"Measured {date} with `{cmd}` in {t_total / 60:.1f} min "
+        f"({'1 run per figure (quick)' if b.quick else f'each figure the median of n runs, n shown'}).",
+        "",
+        f"Machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}, {m['mem']} RAM; "
+        f"load average at the end {m['load']} (a shared machine: other jobs ran too). "
+        f"{m['rustc']}; Python {m['python']}; python-telegram-bot "
+        f"{getattr(b, 'ptb_version', 'skipped: ' + str(b.ptb_skip))}.",
+        "",
+        "Setup: one `botfleet sandbox` (glibc release build) on loopback serves every run; "
+        "each botfleet fleet runs in a fresh temp dir (own STATE_DIR, MEDIA_TMP_LOCATION, "
+        "LOCK_FILE, PORT) with POLL_TIMEOUT_SECS=30 and defaults otherwise, except where a "
+        "row says so. Echo = `BOT_HANDLER=builtin:echo` (no process spawned); python-telegram-bot "
+        "runs bench/ptb_echo.py, one process per bot (run_polling(timeout=30, poll_interval=0)). "
+        "Throughput counts from the worker's first getUpdates (sandbox `last_get_updates_at_us`) "
+        "to the sandbox's `at_us` of the 2,000th reply; latency is reply `at_us` − injected "
+        "`at_us`, matched by text. Peak RSS is read 1 s after each bot echoed 3 messages (3 long "
+        "polls ended by a message). Idle CPU: glibc, musl and PTB 10-bot groups run side by side "
+        "in the same window, each summed over its processes from /proc/PID/stat. kill -9 and "
+        f".env figures: the median of {b.repeats} in one fleet each.",
+        "",
+        "Goals: (i8) issue 8, (i3) issue 3 \"Figures to reach\".",
+    ]
+    body = "\n".join(head) + "\n" + table + "\n"
+    if misses:
+        body += "\n## Misses\n\n"
+        for key, label, impl, v, unit, goal in misses:
+            body += f"- {label} ({impl}): {fmt(v, unit)}, goal {goal}\n"
+    body += ev
+    notes = os.path.join(ROOT, "bench/NOTES.md")
+    if os.path.exists(notes) and not b.quick:
+        body += "\n" + open(notes).read()
+    with open(path, "w") as f:
+        f.write(body)
+    print(body)
+    return misses
+
+
+# --------------------------------------------------------------------------
+
+
+def sandbox_client(url, token, chat, secs):
+    """sendMessage in a loop on one persistent connection; prints a JSON count."""
+    m = re.match(r"http://([\d.]+):(\d+)", url)
+    conn = http.client.HTTPConnection(m.group(1), int(m.group(2)), timeout=10)
+    path = f"/bot{token}/sendMessage"
+    body = json.dumps({"chat_id": int(chat), "text": "x"}).encode()
+    hdr = {"Content-Type": "application/json"}
+    n = 0
+    c0 = time.process_time()
+    t0 = time.monotonic()
+    end = t0 + secs
+    while time.monotonic() < end:
+        conn.request("POST", path, body=body, headers=hdr)
+        r = conn.getresponse()
+        r.read()
+        n += 1
+    el = time.monotonic() - t0
+    print(json.dumps({"count": n, "secs": el, "cpu": time.process_time() - c0}))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="1 run each, 15 s idle window, 3 repeats")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--no-ptb", action="store_true")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--sandbox-client", nargs=4, metavar=("URL", "TOKEN", "CHAT", "SECS"))
+    args = ap.parse_args()
+    if args.sandbox_client:
+        u, t, c, s = args.sandbox_client
+        sandbox_client(u, t, c, float(s))
+        return 0
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    t_begin = time.monotonic()
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    cmd = "make bench-quick" if args.quick else "make bench"
+    out = args.out or os.path.join(ROOT, "target/BENCHMARKS-quick.md" if args.quick else "BENCHMARKS.md")
+    os.chdir(ROOT)
+    if not args.no_build:
+        log("cargo build --release")
+        subprocess.run(["cargo", "build", "--release", "--quiet"], check=True)
+        log("make musl")
+        subprocess.run(["make", "--no-print-directory", "musl"], check=True)
+    b = Bench(args)
+    try:
+        b.setup_ptb()
+        b.run()
+    finally:
+        for p in STARTED:
+            if p.poll() is None:
+                kill_group(p)
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        for d in TEMPDIRS:
+            for pid in pids_with_env(f"STATE_DIR={os.path.join(d, 'state')}"):
+                log(f"WARNING: killing leftover worker {pid} from {d}")
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            shutil.rmtree(d, ignore_errors=True)
+    write_report(b, out, date, cmd, time.monotonic() - t_begin)
+    log(f"wrote {os.path.relpath(out, ROOT)} in {(time.monotonic() - t_begin) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
