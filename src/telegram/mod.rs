@@ -127,6 +127,13 @@ impl Client {
             // A redirect would resend the token to wherever it points.
             .max_redirects(0)
             .user_agent(concat!("botfleet/", env!("CARGO_PKG_VERSION")))
+            // ureq's 128 KiB default buffers per connection cost a worker a
+            // quarter of its heap, and on musl every one of them is an mmap
+            // and munmap. Bot API heads are small and bodies are streamed
+            // through the buffer, so 16 KiB is plenty.
+            .input_buffer_size(16 * 1024)
+            .output_buffer_size(16 * 1024)
+            .max_response_header_size(16 * 1024)
             .build();
         Client {
             agent: config.new_agent(),
