@@ -8,6 +8,7 @@
 //! shutdown has begun.
 
 pub mod machine;
+mod reader;
 
 use crate::config::Config;
 use crate::ipc::{Counters, ParentMsg, WorkerMsg};
@@ -17,7 +18,7 @@ use crate::sys;
 use crate::token::Token;
 use machine::{Action, Input, Policy, State, Worker};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -114,6 +115,8 @@ pub enum SupervisorError {
     Signals(std::io::Error),
     /// Our own executable could not be found to start workers.
     Exe(std::io::Error),
+    /// A thread of the supervisor could not be started.
+    Thread(std::io::Error),
 }
 
 impl std::fmt::Display for SupervisorError {
@@ -122,6 +125,7 @@ impl std::fmt::Display for SupervisorError {
             SupervisorError::State(e) => write!(f, "state: {e}"),
             SupervisorError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             SupervisorError::Exe(e) => write!(f, "cannot find the botfleet executable: {e}"),
+            SupervisorError::Thread(e) => write!(f, "cannot start a thread: {e}"),
         }
     }
 }
@@ -176,6 +180,8 @@ pub struct Supervisor {
     announced_ready: bool,
     view: Arc<Mutex<FleetView>>,
     watcher: Option<crate::watcher::Watcher>,
+    /// The thread that reads every worker's stdout and reaps it.
+    reader: reader::Reader,
     /// Owner alerts waiting for a healthy bot to carry them.
     pending_alerts: Vec<(u64, String)>,
     /// Workers waiting for their turn in a rolling restart.
@@ -190,6 +196,7 @@ impl Supervisor {
     pub fn new(config: Config, env_file: PathBuf) -> Result<Supervisor, SupervisorError> {
         let exe = std::env::current_exe().map_err(SupervisorError::Exe)?;
         let (tx, rx) = mpsc::channel();
+        let pipes = reader::Reader::start(tx.clone()).map_err(SupervisorError::Thread)?;
         let registry =
             Registry::load(&config.settings.state_dir).map_err(SupervisorError::State)?;
         let view = Arc::new(Mutex::new(FleetView {
@@ -211,6 +218,7 @@ impl Supervisor {
             announced_ready: false,
             view,
             watcher: None,
+            reader: pipes,
             pending_alerts: Vec::new(),
             rolling: std::collections::VecDeque::new(),
             rolling_current: None,
@@ -900,7 +908,6 @@ impl Supervisor {
         use std::os::unix::process::CommandExt;
         let parent_pid = std::process::id().to_string();
         let worker_env = self.config.worker_env();
-        let tx = self.tx.clone();
         let Some(slot) = self.slots.get_mut(&bot_id) else {
             return Err(std::io::Error::other("no such worker"));
         };
@@ -932,60 +939,21 @@ impl Supervisor {
         slot.generation += 1;
         let generation = slot.generation;
         let index = slot.index;
-        let reader = std::thread::Builder::new()
-            .name(format!("worker-{index}"))
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                let mut lines = BufReader::new(stdout);
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    match lines.read_line(&mut line) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            let event = match WorkerMsg::decode(&line) {
-                                Ok(msg) => Event::FromWorker {
-                                    bot_id,
-                                    generation,
-                                    msg,
-                                },
-                                Err(e) => Event::BadLine {
-                                    bot_id,
-                                    error: e.to_string(),
-                                },
-                            };
-                            if tx.send(event).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                // stdout closed: the worker is exiting. Reap it.
-                let (code, signal) = match child.wait() {
-                    Ok(status) => {
-                        use std::os::unix::process::ExitStatusExt;
-                        (status.code(), status.signal())
-                    }
-                    Err(_) => (None, None),
-                };
-                if tx
-                    .send(Event::WorkerExited {
-                        bot_id,
-                        generation,
-                        code,
-                        signal,
-                    })
-                    .is_err()
-                {
-                    // The loop is gone; the child is reaped all the same.
-                }
-            });
-        if let Err(e) = reader {
-            // Without a reader nobody would reap it: kill it now.
-            if let Err(kill_err) = sys::signal_group(pid, sys::Signal::Kill) {
-                log::error!("Cannot kill worker bot-{index} after a failed start: {kill_err}");
+        let watched = reader::Watched {
+            bot_id,
+            generation,
+            child,
+            stdout,
+        };
+        if let Err(mut back) = self.reader.watch(watched) {
+            // Without the reader nobody would reap it: kill and reap it now.
+            if let Err(e) = back.child.kill() {
+                log::error!("Cannot kill worker bot-{index} after a failed start: {e}");
             }
-            return Err(e);
+            if let Err(e) = back.child.wait() {
+                log::error!("Cannot reap worker bot-{index}: {e}");
+            }
+            return Err(std::io::Error::other("the worker pipe reader is gone"));
         }
         slot.stdin = Some(stdin);
         slot.running_since = Some(SystemTime::now());
