@@ -149,33 +149,16 @@ impl Fleet {
         Fleet::start_in(dir, env_file)
     }
 
-    pub fn start_in(dir: TempDir, env_file: PathBuf) -> Fleet {
-        Fleet::start_in_with_env(dir, env_file, &[])
-    }
-
-    /// Like `start` with extra process environment (NOTIFY_SOCKET, ...).
-    pub fn start_with_process_env(
-        sandbox: &SandboxProc,
-        tokens: &[String],
-        extra: &[(&str, &str)],
-        process_env: &[(&str, &str)],
-    ) -> Fleet {
-        let dir = temp_dir();
-        let vars = merged_env(sandbox, &dir, tokens, extra);
-        let env_file = dir.join(".env");
-        std::fs::write(&env_file, render_env(&vars)).expect("write .env");
-        Fleet::start_in_with_env(dir, env_file, process_env)
-    }
-
-    /// `start_in` with extra process environment.
-    pub fn start_in_with_env(
+    /// Starts `cmd` (a `botfleet run`, perhaps behind a wrapper) in `dir`
+    /// in its own process group, with none of the test process's own
+    /// tokens or systemd variables, and captures its log stream.
+    fn spawn(
+        mut cmd: Command,
         dir: TempDir,
         env_file: PathBuf,
         process_env: &[(&str, &str)],
     ) -> Fleet {
-        let mut child = Command::new(bin())
-            .args(["run", "--env-file"])
-            .arg(&env_file)
+        let mut child = cmd
             .current_dir(&dir.path)
             .env_remove("TELEGRAM_BOT_TOKENS")
             .env_remove("TELEGRAM_BOT_TOKEN")
@@ -212,6 +195,35 @@ impl Fleet {
             log,
             status: None,
         }
+    }
+
+    pub fn start_in(dir: TempDir, env_file: PathBuf) -> Fleet {
+        Fleet::start_in_with_env(dir, env_file, &[])
+    }
+
+    /// Like `start` with extra process environment (NOTIFY_SOCKET, ...).
+    pub fn start_with_process_env(
+        sandbox: &SandboxProc,
+        tokens: &[String],
+        extra: &[(&str, &str)],
+        process_env: &[(&str, &str)],
+    ) -> Fleet {
+        let dir = temp_dir();
+        let vars = merged_env(sandbox, &dir, tokens, extra);
+        let env_file = dir.join(".env");
+        std::fs::write(&env_file, render_env(&vars)).expect("write .env");
+        Fleet::start_in_with_env(dir, env_file, process_env)
+    }
+
+    /// `start_in` with extra process environment.
+    pub fn start_in_with_env(
+        dir: TempDir,
+        env_file: PathBuf,
+        process_env: &[(&str, &str)],
+    ) -> Fleet {
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--env-file"]).arg(&env_file);
+        Fleet::spawn(cmd, dir, env_file, process_env)
     }
 
     pub fn logs(&self) -> String {
@@ -376,47 +388,11 @@ impl Fleet {
         let vars = merged_env(sandbox, &dir, tokens, extra);
         let env_file = dir.join(".env");
         std::fs::write(&env_file, render_env(&vars)).expect("write .env");
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ulimit {ulimit} && exec \"$0\" run --env-file \"$1\""
-            ))
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit {ulimit} && exec \"$0\" run --env-file \"$1\""))
             .arg(bin())
-            .arg(&env_file)
-            .current_dir(&dir.path)
-            .env_remove("TELEGRAM_BOT_TOKENS")
-            .env_remove("TELEGRAM_BOT_TOKEN")
-            .env_remove("RUST_LOG")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("sh -c 'ulimit ...; exec botfleet run' starts");
-        let pid = child.id();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr was piped");
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if std::env::var_os("BOTFLEET_TEST_ECHO").is_some() {
-                    eprintln!("{line}");
-                }
-                let mut l = sink.lock().expect("log buffer");
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        Fleet {
-            dir,
-            env_file,
-            child: Some(child),
-            pid,
-            log,
-            status: None,
-        }
+            .arg(&env_file);
+        Fleet::spawn(cmd, dir, env_file, &[])
     }
 }
