@@ -142,8 +142,11 @@ fn a_thousand_updates_survive_five_kills() {
         message_ids.iter().all(|m| per_message.contains_key(m)),
         "every update handled"
     );
+    // In flight at a kill: at most the one getUpdates batch (100) the worker
+    // held unconfirmed; in practice a handful (the jobs and sends running).
+    eprintln!("1000 updates, {kills} kills: {repeats} handled twice");
     assert!(
-        repeats <= kills,
+        repeats <= kills * 100,
         "repeats ({repeats}) are only the updates in flight at the {kills} kills"
     );
     assert_eq!(max_concurrent(&sandbox, id), 1);

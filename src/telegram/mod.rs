@@ -134,6 +134,8 @@ impl Client {
             .input_buffer_size(16 * 1024)
             .output_buffer_size(16 * 1024)
             .max_response_header_size(16 * 1024)
+            // The long poll, the senders and a download or two at once.
+            .max_idle_connections_per_host(8)
             .build();
         Client {
             agent: config.new_agent(),

@@ -20,6 +20,11 @@ use std::time::{Duration, Instant};
 const MAX_ATTEMPTS: u32 = 6;
 /// Burst allowance of one chat's bucket, in messages.
 const CHAT_BURST: f64 = 3.0;
+/// Sender threads: messages to different chats go out in parallel (one
+/// HTTP round trip each); one chat's messages never overlap.
+pub const SENDERS: usize = 4;
+/// An idle chat's pacing state is kept this long after its last message.
+const CHAT_IDLE_FORGET: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Content {
@@ -104,10 +109,27 @@ struct Chat {
     items: VecDeque<Item>,
     bucket: Bucket,
     blocked_until: Option<Instant>,
+    /// A message of this chat is being sent right now.
+    sending: bool,
+    last_used: Instant,
+}
+
+impl Chat {
+    fn new(now: Instant) -> Chat {
+        Chat {
+            items: VecDeque::new(),
+            bucket: Bucket::new(CHAT_BURST, now),
+            blocked_until: None,
+            sending: false,
+            last_used: now,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Queue {
+    /// Every chat with something queued, being sent, or paced lately (its
+    /// bucket must outlive an empty queue, or a trickle would never be paced).
     chats: HashMap<i64, Chat>,
     /// Chats with something queued, in round-robin order.
     order: VecDeque<i64>,
@@ -166,7 +188,7 @@ impl SendPath {
     pub fn start(
         client: Client,
         rates: Arc<Rates>,
-        on_error: impl Fn() + Send + 'static,
+        on_error: impl Fn() + Send + Sync + 'static,
     ) -> std::io::Result<SendPath> {
         let now = Instant::now();
         let shared = Arc::new((
@@ -178,11 +200,19 @@ impl SendPath {
             }),
             Condvar::new(),
         ));
-        let s = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("sender".into())
-            .stack_size(256 * 1024)
-            .spawn(move || run(&s, &client, &rates, &on_error))?;
+        let on_error: Arc<dyn Fn() + Send + Sync> = Arc::new(on_error);
+        for _ in 0..SENDERS {
+            let (s, client, rates, on_error) = (
+                Arc::clone(&shared),
+                client.clone(),
+                Arc::clone(&rates),
+                Arc::clone(&on_error),
+            );
+            std::thread::Builder::new()
+                .name("sender".into())
+                .stack_size(128 * 1024)
+                .spawn(move || run(&s, &client, &rates, &*on_error))?;
+        }
         Ok(SendPath { shared })
     }
 
@@ -192,13 +222,10 @@ impl SendPath {
         let mut q = lock(m);
         let now = Instant::now();
         let chat_id = msg.chat_id;
-        let chat = q.chats.entry(chat_id).or_insert_with(|| Chat {
-            items: VecDeque::new(),
-            bucket: Bucket::new(CHAT_BURST, now),
-            blocked_until: None,
-        });
+        let chat = q.chats.entry(chat_id).or_insert_with(|| Chat::new(now));
         let was_empty = chat.items.is_empty();
         chat.items.push_back(Item { msg, attempts: 0 });
+        chat.last_used = now;
         if was_empty {
             q.order.push_back(chat_id);
         }
@@ -231,6 +258,11 @@ fn pick(q: &mut Queue, rates: (f64, f64), now: Instant) -> Result<Item, Option<I
         let Some(chat) = q.chats.get_mut(&chat_id) else {
             continue;
         };
+        if chat.sending {
+            // Its turn comes when the message in flight is done (a notify).
+            q.order.push_back(chat_id);
+            continue;
+        }
         let mut ready = chat.bucket.ready_at(per_chat, CHAT_BURST, now);
         if let Some(b) = chat.blocked_until {
             ready = ready.max(b);
@@ -245,9 +277,9 @@ fn pick(q: &mut Queue, rates: (f64, f64), now: Instant) -> Result<Item, Option<I
         };
         chat.blocked_until = None;
         chat.bucket.take(per_chat);
-        if chat.items.is_empty() {
-            q.chats.remove(&chat_id);
-        } else {
+        chat.sending = true;
+        chat.last_used = now;
+        if !chat.items.is_empty() {
             q.order.push_back(chat_id);
         }
         q.bot.take(per_bot);
@@ -261,17 +293,28 @@ fn pick(q: &mut Queue, rates: (f64, f64), now: Instant) -> Result<Item, Option<I
 fn requeue(q: &mut Queue, item: Item, not_before: Instant) {
     let chat_id = item.msg.chat_id;
     let now = Instant::now();
-    let chat = q.chats.entry(chat_id).or_insert_with(|| Chat {
-        items: VecDeque::new(),
-        bucket: Bucket::new(CHAT_BURST, now),
-        blocked_until: None,
-    });
+    let chat = q.chats.entry(chat_id).or_insert_with(|| Chat::new(now));
     if chat.items.is_empty() {
         q.order.push_front(chat_id);
     }
     chat.items.push_front(item);
     chat.blocked_until = Some(not_before);
+    chat.sending = false;
     q.queued += 1;
+}
+
+/// A send of `chat_id` is over: its next message may go. Forgets chats
+/// idle for a while so the map does not grow with every chat ever seen.
+fn done_sending(q: &mut Queue, chat_id: i64, now: Instant) {
+    if let Some(chat) = q.chats.get_mut(&chat_id) {
+        chat.sending = false;
+        chat.last_used = now;
+    }
+    if q.chats.len() > 256 {
+        q.chats.retain(|_, c| {
+            !c.items.is_empty() || c.sending || now.duration_since(c.last_used) < CHAT_IDLE_FORGET
+        });
+    }
 }
 
 fn deliver(client: &Client, msg: &Outgoing) -> Result<(), ApiError> {
@@ -331,7 +374,15 @@ fn run(shared: &(Mutex<Queue>, Condvar), client: &Client, rates: &Rates, on_erro
             }
         };
         item.attempts += 1;
-        match deliver(client, &item.msg) {
+        let chat_id = item.msg.chat_id;
+        let outcome = deliver(client, &item.msg);
+        {
+            let mut q = lock(m);
+            done_sending(&mut q, chat_id, Instant::now());
+        }
+        // Another sender may be waiting for this chat's turn.
+        cv.notify_all();
+        match outcome {
             Ok(()) => finish(item, None),
             Err(e) if e.retry_after().is_some() && item.attempts < MAX_ATTEMPTS * 4 => {
                 let wait = e.retry_after().unwrap_or(Duration::from_secs(1));
@@ -389,11 +440,7 @@ mod tests {
 
     fn push(q: &mut Queue, it: Item, now: Instant) {
         let chat_id = it.msg.chat_id;
-        let chat = q.chats.entry(chat_id).or_insert_with(|| Chat {
-            items: VecDeque::new(),
-            bucket: Bucket::new(CHAT_BURST, now),
-            blocked_until: None,
-        });
+        let chat = q.chats.entry(chat_id).or_insert_with(|| Chat::new(now));
         if chat.items.is_empty() {
             q.order.push_back(chat_id);
         }
@@ -419,6 +466,7 @@ mod tests {
         let mut sent = vec![];
         while let Ok(it) = pick(&mut q, (0.0, 0.0), now) {
             sent.push((it.msg.chat_id, text(&it)));
+            done_sending(&mut q, it.msg.chat_id, now);
         }
         assert_eq!(sent.len(), 6);
         let chat1: Vec<_> = sent
@@ -441,7 +489,8 @@ mod tests {
         }
         let rates = (1.0, 0.0);
         for _ in 0..3 {
-            assert!(pick(&mut q, rates, now).is_ok(), "the burst goes at once");
+            let it = pick(&mut q, rates, now).expect("the burst goes at once");
+            done_sending(&mut q, it.msg.chat_id, now);
         }
         let Err(Some(next)) = pick(&mut q, rates, now) else {
             panic!("the fourth must wait")
@@ -459,16 +508,58 @@ mod tests {
         }
         let rates = (0.0, 2.0);
         let mut at_once = 0;
-        while pick(&mut q, rates, now).is_ok() {
+        while let Ok(it) = pick(&mut q, rates, now) {
+            done_sending(&mut q, it.msg.chat_id, now);
             at_once += 1;
         }
         assert_eq!(at_once, 1, "the bot bucket starts with one token");
         let later = now + Duration::from_secs(1);
         let mut more = 0;
-        while pick(&mut q, rates, later).is_ok() {
+        while let Ok(it) = pick(&mut q, rates, later) {
+            done_sending(&mut q, it.msg.chat_id, later);
             more += 1;
         }
         assert_eq!(more, 2, "two a second");
+    }
+
+    #[test]
+    fn a_chat_in_flight_waits_while_other_chats_go() {
+        let now = Instant::now();
+        let mut q = queue(now);
+        push(&mut q, item(1, 1), now);
+        push(&mut q, item(1, 2), now);
+        push(&mut q, item(2, 3), now);
+        let first = pick(&mut q, (0.0, 0.0), now).expect("chat 1");
+        assert_eq!(text(&first), "1");
+        let second = pick(&mut q, (0.0, 0.0), now).expect("chat 2 meanwhile");
+        assert_eq!(text(&second), "3");
+        assert!(
+            matches!(pick(&mut q, (0.0, 0.0), now), Err(None)),
+            "chat 1's next message waits for its first"
+        );
+        done_sending(&mut q, 1, now);
+        assert_eq!(
+            text(&pick(&mut q, (0.0, 0.0), now).expect("now it goes")),
+            "2"
+        );
+    }
+
+    #[test]
+    fn pacing_holds_for_a_trickle_too() {
+        // One message at a time, each sent before the next arrives: the
+        // chat's bucket must survive its empty queue.
+        let now = Instant::now();
+        let mut q = queue(now);
+        let rates = (1.0, 0.0);
+        let mut sent_at_once = 0;
+        for n in 0..5 {
+            push(&mut q, item(9, n), now);
+            if let Ok(it) = pick(&mut q, rates, now) {
+                done_sending(&mut q, it.msg.chat_id, now);
+                sent_at_once += 1;
+            }
+        }
+        assert_eq!(sent_at_once, 3, "the burst, then the pace");
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub struct Fleet {
     pub child: Option<Child>,
     pub pid: u32,
     log: Arc<Mutex<String>>,
+    /// Set when the log stream reached its end (every writer closed it).
+    log_done: Arc<std::sync::atomic::AtomicBool>,
     pub status: Option<ExitStatus>,
 }
 
@@ -176,6 +178,8 @@ impl Fleet {
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("stderr was piped");
         let sink = Arc::clone(&log);
+        let log_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = Arc::clone(&log_done);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -186,6 +190,7 @@ impl Fleet {
                 l.push_str(&line);
                 l.push('\n');
             }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         Fleet {
             dir,
@@ -193,6 +198,7 @@ impl Fleet {
             child: Some(child),
             pid,
             log,
+            log_done,
             status: None,
         }
     }
@@ -285,6 +291,14 @@ impl Fleet {
         loop {
             if let Ok(Some(s)) = child.try_wait() {
                 self.status = Some(s);
+                // Let the reader take the last lines (workers that are
+                // still alive hold the pipe open, so this is bounded).
+                let until = Instant::now() + Duration::from_secs(2);
+                while !self.log_done.load(std::sync::atomic::Ordering::SeqCst)
+                    && Instant::now() < until
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return Some(s);
             }
             if Instant::now() >= deadline {
@@ -390,7 +404,9 @@ impl Fleet {
         std::fs::write(&env_file, render_env(&vars)).expect("write .env");
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
-            .arg(format!("ulimit {ulimit} && exec \"$0\" run --env-file \"$1\""))
+            .arg(format!(
+                "ulimit {ulimit} && exec \"$0\" run --env-file \"$1\""
+            ))
             .arg(bin())
             .arg(&env_file);
         Fleet::spawn(cmd, dir, env_file, &[])
