@@ -281,3 +281,29 @@ fn botfleet_check_offline_rejects_a_bad_env_without_echoing_secrets() {
         assert!(!text.contains(secret), "{secret} echoed:\n{text}");
     }
 }
+
+#[test]
+fn an_offset_that_cannot_be_written_is_logged_and_the_bot_keeps_serving() {
+    let id = 81009;
+    let (sandbox, tokens) = sandbox_with(&[id]);
+    let dir = common::temp_dir();
+    let vars = common::fleet::merged_env(&sandbox, &dir, &tokens, &[]);
+    let env_file = dir.join(".env");
+    std::fs::write(&env_file, common::fleet::render_env(&vars)).expect("write .env");
+    // A directory where the offset file goes: every write of it fails,
+    // as on a full or broken state disk.
+    std::fs::create_dir_all(dir.join(format!("state/offset-{id}/x"))).expect("mkdir");
+    let fleet = Fleet::start_in(dir, env_file);
+    fleet.wait_ready(1);
+    let pid = fleet.workers();
+    ping_answered(&sandbox, id, Duration::from_secs(10));
+    fleet.wait_log("cannot persist the offset", Duration::from_secs(10));
+    ping_answered(&sandbox, id, Duration::from_secs(10));
+    assert_eq!(fleet.workers(), pid, "the worker was not restarted");
+    assert_eq!(
+        fleet.count_in_logs("cannot persist the offset"),
+        1,
+        "logged once, not per update"
+    );
+    assert_no_panic(&fleet);
+}
