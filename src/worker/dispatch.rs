@@ -15,6 +15,8 @@ struct Sched {
     ready: VecDeque<i64>,
     active: HashSet<i64>,
     threads: usize,
+    /// Threads waiting for work.
+    idle: usize,
     wanted: usize,
 }
 
@@ -47,28 +49,27 @@ impl Pool {
         pool
     }
 
-    /// Grows or shrinks the pool (a reloaded HANDLER_CONCURRENCY).
+    /// Sets the most threads (a reloaded HANDLER_CONCURRENCY). Threads are
+    /// started when work finds none idle, so a quiet bot keeps one.
     pub fn resize(&self, threads: usize) {
-        let threads = threads.max(1);
         let mut s = lock(&self.inner.0);
-        s.wanted = threads;
-        while s.threads < threads {
-            let inner = Arc::clone(&self.inner);
-            let spawned = std::thread::Builder::new()
-                .name("job".into())
-                .stack_size(256 * 1024)
-                .spawn(move || work(&inner));
-            match spawned {
-                Ok(_) => s.threads += 1,
-                Err(e) => {
-                    log::error!("cannot start a job thread: {e}");
-                    break;
-                }
-            }
-        }
+        s.wanted = threads.max(1);
         drop(s);
         // Threads over the wanted number notice and leave.
         self.inner.1.notify_all();
+    }
+
+    /// Starts one more thread (the caller holds the lock and checked the limit).
+    fn grow(&self, s: &mut Sched) {
+        let inner = Arc::clone(&self.inner);
+        let spawned = std::thread::Builder::new()
+            .name("job".into())
+            .stack_size(256 * 1024)
+            .spawn(move || work(&inner));
+        match spawned {
+            Ok(_) => s.threads += 1,
+            Err(e) => log::error!("cannot start a job thread: {e}"),
+        }
     }
 
     /// Queues a job for a chat.
@@ -79,6 +80,9 @@ impl Pool {
         queue.push_back(Box::new(job));
         if first && !s.active.contains(&chat_id) {
             s.ready.push_back(chat_id);
+        }
+        if s.idle == 0 && s.threads < s.wanted {
+            self.grow(&mut s);
         }
         drop(s);
         self.inner.1.notify_one();
@@ -94,10 +98,12 @@ fn work(inner: &(Mutex<Sched>, Condvar)) {
             return;
         }
         let Some(chat) = s.ready.pop_front() else {
+            s.idle += 1;
             s = match cv.wait(s) {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
+            s.idle -= 1;
             continue;
         };
         let Some(job) = s.queues.get_mut(&chat).and_then(VecDeque::pop_front) else {

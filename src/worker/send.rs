@@ -135,6 +135,9 @@ struct Queue {
     order: VecDeque<i64>,
     bot: Bucket,
     queued: usize,
+    /// Sender threads started, and how many wait for work.
+    threads: usize,
+    idle: usize,
 }
 
 /// The send rates, changeable at run time (a reload).
@@ -173,6 +176,40 @@ impl Rates {
 #[derive(Debug, Clone)]
 pub struct SendPath {
     shared: Arc<(Mutex<Queue>, Condvar)>,
+    spawner: Arc<Spawner>,
+}
+
+/// What a new sender thread needs.
+struct Spawner {
+    client: Client,
+    rates: Arc<Rates>,
+    on_error: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spawner")
+    }
+}
+
+impl Spawner {
+    /// Starts one more sender (the caller holds the queue lock).
+    fn grow(&self, shared: &Arc<(Mutex<Queue>, Condvar)>, q: &mut Queue) {
+        let (s, client, rates, on_error) = (
+            Arc::clone(shared),
+            self.client.clone(),
+            Arc::clone(&self.rates),
+            Arc::clone(&self.on_error),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("sender".into())
+            .stack_size(128 * 1024)
+            .spawn(move || run(&s, &client, &rates, &*on_error));
+        match spawned {
+            Ok(_) => q.threads += 1,
+            Err(e) => log::error!("cannot start a sender thread: {e}"),
+        }
+    }
 }
 
 fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
@@ -197,23 +234,23 @@ impl SendPath {
                 order: VecDeque::new(),
                 bot: Bucket::new(1.0, now),
                 queued: 0,
+                threads: 0,
+                idle: 0,
             }),
             Condvar::new(),
         ));
-        let on_error: Arc<dyn Fn() + Send + Sync> = Arc::new(on_error);
-        for _ in 0..SENDERS {
-            let (s, client, rates, on_error) = (
-                Arc::clone(&shared),
-                client.clone(),
-                Arc::clone(&rates),
-                Arc::clone(&on_error),
-            );
-            std::thread::Builder::new()
-                .name("sender".into())
-                .stack_size(128 * 1024)
-                .spawn(move || run(&s, &client, &rates, &*on_error))?;
+        let spawner = Arc::new(Spawner {
+            client,
+            rates,
+            on_error: Arc::new(on_error),
+        });
+        // One sender to begin with; more (up to SENDERS) when messages wait
+        // and none is idle.
+        spawner.grow(&shared, &mut lock(&shared.0));
+        if lock(&shared.0).threads == 0 {
+            return Err(std::io::Error::other("cannot start the sender thread"));
         }
-        Ok(SendPath { shared })
+        Ok(SendPath { shared, spawner })
     }
 
     /// Queues a message; never blocks on the network.
@@ -230,6 +267,9 @@ impl SendPath {
             q.order.push_back(chat_id);
         }
         q.queued += 1;
+        if q.idle == 0 && q.threads < SENDERS {
+            self.spawner.grow(&self.shared, &mut q);
+        }
         drop(q);
         cv.notify_one();
     }
@@ -359,16 +399,20 @@ fn run(shared: &(Mutex<Queue>, Condvar), client: &Client, rates: &Rates, on_erro
                         let wait = at
                             .saturating_duration_since(now)
                             .max(Duration::from_millis(1));
+                        q.idle += 1;
                         q = match cv.wait_timeout(q, wait) {
                             Ok((g, _)) => g,
                             Err(p) => p.into_inner().0,
                         };
+                        q.idle -= 1;
                     }
                     Err(None) => {
+                        q.idle += 1;
                         q = match cv.wait(q) {
                             Ok(g) => g,
                             Err(p) => p.into_inner(),
                         };
+                        q.idle -= 1;
                     }
                 }
             }
@@ -435,6 +479,8 @@ mod tests {
             order: VecDeque::new(),
             bot: Bucket::new(1.0, now),
             queued: 0,
+            threads: 0,
+            idle: 0,
         }
     }
 
