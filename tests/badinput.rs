@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::replies_to;
+
 use common::fleet::{alive, Fleet};
 use common::{bin, temp_dir, wait_until, SandboxProc};
 use serde_json::{json, Value};
@@ -22,13 +24,6 @@ fn sandbox_with(ids: &[u64]) -> (SandboxProc, Vec<String>) {
         sandbox.add_bot(t, &format!("bad{id}_bot"));
     }
     (sandbox, tokens)
-}
-
-fn replies_to(sent: &[Value], message_id: i64) -> Vec<String> {
-    sent.iter()
-        .filter(|m| m["reply_to_message_id"].as_i64() == Some(message_id))
-        .map(|m| m["text"].as_str().unwrap_or("").to_string())
-        .collect()
 }
 
 fn calls(sandbox: &SandboxProc, id: u64, method: &str) -> u64 {

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::replies_to;
+
 use common::fleet::{alive, kill, Fleet};
 use common::{sha256_hex, temp_dir, wait_until, SandboxProc, TempDir};
 use serde_json::{json, Value};
@@ -25,13 +27,6 @@ fn one_bot(id: u64) -> (SandboxProc, Vec<String>) {
 fn texts_to(sent: &[Value], chat: i64) -> Vec<String> {
     sent.iter()
         .filter(|m| m["chat_id"].as_i64() == Some(chat) && m["method"] == "sendMessage")
-        .map(|m| m["text"].as_str().unwrap_or("").to_string())
-        .collect()
-}
-
-fn replies_to(sent: &[Value], message_id: i64) -> Vec<String> {
-    sent.iter()
-        .filter(|m| m["reply_to_message_id"].as_i64() == Some(message_id))
         .map(|m| m["text"].as_str().unwrap_or("").to_string())
         .collect()
 }

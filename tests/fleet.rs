@@ -2,9 +2,10 @@
 
 mod common;
 
+use common::replies_to;
+
 use common::fleet::{alive, kill, Fleet};
 use common::{bin, wait_until, SandboxProc};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,13 +21,6 @@ fn sandbox_with(ids: &[u64]) -> (SandboxProc, Vec<String>) {
         sandbox.add_bot(t, &format!("fleet{id}_bot"));
     }
     (sandbox, tokens)
-}
-
-fn replies_to(sent: &[Value], message_id: i64) -> Vec<String> {
-    sent.iter()
-        .filter(|m| m["reply_to_message_id"].as_i64() == Some(message_id))
-        .map(|m| m["text"].as_str().unwrap_or("").to_string())
-        .collect()
 }
 
 fn max_concurrent(sandbox: &SandboxProc, id: u64) -> u64 {

@@ -3,9 +3,10 @@
 
 mod common;
 
+use common::replies_to;
+
 use common::fleet::{merged_env, render_env, Fleet};
 use common::{bin, wait_until, SandboxProc};
-use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -49,13 +50,6 @@ fn rewrite(fleet: &Fleet, sandbox: &SandboxProc, ids: &[u64], extra: &[(&str, &s
         })
         .collect();
     write_env(&fleet.env_file, render_env(&vars).as_bytes());
-}
-
-fn replies_to(sent: &[Value], message_id: i64) -> Vec<String> {
-    sent.iter()
-        .filter(|m| m["reply_to_message_id"].as_i64() == Some(message_id))
-        .map(|m| m["text"].as_str().unwrap_or("").to_string())
-        .collect()
 }
 
 fn pid_of(fleet: &Fleet, index: u32) -> u32 {

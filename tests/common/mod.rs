@@ -364,3 +364,11 @@ pub fn percent_encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// The texts of the messages a bot sent in reply to `message_id`.
+pub fn replies_to(sent: &[Value], message_id: i64) -> Vec<String> {
+    sent.iter()
+        .filter(|m| m["reply_to_message_id"].as_i64() == Some(message_id))
+        .map(|m| m["text"].as_str().unwrap_or("").to_string())
+        .collect()
+}
