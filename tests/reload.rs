@@ -53,16 +53,11 @@ fn rewrite(fleet: &Fleet, sandbox: &SandboxProc, ids: &[u64], extra: &[(&str, &s
 }
 
 fn pid_of(fleet: &Fleet, index: u32) -> u32 {
-    // Worker pids by their BOT_INDEX, read from /proc/PID/environ.
-    let needle = format!("BOT_INDEX={index}");
-    for pid in fleet.workers() {
-        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
-            if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
-                return pid;
-            }
-        }
-    }
-    panic!("no worker with BOT_INDEX={index}; log:\n{}", fleet.logs());
+    fleet
+        .workers()
+        .into_iter()
+        .find(|pid| common::fleet::bot_index_of(*pid) == Some(index))
+        .unwrap_or_else(|| panic!("no worker with BOT_INDEX={index}; log:\n{}", fleet.logs()))
 }
 
 fn assert_no_secrets(fleet: &Fleet, ids: &[u64]) {

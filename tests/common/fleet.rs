@@ -18,28 +18,34 @@ pub fn free_port() -> u16 {
         .expect("an ephemeral port on loopback")
 }
 
+/// Every pid in /proc.
+fn proc_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Pids of the live, non-zombie children of `parent`.
 pub fn children_of(parent: u32) -> Vec<u32> {
-    let mut out = vec![];
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the command name, which is in parentheses.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.len() > 2 && fields[0] != "Z" && fields[1] == parent.to_string() {
-            out.push(pid);
-        }
-    }
+    let mut out: Vec<u32> = proc_pids()
+        .into_iter()
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // Fields after the command name, which is in parentheses.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.len() > 2 && fields[0] != "Z" && fields[1] == parent.to_string()
+        })
+        .collect();
     out.sort_unstable();
     out
 }
@@ -59,22 +65,14 @@ pub fn alive(pid: u32) -> bool {
 /// test's state dir: they are ours even once their parent is gone.
 pub fn workers_with_state_dir(state_dir: &std::path::Path) -> Vec<u32> {
     let needle = format!("STATE_DIR={}", state_dir.display());
-    let mut out = vec![];
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if alive(pid) && env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
-            out.push(pid);
-        }
-    }
-    out
+    proc_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                alive(*pid) && env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+            })
+        })
+        .collect()
 }
 
 pub fn kill(pid: u32, sig: &str) {
