@@ -53,8 +53,12 @@ pub enum Event {
         why: String,
         reply_to: Option<(u64, i64)>,
     },
-    /// A new configuration that the watcher already read and validated.
-    NewConfig { config: Box<Config>, why: String },
+    /// `.env` was read and checked off the loop: the config, or the error.
+    Loaded {
+        result: Result<Box<Config>, String>,
+        why: String,
+        reply_to: Option<(u64, i64)>,
+    },
     /// Restart one worker (by index) or all of them, one at a time.
     Restart { index: Option<u32> },
 }
@@ -310,12 +314,7 @@ impl Supervisor {
                 },
             };
             if let Some(event) = event {
-                let reconfigured = matches!(
-                    event,
-                    Event::Reload { .. }
-                        | Event::NewConfig { .. }
-                        | Event::Signal(SignalKind::Reload)
-                );
+                let reconfigured = matches!(event, Event::Loaded { .. });
                 self.handle(event);
                 if reconfigured {
                     health.reconfigure(&self.config.settings);
@@ -396,7 +395,11 @@ impl Supervisor {
                 }
             }
             Event::Reload { why, reply_to } => self.reload(&why, reply_to),
-            Event::NewConfig { config, why } => self.apply(*config, &why, None),
+            Event::Loaded {
+                result,
+                why,
+                reply_to,
+            } => self.loaded(result, &why, reply_to),
             Event::Restart { index } => {
                 let ids: Vec<u64> = self
                     .slots
@@ -558,11 +561,50 @@ impl Supervisor {
             return;
         }
         crate::sdnotify::notify("RELOADING=1");
-        let env = |k: &str| std::env::var(k).ok();
-        let loaded = Config::load(&self.env_file, &env, false);
+        // Reading and checking the file is I/O: a short thread does it and
+        // sends the outcome back, so the loop never waits on the disk.
+        let load = {
+            let (path, tx, why) = (self.env_file.clone(), self.tx.clone(), why.to_string());
+            move || {
+                let env = |k: &str| std::env::var(k).ok();
+                let result = Config::load(&path, &env, false)
+                    .map(Box::new)
+                    .map_err(|e| e.to_string());
+                if tx
+                    .send(Event::Loaded {
+                        result,
+                        why,
+                        reply_to,
+                    })
+                    .is_err()
+                {
+                    // The loop is gone; there is nothing left to reload.
+                }
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("config-load".into())
+            .stack_size(256 * 1024)
+            .spawn(load)
+        {
+            log::error!("Config reload ({why}) not started: cannot start a thread: {e}");
+            crate::sdnotify::notify("READY=1");
+        }
+    }
+
+    /// The outcome of a reload read off the loop.
+    fn loaded(
+        &mut self,
+        result: Result<Box<Config>, String>,
+        why: &str,
+        reply_to: Option<(u64, i64)>,
+    ) {
         crate::sdnotify::notify("READY=1");
-        match loaded {
-            Ok(config) => self.apply(config, why, reply_to),
+        if self.shutting_down.is_some() {
+            return;
+        }
+        match result {
+            Ok(config) => self.apply(*config, why, reply_to),
             Err(e) => {
                 log::error!("Config reload ({why}) rejected; keeping the running config: {e}");
                 self.reply(
