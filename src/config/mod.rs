@@ -141,9 +141,15 @@ pub fn redact(key: &str, value: &str) -> String {
     if TOKEN_KEYS.contains(&key) || is_secret_key(key) {
         return "***".to_string();
     }
-    // A bot token under a mistyped key (TELEGRAM_BOT_TOKNES) is still one.
+    // A value over several lines is an unclosed quote that swallowed the
+    // lines after it, which may set secrets: show none of it.
+    if value.contains(['\n', '\r']) {
+        return "*** (a value over several lines: an unclosed quote?)".to_string();
+    }
+    // A bot token under a mistyped key (TELEGRAM_BOT_TOKNES) is still one,
+    // wherever it sits in the value.
     if value
-        .split([',', ' '])
+        .split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-')))
         .any(|part| crate::token::Token::parse(part).is_ok())
     {
         return "***".to_string();
