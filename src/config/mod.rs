@@ -343,20 +343,10 @@ impl Config {
         let tokens = parse_tokens(&entries, source, &mut problems, &mut warnings);
 
         // A secret substituted into another key (`PORT=${HEALTH_AUTH_TOKEN}`)
-        // must not be echoed by that key's message.
-        let secrets: Vec<&str> = entries
-            .iter()
-            .filter(|(k, e)| {
-                (TOKEN_KEYS.contains(&k.as_str()) || is_secret_key(k)) && e.value.len() >= 4
-            })
-            .map(|(_, e)| e.value.as_str())
-            .collect();
+        // or pasted as a key name must not be echoed by any message.
+        let secrets = secret_values(&entries);
         for p in problems.iter_mut() {
-            for s in &secrets {
-                if p.message.contains(s) {
-                    p.message = p.message.replace(s, "***");
-                }
-            }
+            p.message = scrub(&p.message, &secrets);
         }
         if !problems.is_empty() {
             if tokens.is_empty()
@@ -390,6 +380,9 @@ impl Config {
                 "{at}: {key} looks like it holds a bot token or HEALTH_AUTH_TOKEN; \
                  it is not passed on to workers and handlers"
             ));
+        }
+        for w in warnings.iter_mut() {
+            *w = scrub(w, &secrets);
         }
         let version = version_of(&entries);
         Ok(Config {
@@ -461,6 +454,49 @@ impl Config {
     }
 }
 
+/// The secret strings among `entries`, to mask wherever they show up (even
+/// as a key's name): the values of the token keys and of secret-looking
+/// keys, each comma- or space-separated part of them, and each bot token's
+/// part after the colon. Longest first, so a longer secret is masked whole
+/// before a shorter one inside it.
+fn secret_values(entries: &BTreeMap<String, Entry>) -> Vec<String> {
+    secrets_among(entries.iter().map(|(k, e)| (k.as_str(), e.value.as_str())))
+}
+
+/// As `secret_values`, from raw key/value pairs.
+fn secrets_among<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (key, value) in pairs {
+        if !(TOKEN_KEYS.contains(&key) || is_secret_key(key)) {
+            continue;
+        }
+        let value = value.trim();
+        out.push(value.to_string());
+        for part in value.split([',', ' ', '\t', '\n', '\r']) {
+            out.push(part.to_string());
+            if let Some((_, after)) = part.split_once(':') {
+                out.push(after.to_string());
+            }
+        }
+    }
+    // Too short to be a secret, and masking it would garble messages.
+    out.retain(|s| s.len() >= 4);
+    out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    out.dedup();
+    out
+}
+
+/// `text` with every one of `secrets` replaced by `***`.
+fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_string();
+    for s in secrets {
+        if text.contains(s.as_str()) {
+            text = text.replace(s.as_str(), "***");
+        }
+    }
+    text
+}
+
 /// What changed between two configurations; raw values (render redacts).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct ConfigDiff {
@@ -470,6 +506,9 @@ pub struct ConfigDiff {
     pub removed: Vec<(String, String)>,
     /// Keys in both with different values: key, old, new.
     pub modified: Vec<(String, String, String)>,
+    /// The secrets of both configurations, masked wherever they show in
+    /// `render` (a secret pasted as a key's name, say).
+    secrets: Vec<String>,
 }
 
 impl fmt::Debug for ConfigDiff {
@@ -496,6 +535,11 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
             d.removed.push((key.clone(), entry.value.clone()));
         }
     }
+    let mut secrets = secret_values(&old.entries);
+    secrets.extend(secret_values(&new.entries));
+    secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    secrets.dedup();
+    d.secrets = secrets;
     d
 }
 
@@ -523,6 +567,9 @@ impl ConfigDiff {
             ));
         }
         lines
+            .into_iter()
+            .map(|line| scrub(&line, &self.secrets))
+            .collect()
     }
 
     /// Every key that changed in any way, sorted.
@@ -727,10 +774,20 @@ fn key_lines(text: &str) -> BTreeMap<String, Vec<usize>> {
 /// Turns a dotenvy parse failure into an error naming the line, found by
 /// parsing each logical line alone. The line's text is not shown.
 fn syntax_error(text: &str, source: &str) -> ConfigError {
+    // The file does not parse, so its secrets are found by a lenient
+    // line-by-line read; a key that holds one (a pasted token) is not named.
+    let secrets = secrets_among(text.lines().filter_map(|line| {
+        let line = line.trim_start();
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let (key, value) = line.split_once('=')?;
+        Some((key.trim(), value.trim().trim_matches(['"', '\''])))
+    }));
     let error = |line, key: Option<&str>, hint| ConfigError::Syntax {
         source: source.to_string(),
         line,
-        key: key.map(str::to_string),
+        key: key
+            .filter(|k| !secrets.iter().any(|s| k.contains(s.as_str())))
+            .map(str::to_string),
         hint,
     };
     let logical = match logical_lines(text) {

@@ -663,3 +663,23 @@ fn a_short_health_auth_token_is_warned_without_showing_it() {
     );
     assert!(!c.warnings[0].contains("abc123"));
 }
+
+#[test]
+fn a_secret_pasted_as_a_key_is_masked_in_the_diff_and_in_errors() {
+    let no_env = |_: &str| None;
+    let secret = "eyJKSi0F1TxqG5abcdefg";
+    let base = Config::from_text("TELEGRAM_BOT_TOKENS=1:base\n", ".env", &no_env).unwrap(); // the literal parses
+    let text = format!("TELEGRAM_BOT_TOKENS=123:{secret}\n{secret}=1\n");
+    let c = Config::from_text(&text, ".env", &no_env).unwrap(); // a valid file
+    let lines = diff(&base, &c).render();
+    assert!(lines.iter().all(|l| !l.contains(secret)), "{lines:?}");
+    assert!(lines.contains(&"+ Added *** = 1".to_string()), "{lines:?}");
+
+    // The same key on a line that does not parse is not named.
+    let text = format!("TELEGRAM_BOT_TOKENS=123:{secret}\n{secret}=a b\n");
+    let e = Config::from_text(&text, ".env", &no_env)
+        .unwrap_err()
+        .to_string(); // a syntax error
+    assert!(!e.contains(secret), "{e}");
+    assert!(e.starts_with(".env:2: cannot parse this line"), "{e}");
+}
