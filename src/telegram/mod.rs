@@ -22,6 +22,7 @@
 
 mod error;
 mod multipart;
+mod resolve;
 
 pub use error::ApiError;
 
@@ -137,8 +138,13 @@ impl Client {
             // The long poll, the senders and a download or two at once.
             .max_idle_connections_per_host(8)
             .build();
+        let agent = ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::new(),
+            resolve::CachingResolver::default(),
+        );
         Client {
-            agent: config.new_agent(),
+            agent,
             base_url: base_url.trim_end_matches('/').to_string(),
             token,
             base_timeout,
