@@ -263,15 +263,20 @@ impl SendPath {
         let was_empty = chat.items.is_empty();
         chat.items.push_back(Item { msg, attempts: 0 });
         chat.last_used = now;
+        let sending = chat.sending;
         if was_empty {
             q.order.push_back(chat_id);
         }
         q.queued += 1;
-        if q.idle == 0 && q.threads < SENDERS {
-            self.spawner.grow(&self.shared, &mut q);
+        // A message behind one in flight in its chat waits for that send to
+        // finish, and the sender finishing it takes it: no one to wake.
+        if !sending {
+            if q.idle == 0 && q.threads < SENDERS {
+                self.spawner.grow(&self.shared, &mut q);
+            }
+            drop(q);
+            cv.notify_one();
         }
-        drop(q);
-        cv.notify_one();
     }
 
     /// Messages waiting to be sent.
@@ -327,6 +332,16 @@ fn pick(q: &mut Queue, rates: (f64, f64), now: Instant) -> Result<Item, Option<I
         return Ok(item);
     }
     Err(earliest)
+}
+
+/// True when a chat has a message to send and none in flight (pacing
+/// aside): work an idle sender could take.
+fn has_ready(q: &Queue) -> bool {
+    q.order.iter().any(|id| {
+        q.chats
+            .get(id)
+            .is_some_and(|c| !c.sending && !c.items.is_empty())
+    })
 }
 
 /// Puts a message back at the head of its chat, not before `not_before`.
@@ -394,7 +409,13 @@ fn run(shared: &(Mutex<Queue>, Condvar), client: &Client, rates: &Rates, on_erro
             loop {
                 let now = Instant::now();
                 match pick(&mut q, rates.get(), now) {
-                    Ok(item) => break item,
+                    Ok(item) => {
+                        // Pass the turn on: another chat may be ready too.
+                        if q.idle > 0 && has_ready(&q) {
+                            cv.notify_one();
+                        }
+                        break item;
+                    }
                     Err(Some(at)) => {
                         let wait = at
                             .saturating_duration_since(now)
@@ -420,12 +441,10 @@ fn run(shared: &(Mutex<Queue>, Condvar), client: &Client, rates: &Rates, on_erro
         item.attempts += 1;
         let chat_id = item.msg.chat_id;
         let outcome = deliver(client, &item.msg);
-        {
-            let mut q = lock(m);
-            done_sending(&mut q, chat_id, Instant::now());
-        }
-        // Another sender may be waiting for this chat's turn.
-        cv.notify_all();
+        // This chat's next message is now free to go; this thread takes it
+        // (or another chat's, waking an idle sender for the rest) when it
+        // picks again below.
+        done_sending(&mut lock(m), chat_id, Instant::now());
         match outcome {
             Ok(()) => finish(item, None),
             Err(e) if e.retry_after().is_some() && item.attempts < MAX_ATTEMPTS * 4 => {
