@@ -52,7 +52,8 @@ struct Shared {
     /// Milliseconds since `started` when the poll loop last made progress.
     alive_ms: AtomicU64,
     started: Instant,
-    settings: RwLock<Settings>,
+    /// Swapped whole on a reload; readers take a cheap `Arc` per update.
+    settings: RwLock<Arc<Settings>>,
     /// The latest settings as environment variables, for handlers.
     settings_env: RwLock<Vec<(String, String)>>,
     index: u32,
@@ -84,10 +85,10 @@ impl Shared {
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    fn settings(&self) -> Settings {
+    fn settings(&self) -> Arc<Settings> {
         match self.settings.read() {
-            Ok(s) => s.clone(),
-            Err(p) => p.into_inner().clone(),
+            Ok(s) => Arc::clone(&s),
+            Err(p) => Arc::clone(&p.into_inner()),
         }
     }
 
@@ -193,7 +194,7 @@ pub fn main() -> i32 {
         alive_ms: AtomicU64::new(0),
         started: Instant::now(),
         rates: Rates::new(settings.send_rate_per_chat, settings.send_rate_per_bot),
-        settings: RwLock::new(settings.clone()),
+        settings: RwLock::new(Arc::new(settings.clone())),
         settings_env: RwLock::new(Vec::new()),
         index,
         tracker: Tracker::new(start),
@@ -262,7 +263,7 @@ fn on_parent_msg(shared: &Shared, msg: ParentMsg) {
                         pool.resize(s.handler_concurrency);
                     }
                     if let Ok(mut cur) = shared.settings.write() {
-                        *cur = s;
+                        *cur = Arc::new(s);
                     }
                     if let Ok(mut cur) = shared.settings_env.write() {
                         *cur = env;
