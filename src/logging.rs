@@ -86,16 +86,21 @@ impl log::Log for FleetLogger {
 /// `Worker bot-N`; `spec` is a RUST_LOG filter such as `info`.
 pub fn init(prefix: &str, spec: &str) {
     let timestamps = std::env::var_os("JOURNAL_STREAM").is_none();
+    let filter = build_filter(spec);
+    let max = filter.filter();
     let logger = FleetLogger {
         prefix: prefix.to_string(),
         timestamps,
-        filter: RwLock::new(build_filter(spec)),
+        filter: RwLock::new(filter),
         secrets: RwLock::new(Vec::new()),
     };
     if LOGGER.set(logger).is_ok() {
         if let Some(l) = LOGGER.get() {
             if log::set_logger(l).is_ok() {
-                log::set_max_level(log::LevelFilter::Trace);
+                // The filter's most verbose level: below it, `log!` calls
+                // (ureq makes a dozen per request) stop at one atomic load
+                // instead of reaching `log` and its lock.
+                log::set_max_level(max);
             }
         }
     }
@@ -106,6 +111,7 @@ pub fn set_filter(spec: &str) {
     if let Some(l) = LOGGER.get() {
         if let Ok(mut f) = l.filter.write() {
             *f = build_filter(spec);
+            log::set_max_level(f.filter());
         }
     }
 }

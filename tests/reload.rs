@@ -493,3 +493,34 @@ fn a_setting_read_at_start_restarts_workers_one_at_a_time() {
         media2.join("bot-1").is_dir() && media2.join("bot-2").is_dir()
     });
 }
+
+#[test]
+fn rust_log_changes_take_effect_in_the_running_processes() {
+    let sandbox = sandbox_with(&[131]);
+    let fleet = Fleet::start(&sandbox, &[token(131)], &[]);
+    fleet.wait_ready(1);
+    let (_, m) = sandbox.send_text(131, 5, 5, "/ping");
+    wait_until(Duration::from_secs(10), "the pong", || {
+        replies_to(&sandbox.sent(131), m)
+            .iter()
+            .any(|t| t == "pong")
+    });
+    assert!(
+        !fleet.logs().contains("DEBUG"),
+        "RUST_LOG=info: no debug lines"
+    );
+
+    rewrite(&fleet, &sandbox, &[131], &[("RUST_LOG", "debug")]);
+    fleet.wait_log("[Worker bot-1] settings updated", Duration::from_secs(10));
+    let (_, m) = sandbox.send_text(131, 5, 5, "/ping");
+    wait_until(Duration::from_secs(10), "the second pong", || {
+        replies_to(&sandbox.sent(131), m)
+            .iter()
+            .any(|t| t == "pong")
+    });
+    fleet.wait_log(
+        "DEBUG [Worker bot-1] bot 131: calling sendMessage",
+        Duration::from_secs(5),
+    );
+    assert_no_secrets(&fleet, &[131]);
+}
