@@ -258,7 +258,12 @@ fn on_parent_msg(shared: &Shared, msg: ParentMsg) {
             match Settings::from_lookup(&lookup) {
                 Ok(s) => {
                     crate::logging::set_filter(&s.rust_log);
-                    shared.rates.set(s.send_rate_per_chat, s.send_rate_per_bot);
+                    // The send path shares these rates and wakes its
+                    // senders; before it exists, only the rates change.
+                    match shared.send.get() {
+                        Some(send) => send.set_rates(s.send_rate_per_chat, s.send_rate_per_bot),
+                        None => shared.rates.set(s.send_rate_per_chat, s.send_rate_per_bot),
+                    }
                     if let Some(pool) = shared.pool.get() {
                         pool.resize(s.handler_concurrency);
                     }

@@ -194,17 +194,12 @@ impl std::fmt::Debug for Spawner {
 
 impl Spawner {
     /// Starts one more sender (the caller holds the queue lock).
-    fn grow(&self, shared: &Arc<(Mutex<Queue>, Condvar)>, q: &mut Queue) {
-        let (s, client, rates, on_error) = (
-            Arc::clone(shared),
-            self.client.clone(),
-            Arc::clone(&self.rates),
-            Arc::clone(&self.on_error),
-        );
+    fn grow(self: &Arc<Self>, shared: &Arc<(Mutex<Queue>, Condvar)>, q: &mut Queue) {
+        let (s, spawner) = (Arc::clone(shared), Arc::clone(self));
         let spawned = std::thread::Builder::new()
             .name("sender".into())
             .stack_size(128 * 1024)
-            .spawn(move || run(&s, &client, &rates, &*on_error));
+            .spawn(move || run(&s, &spawner));
         match spawned {
             Ok(_) => q.threads += 1,
             Err(e) => log::error!("cannot start a sender thread: {e}"),
@@ -277,6 +272,13 @@ impl SendPath {
             drop(q);
             cv.notify_one();
         }
+    }
+
+    /// New send rates (a reload): senders waiting out the old pacing look
+    /// again at once.
+    pub fn set_rates(&self, per_chat: f64, per_bot: f64) {
+        self.spawner.rates.set(per_chat, per_bot);
+        self.shared.1.notify_all();
     }
 
     /// Messages waiting to be sent.
@@ -401,8 +403,17 @@ fn finish(item: Item, error: Option<String>) {
     // Dropping the item drops its ticket: the update may now be confirmed.
 }
 
-fn run(shared: &(Mutex<Queue>, Condvar), client: &Client, rates: &Rates, on_error: &dyn Fn()) {
-    let (m, cv) = shared;
+/// What became of one delivery, decided before the queue lock is taken.
+enum After {
+    Sent,
+    /// Back to the head of its chat, not before this long from now.
+    Retry(Duration),
+    Failed(String),
+}
+
+fn run(shared: &Arc<(Mutex<Queue>, Condvar)>, spawner: &Arc<Spawner>) {
+    let (m, cv) = &**shared;
+    let (client, rates) = (&spawner.client, &spawner.rates);
     loop {
         let mut item = {
             let mut q = lock(m);
@@ -410,9 +421,14 @@ fn run(shared: &(Mutex<Queue>, Condvar), client: &Client, rates: &Rates, on_erro
                 let now = Instant::now();
                 match pick(&mut q, rates.get(), now) {
                     Ok(item) => {
-                        // Pass the turn on: another chat may be ready too.
-                        if q.idle > 0 && has_ready(&q) {
-                            cv.notify_one();
+                        // Pass the turn on: another chat may be ready too,
+                        // for an idle sender or a new one.
+                        if has_ready(&q) {
+                            if q.idle > 0 {
+                                cv.notify_one();
+                            } else if q.threads < SENDERS {
+                                spawner.grow(shared, &mut q);
+                            }
                         }
                         break item;
                     }
@@ -440,35 +456,43 @@ fn run(shared: &(Mutex<Queue>, Condvar), client: &Client, rates: &Rates, on_erro
         };
         item.attempts += 1;
         let chat_id = item.msg.chat_id;
-        let outcome = deliver(client, &item.msg);
-        // This chat's next message is now free to go; this thread takes it
-        // (or another chat's, waking an idle sender for the rest) when it
-        // picks again below.
-        done_sending(&mut lock(m), chat_id, Instant::now());
-        match outcome {
-            Ok(()) => finish(item, None),
+        let after = match deliver(client, &item.msg) {
+            Ok(()) => After::Sent,
             Err(e) if e.retry_after().is_some() && item.attempts < MAX_ATTEMPTS * 4 => {
                 let wait = e.retry_after().unwrap_or(Duration::from_secs(1));
                 log::info!(
-                    "429 from Telegram in chat {}: waiting {} ms",
-                    item.msg.chat_id,
+                    "429 from Telegram in chat {chat_id}: waiting {} ms",
                     wait.as_millis()
                 );
-                requeue(&mut lock(m), item, Instant::now() + wait);
+                After::Retry(wait)
             }
             Err(e) if e.is_transient() && item.attempts < MAX_ATTEMPTS => {
                 let wait = Duration::from_millis(250 * (1 << item.attempts.min(6)));
                 log::warn!(
-                    "sending in chat {} failed ({e}); retrying in {} ms",
-                    item.msg.chat_id,
+                    "sending in chat {chat_id} failed ({e}); retrying in {} ms",
                     wait.as_millis()
                 );
-                requeue(&mut lock(m), item, Instant::now() + wait);
+                After::Retry(wait)
             }
             Err(e) => {
-                on_error();
-                log::warn!("cannot send in chat {}: {e}", item.msg.chat_id);
-                let text = e.to_string();
+                (spawner.on_error)();
+                log::warn!("cannot send in chat {chat_id}: {e}");
+                After::Failed(e.to_string())
+            }
+        };
+        // Under one lock: a message going back to the head of its chat must
+        // be there before the chat is free again, or another sender could
+        // send the chat's next message first. Otherwise this thread takes
+        // the chat's next message (or another chat's, waking an idle sender
+        // for the rest) when it picks again above.
+        match after {
+            After::Retry(wait) => requeue(&mut lock(m), item, Instant::now() + wait),
+            After::Sent => {
+                done_sending(&mut lock(m), chat_id, Instant::now());
+                finish(item, None);
+            }
+            After::Failed(text) => {
+                done_sending(&mut lock(m), chat_id, Instant::now());
                 finish(item, Some(text));
             }
         }
