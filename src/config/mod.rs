@@ -146,10 +146,11 @@ pub fn redact(key: &str, value: &str) -> String {
     if value.contains(['\n', '\r']) {
         return "*** (a value over several lines: an unclosed quote?)".to_string();
     }
-    // A bot token under a mistyped key (TELEGRAM_BOT_TOKNES) is still one,
-    // wherever it sits in the value.
+    // A bot token under a mistyped key (TELEGRAM_BOT_TOKNES) is still one.
+    // Split only where a list or a quote would: a URL's `host:port` must
+    // not pass for a token.
     if value
-        .split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-')))
+        .split([',', ' ', '\t', '"', '\''])
         .any(|part| crate::token::Token::parse(part).is_ok())
     {
         return "***".to_string();

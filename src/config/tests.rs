@@ -683,3 +683,13 @@ fn a_secret_pasted_as_a_key_is_masked_in_the_diff_and_in_errors() {
     assert!(!e.contains(secret), "{e}");
     assert!(e.starts_with(".env:2: cannot parse this line"), "{e}");
 }
+
+#[test]
+fn a_url_with_a_port_is_shown_in_the_diff() {
+    let old = load_ok(&with_token("TELEGRAM_API_URL=http://127.0.0.1:8081\n"));
+    let new = load_ok(&with_token("TELEGRAM_API_URL=http://127.0.0.1:8082\n"));
+    assert_eq!(
+        diff(&old, &new).render(),
+        ["~ Modified TELEGRAM_API_URL = http://127.0.0.1:8081 → http://127.0.0.1:8082"]
+    );
+}
