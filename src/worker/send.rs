@@ -135,7 +135,9 @@ struct Queue {
     order: VecDeque<i64>,
     bot: Bucket,
     queued: usize,
-    /// Sender threads started, and how many wait for work.
+    /// Sender threads started, and how many wait for work. A thread just
+    /// started counts as idle until it runs: it picks before it waits, so
+    /// a burst does not start a thread per message.
     threads: usize,
     idle: usize,
 }
@@ -201,7 +203,10 @@ impl Spawner {
             .stack_size(128 * 1024)
             .spawn(move || run(&s, &spawner));
         match spawned {
-            Ok(_) => q.threads += 1,
+            Ok(_) => {
+                q.threads += 1;
+                q.idle += 1;
+            }
             Err(e) => log::error!("cannot start a sender thread: {e}"),
         }
     }
@@ -414,6 +419,8 @@ enum After {
 fn run(shared: &Arc<(Mutex<Queue>, Condvar)>, spawner: &Arc<Spawner>) {
     let (m, cv) = &**shared;
     let (client, rates) = (&spawner.client, &spawner.rates);
+    // Started as idle (see `Queue::idle`); from here it is at work.
+    lock(m).idle -= 1;
     loop {
         let mut item = {
             let mut q = lock(m);
