@@ -7,8 +7,10 @@
 //! restarted systemd must not stop the fleet.
 
 use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Why one notification could not be delivered.
 #[derive(Debug)]
@@ -102,18 +104,24 @@ pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) ->
 /// The running watchdog thread; dropping it (or `stop`) ends the thread.
 #[derive(Debug)]
 pub struct Watchdog {
-    stop: Option<Sender<()>>,
+    /// Wakes the thread (it also carries the loop's answers).
+    wake: Sender<()>,
+    stopping: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Watchdog {
-    /// Ends the keep-alive thread and waits for it.
+    /// Ends the keep-alive thread and waits for it (at once, even while it
+    /// waits for the loop's answer).
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        self.stop = None;
+        self.stopping.store(true, Ordering::SeqCst);
+        if self.wake.send(()).is_err() {
+            // The thread is gone already.
+        }
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
                 log::debug!("sd_notify watchdog thread panicked");
@@ -131,20 +139,23 @@ impl Drop for Watchdog {
 /// Starts sending `WATCHDOG=1` at half of WATCHDOG_USEC, when systemd asked
 /// for it (NOTIFY_SOCKET and WATCHDOG_USEC set, WATCHDOG_PID ours or unset).
 ///
-/// The pings come from their own thread for as long as the process lives
-/// (until `stop`): they prove the process is scheduled, not that the
-/// supervisor loop is making progress, because the loop publishes its view
-/// only on events and an idle fleet is not a stuck one.
-pub fn start_watchdog() -> Option<Watchdog> {
+/// Before each keep-alive the thread calls `ask` with a sender to answer
+/// on, and waits up to a quarter of WATCHDOG_USEC for `()`: the supervisor
+/// answers from its loop, so a stuck loop withholds the keep-alive and
+/// systemd restarts the service, while an idle fleet still answers.
+/// `ask` returns false when the question could not be put.
+pub fn start_watchdog(ask: impl Fn(Sender<()>) -> bool + Send + 'static) -> Option<Watchdog> {
     std::env::var_os("NOTIFY_SOCKET")?;
     let usec = std::env::var("WATCHDOG_USEC").ok();
     let pid = std::env::var("WATCHDOG_PID").ok();
     let every = watchdog_interval(usec.as_deref(), pid.as_deref(), std::process::id())?;
-    let (tx, rx) = mpsc::channel::<()>();
+    let (wake, rx) = mpsc::channel::<()>();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (answers, stop_flag) = (wake.clone(), Arc::clone(&stopping));
     let thread = std::thread::Builder::new()
         .name("sd-watchdog".into())
         .stack_size(64 * 1024)
-        .spawn(move || watchdog_loop(&rx, every));
+        .spawn(move || watchdog_loop(&rx, &answers, &stop_flag, every, &ask, &notify));
     match thread {
         Ok(t) => {
             log::debug!(
@@ -152,7 +163,8 @@ pub fn start_watchdog() -> Option<Watchdog> {
                 every.as_millis()
             );
             Some(Watchdog {
-                stop: Some(tx),
+                wake,
+                stopping,
                 thread: Some(t),
             })
         }
@@ -163,12 +175,52 @@ pub fn start_watchdog() -> Option<Watchdog> {
     }
 }
 
-fn watchdog_loop(stop: &Receiver<()>, every: Duration) {
+/// Every `every`: asks, and sends `WATCHDOG=1` through `send` when the
+/// answer comes within half of `every`; else logs (once per stall) and
+/// sends nothing. `rx` gets the answers (late ones are ignored) and the
+/// wake-up of `stopping`.
+fn watchdog_loop(
+    rx: &Receiver<()>,
+    answers: &Sender<()>,
+    stopping: &AtomicBool,
+    every: Duration,
+    ask: &dyn Fn(Sender<()>) -> bool,
+    send: &dyn Fn(&str),
+) {
+    let mut stalled = false;
     loop {
-        notify("WATCHDOG=1");
-        match stop.recv_timeout(every) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        while rx.try_recv().is_ok() {} // late answers to an earlier question
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let answered = ask(answers.clone()) && rx.recv_timeout(every / 2).is_ok();
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if answered {
+            if stalled {
+                log::warn!(
+                    "the supervisor loop answers again; systemd watchdog keep-alives resume"
+                );
+                stalled = false;
+            }
+            send("WATCHDOG=1");
+        } else if !stalled {
+            log::error!(
+                "the supervisor loop did not answer within {} ms; withholding the systemd watchdog keep-alive",
+                (every / 2).as_millis()
+            );
+            stalled = true;
+        }
+        let until = Instant::now() + every;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(()) if stopping.load(Ordering::SeqCst) => return,
+                Ok(()) => {} // a late answer
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
         }
     }
 }
@@ -217,5 +269,41 @@ mod tests {
             assert_eq!(&buf[..n], b"STOPPING=1");
         }
         assert!(send("/nonexistent/botfleet.sock", "READY=1").is_err());
+    }
+
+    #[test]
+    fn keep_alives_go_only_while_the_loop_answers() {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Mutex;
+        let asked = AtomicUsize::new(0);
+        let stopping = AtomicBool::new(false);
+        let (answers, rx) = mpsc::channel::<()>();
+        // Answers, stalls twice, answers twice; stops when asked a 6th time.
+        let ask = |answer: Sender<()>| {
+            let n = asked.fetch_add(1, Ordering::SeqCst);
+            if n == 5 {
+                stopping.store(true, Ordering::SeqCst);
+            }
+            if !(1..=2).contains(&n) {
+                answer.send(()).expect("the loop holds the receiver");
+            }
+            true
+        };
+        let sent = Mutex::new(Vec::new());
+        let send = |m: &str| sent.lock().expect("not poisoned").push(m.to_string());
+        watchdog_loop(
+            &rx,
+            &answers,
+            &stopping,
+            Duration::from_millis(2),
+            &ask,
+            &send,
+        );
+        assert_eq!(asked.load(Ordering::SeqCst), 6);
+        assert_eq!(
+            sent.lock().expect("not poisoned").len(),
+            3,
+            "keep-alives for answers 0, 3 and 4 only"
+        );
     }
 }

@@ -8,7 +8,8 @@
 //! only to clone it. It must never stop the fleet: a port that cannot be
 //! bound, a keep-alive URL that fails, a systemd that is not there are all
 //! logged and lived with. It must never put a token in an answer or a log
-//! line, and it acts on the fleet only through `Event::Restart`.
+//! line, and it acts on the fleet only through `Event::Restart` (and asks
+//! the loop whether it turns with `Event::Alive`, for the watchdog).
 
 pub mod metrics;
 pub mod routes;
@@ -191,6 +192,9 @@ impl Health {
     /// the fleet runs on without HTTP and the log says so. Also starts the
     /// KEEPALIVE_URL pinger and the systemd watchdog when they are asked for.
     pub fn start(settings: &Settings, view: Arc<Mutex<FleetView>>, tx: Sender<Event>) -> Health {
+        // The systemd watchdog asks the supervisor loop itself.
+        let probe = tx.clone();
+        let alive = move |answer: Sender<()>| probe.send(Event::Alive(answer)).is_ok();
         let ctx = Arc::new(Context {
             view,
             tx: Mutex::new(tx),
@@ -207,7 +211,7 @@ impl Health {
             port: settings.port,
             server,
             keepalive,
-            watchdog: crate::sdnotify::start_watchdog(),
+            watchdog: crate::sdnotify::start_watchdog(alive),
         }
     }
 

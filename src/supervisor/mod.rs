@@ -61,6 +61,8 @@ pub enum Event {
     },
     /// Restart one worker (by index) or all of them, one at a time.
     Restart { index: Option<u32> },
+    /// The systemd watchdog asks whether the loop is turning: answer.
+    Alive(std::sync::mpsc::Sender<()>),
 }
 
 /// A worker as /health and `status` see it.
@@ -409,6 +411,11 @@ impl Supervisor {
                     .collect();
                 log::info!("Restart requested: {} worker(s), one at a time", ids.len());
                 self.start_rolling(ids);
+            }
+            Event::Alive(answer) => {
+                if answer.send(()).is_err() {
+                    log::debug!("the watchdog stopped waiting for this answer");
+                }
             }
         }
     }
