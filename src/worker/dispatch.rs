@@ -5,10 +5,14 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-#[derive(Default)]
+/// A thread with no work for this long leaves (one always stays), so a
+/// burst does not hold its threads' stacks for the life of the worker.
+const IDLE_EXIT: Duration = Duration::from_secs(60);
+
 struct Sched {
     queues: HashMap<i64, VecDeque<Job>>,
     /// Chats with a job queued and none running, in arrival order.
@@ -18,6 +22,21 @@ struct Sched {
     /// Threads waiting for work.
     idle: usize,
     wanted: usize,
+    idle_exit: Duration,
+}
+
+impl Default for Sched {
+    fn default() -> Sched {
+        Sched {
+            queues: HashMap::new(),
+            ready: VecDeque::new(),
+            active: HashSet::new(),
+            threads: 0,
+            idle: 0,
+            wanted: 1,
+            idle_exit: IDLE_EXIT,
+        }
+    }
 }
 
 /// The pool's handle.
@@ -42,8 +61,16 @@ fn lock(m: &Mutex<Sched>) -> std::sync::MutexGuard<'_, Sched> {
 
 impl Pool {
     pub fn new(threads: usize) -> Pool {
+        Pool::with_idle_exit(threads, IDLE_EXIT)
+    }
+
+    fn with_idle_exit(threads: usize, idle_exit: Duration) -> Pool {
+        let sched = Sched {
+            idle_exit,
+            ..Sched::default()
+        };
         let pool = Pool {
-            inner: Arc::new((Mutex::new(Sched::default()), Condvar::new())),
+            inner: Arc::new((Mutex::new(sched), Condvar::new())),
         };
         pool.resize(threads);
         pool
@@ -99,11 +126,20 @@ fn work(inner: &(Mutex<Sched>, Condvar)) {
         }
         let Some(chat) = s.ready.pop_front() else {
             s.idle += 1;
-            s = match cv.wait(s) {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
+            let idle_exit = s.idle_exit;
+            let timed_out;
+            (s, timed_out) = match cv.wait_timeout(s, idle_exit) {
+                Ok((g, t)) => (g, t.timed_out()),
+                Err(p) => {
+                    let (g, t) = p.into_inner();
+                    (g, t.timed_out())
+                }
             };
             s.idle -= 1;
+            if timed_out && s.ready.is_empty() && s.threads > 1 {
+                s.threads -= 1;
+                return;
+            }
             continue;
         };
         let Some(job) = s.queues.get_mut(&chat).and_then(VecDeque::pop_front) else {
@@ -167,5 +203,38 @@ mod tests {
             assert_eq!(order, [0, 1, 2, 3, 4], "chat {chat} in order");
         }
         assert!(peak.load(Ordering::SeqCst) > 1, "chats ran in parallel");
+    }
+
+    #[test]
+    fn threads_a_burst_started_leave_when_idle_but_one_stays() {
+        let pool = Pool::with_idle_exit(4, Duration::from_millis(200));
+        let done = Arc::new(AtomicUsize::new(0));
+        for chat in 0..4i64 {
+            let done = done.clone();
+            pool.submit(chat, move || {
+                std::thread::sleep(Duration::from_millis(50));
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        let threads = || lock(&pool.inner.0).threads;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while done.load(Ordering::SeqCst) < 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 4);
+        assert!(threads() > 1, "the burst started threads");
+        while threads() > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(threads(), 1, "idle threads left, one stayed");
+        // And the one left still works.
+        let again = done.clone();
+        pool.submit(9, move || {
+            again.fetch_add(1, Ordering::SeqCst);
+        });
+        while done.load(Ordering::SeqCst) < 5 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 5);
     }
 }

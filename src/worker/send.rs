@@ -25,6 +25,9 @@ const CHAT_BURST: f64 = 3.0;
 pub const SENDERS: usize = 4;
 /// An idle chat's pacing state is kept this long after its last message.
 const CHAT_IDLE_FORGET: Duration = Duration::from_secs(60);
+/// A sender with nothing queued for this long leaves (one always stays), so
+/// a burst does not hold its threads' stacks for the life of the worker.
+const IDLE_EXIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Content {
@@ -140,6 +143,7 @@ struct Queue {
     /// a burst does not start a thread per message.
     threads: usize,
     idle: usize,
+    idle_exit: Duration,
 }
 
 /// The send rates, changeable at run time (a reload).
@@ -227,6 +231,15 @@ impl SendPath {
         rates: Arc<Rates>,
         on_error: impl Fn() + Send + Sync + 'static,
     ) -> std::io::Result<SendPath> {
+        SendPath::start_with(client, rates, on_error, IDLE_EXIT)
+    }
+
+    fn start_with(
+        client: Client,
+        rates: Arc<Rates>,
+        on_error: impl Fn() + Send + Sync + 'static,
+        idle_exit: Duration,
+    ) -> std::io::Result<SendPath> {
         let now = Instant::now();
         let shared = Arc::new((
             Mutex::new(Queue {
@@ -236,6 +249,7 @@ impl SendPath {
                 queued: 0,
                 threads: 0,
                 idle: 0,
+                idle_exit,
             }),
             Condvar::new(),
         ));
@@ -452,11 +466,20 @@ fn run(shared: &Arc<(Mutex<Queue>, Condvar)>, spawner: &Arc<Spawner>) {
                     }
                     Err(None) => {
                         q.idle += 1;
-                        q = match cv.wait(q) {
-                            Ok(g) => g,
-                            Err(p) => p.into_inner(),
+                        let idle_exit = q.idle_exit;
+                        let timed_out;
+                        (q, timed_out) = match cv.wait_timeout(q, idle_exit) {
+                            Ok((g, t)) => (g, t.timed_out()),
+                            Err(p) => {
+                                let (g, t) = p.into_inner();
+                                (g, t.timed_out())
+                            }
                         };
                         q.idle -= 1;
+                        if timed_out && q.queued == 0 && q.threads > 1 {
+                            q.threads -= 1;
+                            return;
+                        }
                     }
                 }
             }
@@ -531,7 +554,86 @@ mod tests {
             queued: 0,
             threads: 0,
             idle: 0,
+            idle_exit: IDLE_EXIT,
         }
+    }
+
+    #[test]
+    fn senders_a_burst_started_leave_when_idle_but_one_stays() {
+        use crate::sandbox::{Sandbox, SandboxOptions};
+        let sandbox = Sandbox::start(&SandboxOptions::default()).expect("a loopback sandbox");
+        let token = "4242:send-path-test-secret";
+        let bot = sandbox
+            .register_bot(token, "sendtest_bot")
+            .expect("a valid token");
+        for chat in 1..=3 {
+            // Telegram (and the sandbox) only lets a bot write to a chat that
+            // wrote to it.
+            sandbox
+                .inject_text(bot, chat, chat, "hello")
+                .expect("the bot is registered");
+        }
+        // The first sendMessage hangs, so the first sender is busy when a
+        // second chat's message comes: a second sender starts.
+        let fault = serde_json::json!({"kind": "hang", "method": "sendMessage", "hang_ms": 1500});
+        let answer = ureq::post(format!("{}/_sandbox/faults", sandbox.url()))
+            .header("Content-Type", "application/json")
+            .send(fault.to_string())
+            .expect("the sandbox's control API answers");
+        assert_eq!(answer.status(), 200);
+        let client = Client::new(
+            &sandbox.url(),
+            crate::token::Token::parse(token).expect("a valid token"),
+            1,
+        );
+        let path = SendPath::start_with(
+            client,
+            Rates::new(0.0, 0.0),
+            || {},
+            Duration::from_millis(300),
+        )
+        .expect("the first sender starts");
+        let threads = || lock(&path.shared.0).threads;
+        let text = |chat_id: i64| Outgoing {
+            chat_id,
+            content: Content::Text(format!("to {chat_id}")),
+            reply_to: None,
+            ticket: None,
+            report: None,
+        };
+        path.send(text(1));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // Until the first sender has taken chat 1's message (it hangs).
+        while lock(&path.shared.0).queued > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        path.send(text(2));
+        assert!(
+            threads() >= 2,
+            "a second sender started for the second chat"
+        );
+        while sandbox.sent_since(bot, 0).len() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            sandbox.sent_since(bot, 0).len(),
+            2,
+            "both sent (chat 1 after a retry)"
+        );
+        while threads() > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(threads(), 1, "idle senders left, one stayed");
+        path.send(text(3));
+        while sandbox.sent_since(bot, 0).len() < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            sandbox.sent_since(bot, 0).len(),
+            3,
+            "the one left still sends"
+        );
+        sandbox.shutdown();
     }
 
     fn push(q: &mut Queue, it: Item, now: Instant) {
