@@ -86,19 +86,6 @@ impl Pool {
         self.inner.1.notify_all();
     }
 
-    /// Starts one more thread (the caller holds the lock and checked the limit).
-    fn grow(&self, s: &mut Sched) {
-        let inner = Arc::clone(&self.inner);
-        let spawned = std::thread::Builder::new()
-            .name("job".into())
-            .stack_size(256 * 1024)
-            .spawn(move || work(&inner));
-        match spawned {
-            Ok(_) => s.threads += 1,
-            Err(e) => log::error!("cannot start a job thread: {e}"),
-        }
-    }
-
     /// Queues a job for a chat.
     pub fn submit(&self, chat_id: i64, job: impl FnOnce() + Send + 'static) {
         let mut s = lock(&self.inner.0);
@@ -109,16 +96,36 @@ impl Pool {
             s.ready.push_back(chat_id);
         }
         if s.idle == 0 && s.threads < s.wanted {
-            self.grow(&mut s);
+            grow(&self.inner, &mut s);
         }
         drop(s);
         self.inner.1.notify_one();
     }
 }
 
-fn work(inner: &(Mutex<Sched>, Condvar)) {
-    let (m, cv) = inner;
+/// Starts one more thread (the caller holds the lock and checked the
+/// limit). It counts as idle until it runs: it looks for work before it
+/// waits, so a burst does not start a thread per job.
+fn grow(inner: &Arc<(Mutex<Sched>, Condvar)>, s: &mut Sched) {
+    let inner = Arc::clone(inner);
+    let spawned = std::thread::Builder::new()
+        .name("job".into())
+        .stack_size(256 * 1024)
+        .spawn(move || work(&inner));
+    match spawned {
+        Ok(_) => {
+            s.threads += 1;
+            s.idle += 1;
+        }
+        Err(e) => log::error!("cannot start a job thread: {e}"),
+    }
+}
+
+fn work(inner: &Arc<(Mutex<Sched>, Condvar)>) {
+    let (m, cv) = &**inner;
     let mut s = lock(m);
+    // Started as idle (see `grow`); from here it is at work.
+    s.idle -= 1;
     loop {
         if s.threads > s.wanted {
             s.threads -= 1;
@@ -146,6 +153,15 @@ fn work(inner: &(Mutex<Sched>, Condvar)) {
             continue;
         };
         s.active.insert(chat);
+        // Pass the turn on: a batch of updates is submitted faster than one
+        // idle thread wakes, so more chats may be ready than threads awake.
+        if !s.ready.is_empty() {
+            if s.idle > 0 {
+                cv.notify_one();
+            } else if s.threads < s.wanted {
+                grow(inner, &mut s);
+            }
+        }
         drop(s);
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
             log::error!("a job for chat {chat} panicked; it was skipped");
@@ -236,5 +252,39 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(done.load(Ordering::SeqCst), 5);
+    }
+
+    #[test]
+    fn a_batch_submitted_to_an_idle_thread_still_runs_in_parallel() {
+        let pool = Pool::new(4);
+        let done = Arc::new(AtomicUsize::new(0));
+        let first = done.clone();
+        pool.submit(0, move || {
+            first.fetch_add(1, Ordering::SeqCst);
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // One thread, idle: the next submits all find it "idle" before it wakes.
+        while !(done.load(Ordering::SeqCst) == 1 && lock(&pool.inner.0).idle == 1)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        for chat in 1..=4i64 {
+            let (done, running, peak) = (done.clone(), running.clone(), peak.clone());
+            pool.submit(chat, move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+                running.fetch_sub(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        while done.load(Ordering::SeqCst) < 5 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 5);
+        assert!(peak.load(Ordering::SeqCst) > 1, "the batch ran in parallel");
     }
 }
