@@ -18,12 +18,7 @@ fn token(id: u64) -> String {
 }
 
 fn sandbox_with(ids: &[u64]) -> (SandboxProc, Vec<String>) {
-    let sandbox = SandboxProc::start();
-    let tokens: Vec<String> = ids.iter().map(|id| token(*id)).collect();
-    for (id, t) in ids.iter().zip(&tokens) {
-        sandbox.add_bot(t, &format!("bad{id}_bot"));
-    }
-    (sandbox, tokens)
+    SandboxProc::with_bots(ids, token, "bad")
 }
 
 fn calls(sandbox: &SandboxProc, id: u64, method: &str) -> u64 {

@@ -61,12 +61,7 @@ impl Rng {
 }
 
 fn sandbox_with(ids: &[u64]) -> (SandboxProc, Vec<String>) {
-    let sandbox = SandboxProc::start();
-    let tokens: Vec<String> = ids.iter().map(|id| token(*id)).collect();
-    for (id, t) in ids.iter().zip(&tokens) {
-        sandbox.add_bot(t, &format!("chaos{id}_bot"));
-    }
-    (sandbox, tokens)
+    SandboxProc::with_bots(ids, token, "chaos")
 }
 
 /// Rewrites the TELEGRAM_BOT_TOKENS line of `.env` (by rename, as editors do).

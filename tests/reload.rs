@@ -16,11 +16,7 @@ fn token(id: u64) -> String {
 }
 
 fn sandbox_with(ids: &[u64]) -> SandboxProc {
-    let sandbox = SandboxProc::start();
-    for id in ids {
-        sandbox.add_bot(&token(*id), &format!("reload{id}_bot"));
-    }
-    sandbox
+    SandboxProc::with_bots(ids, token, "reload").0
 }
 
 /// Replaces the file by rename, as editors do.

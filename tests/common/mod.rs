@@ -203,6 +203,21 @@ impl SandboxProc {
         self.control("POST", path, Some(body.to_string().into_bytes()))
     }
 
+    /// A new sandbox with one bot per id: its token is `token(id)`, its
+    /// username `{name}{id}_bot`. Returns the tokens in `ids` order.
+    pub fn with_bots(
+        ids: &[u64],
+        token: fn(u64) -> String,
+        name: &str,
+    ) -> (SandboxProc, Vec<String>) {
+        let sandbox = SandboxProc::start();
+        let tokens: Vec<String> = ids.iter().map(|id| token(*id)).collect();
+        for (id, t) in ids.iter().zip(&tokens) {
+            sandbox.add_bot(t, &format!("{name}{id}_bot"));
+        }
+        (sandbox, tokens)
+    }
+
     /// Registers a bot; returns its id.
     pub fn add_bot(&self, token: &str, username: &str) -> u64 {
         let result = self.control_json("bots", json!({"token": token, "username": username}));
