@@ -93,7 +93,7 @@ pub fn check(env_file: &Path, offline: bool) -> i32 {
     for (position, token) in config.tokens.iter().enumerate() {
         let index = registry
             .get(token.bot_id())
-            .map_or_else(|| format!("#{}", position + 1), |i| i.to_string());
+            .map_or_else(|| format!("#{position}"), |i| i.to_string());
         let client = Client::new(&config.settings.api_url, token.clone(), 10);
         match client.get_me() {
             Ok(me) => println!(

@@ -110,8 +110,7 @@ impl Registry {
             let index = index
                 .as_u64()
                 .and_then(|i| u32::try_from(i).ok())
-                .filter(|i| *i > 0)
-                .ok_or_else(|| corrupt("an index is not a positive number"))?;
+                .ok_or_else(|| corrupt("an index is not a whole number"))?;
             indices.insert(id, index);
         }
         Ok(Registry { indices })
@@ -140,7 +139,9 @@ impl Registry {
             return (i, false);
         }
         let used: std::collections::BTreeSet<u32> = self.indices.values().copied().collect();
-        let index = (1..).find(|i| !used.contains(i)).unwrap_or(1);
+        // From 0, as in the original design; a registry written by an earlier
+        // version (from 1) keeps its indices.
+        let index = (0..).find(|i| !used.contains(i)).unwrap_or(0);
         self.indices.insert(bot_id, index);
         (index, true)
     }
@@ -196,14 +197,14 @@ mod tests {
     fn indices_are_stable_and_never_reused() {
         let dir = scratch("registry");
         let mut r = Registry::load(&dir).expect("missing file is empty");
-        assert_eq!(r.index_for(111), (1, true));
-        assert_eq!(r.index_for(222), (2, true));
-        assert_eq!(r.index_for(111), (1, false));
+        assert_eq!(r.index_for(111), (0, true));
+        assert_eq!(r.index_for(222), (1, true));
+        assert_eq!(r.index_for(111), (0, false));
         r.save(&dir).expect("save");
         let mut again = Registry::load(&dir).expect("load");
         assert_eq!(again, r);
         // A removed bot keeps its entry, so a new bot never takes its index.
-        assert_eq!(again.index_for(333), (3, true));
+        assert_eq!(again.index_for(333), (2, true));
     }
 
     #[test]
@@ -214,8 +215,24 @@ mod tests {
             Registry::load(&dir),
             Err(StateError::Corrupt { .. })
         ));
-        fs::write(Registry::path(&dir), r#"{"bots":{"1":0}}"#).expect("write");
+        fs::write(Registry::path(&dir), r#"{"bots":{"1":-1}}"#).expect("write");
         assert!(Registry::load(&dir).is_err());
+    }
+
+    #[test]
+    fn index_zero_and_an_earlier_versions_registry_both_load() {
+        let dir = scratch("from-zero");
+        // Written by this version: indices from 0.
+        fs::write(Registry::path(&dir), r#"{"bots":{"7":0,"8":1}}"#).expect("write");
+        let r = Registry::load(&dir).expect("index 0 is valid");
+        assert_eq!((r.get(7), r.get(8)), (Some(0), Some(1)));
+        // Written by an earlier version (from 1): every bot keeps its index,
+        // and a new bot gets the lowest index never used, 0.
+        fs::write(Registry::path(&dir), r#"{"bots":{"7":1,"8":2}}"#).expect("write");
+        let mut old = Registry::load(&dir).expect("an old registry loads");
+        assert_eq!((old.get(7), old.get(8)), (Some(1), Some(2)));
+        assert_eq!(old.index_for(9), (0, true));
+        assert_eq!(old.index_for(10), (3, true));
     }
 
     #[test]

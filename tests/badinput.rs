@@ -141,7 +141,7 @@ fn a_missing_media_dir_is_created() {
     );
     fleet.wait_ready(1);
     ping_answered(&sandbox, id, Duration::from_secs(10));
-    for sub in ["bot-1", "bot-1/received", "bot-1/sent"] {
+    for sub in ["bot-0", "bot-0/received", "bot-0/sent"] {
         assert!(media.join(sub).is_dir(), "{sub} created");
     }
 }
@@ -186,7 +186,7 @@ fn a_full_disk_for_received_files_is_an_error_not_a_dead_worker() {
     assert!(!reply.contains("Saved"), "not saved: {reply}");
     assert_eq!(fleet.workers(), vec![pid], "the worker survived the write");
     fleet.wait_log("cannot save", Duration::from_secs(5));
-    let received = fleet.dir.join("media/bot-1/received");
+    let received = fleet.dir.join("media/bot-0/received");
     let partial: Vec<_> = std::fs::read_dir(&received)
         .expect("list received")
         .flatten()

@@ -83,7 +83,7 @@ fn files_from_users_land_in_received_byte_for_byte_with_safe_names() {
     let (sandbox, tokens) = one_bot(12);
     let fleet = Fleet::start(&sandbox, &tokens, &[]);
     fleet.wait_ready(1);
-    let received = fleet.dir.join("media/bot-1/received");
+    let received = fleet.dir.join("media/bot-0/received");
     let bytes = pseudo_random(300_000, 7);
     let (_, m1, _) = sandbox.send_file(12, 5, 5, "document", "report.pdf", &bytes);
     let (_, m2, _) = sandbox.send_file(12, 5, 5, "document", "../../etc/passwd", b"evil");
@@ -122,7 +122,7 @@ fn outbox_files_reach_every_recipient_once_even_after_failures() {
     }
     let fleet = Fleet::start(&sandbox, &tokens, &[("MEDIA_RECIPIENTS", "21,22")]);
     fleet.wait_ready(1);
-    let outbox = fleet.dir.join("media/bot-1");
+    let outbox = fleet.dir.join("media/bot-0");
     let docs = |name: &str| -> Vec<Value> {
         sandbox
             .sent(13)
@@ -362,7 +362,7 @@ fn clean_up_mediadir_wipes_the_bots_media_but_never_its_state() {
     let vars = common::fleet::merged_env(&sandbox, &dir, &tokens, &[("CLEAN_UP_MEDIADIR", "true")]);
     let env_file = dir.join(".env");
     std::fs::write(&env_file, common::fleet::render_env(&vars)).expect("write .env");
-    let stale = dir.join("media/bot-1/received/stale.txt");
+    let stale = dir.join("media/bot-0/received/stale.txt");
     std::fs::create_dir_all(stale.parent().expect("a parent")).expect("mkdir");
     std::fs::write(&stale, "old").expect("write");
     std::fs::create_dir_all(dir.join("state")).expect("mkdir state");
@@ -371,7 +371,7 @@ fn clean_up_mediadir_wipes_the_bots_media_but_never_its_state() {
     fleet.wait_ready(1);
     assert!(!stale.exists(), "the media dir was wiped");
     assert!(
-        fleet.dir.join("media/bot-1/received").is_dir(),
+        fleet.dir.join("media/bot-0/received").is_dir(),
         "and recreated"
     );
     assert!(

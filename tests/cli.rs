@@ -101,7 +101,7 @@ fn check_validates_offline_and_calls_get_me_online() {
         .find(|l| l.contains("5199"))
         .expect("a row for the bad token");
     assert!(
-        bad_row.starts_with("#2") && bad_row.contains("error"),
+        bad_row.starts_with("#1") && bad_row.contains("error"),
         "{bad_row}"
     );
     assert!(!t.contains("check-secret"), "no secret in the output: {t}");

@@ -155,13 +155,13 @@ fn a_rejected_token_fails_alone() {
         replies_to(&sandbox.sent(4001), m) == ["pong"]
     });
     // Give a restart every chance to happen (RESTART_DELAY is 20 ms): none may.
-    let spawned_before = fleet.count_in_logs("Worker bot-3] token rejected");
+    let spawned_before = fleet.count_in_logs("Worker bot-2] token rejected");
     wait_until(Duration::from_secs(2), "two live workers", || {
         fleet.workers().len() == 2
     });
     std::thread::sleep(Duration::from_millis(500)); // a window in which a restart would show
     assert_eq!(
-        fleet.count_in_logs("Worker bot-3] token rejected"),
+        fleet.count_in_logs("Worker bot-2] token rejected"),
         spawned_before
     );
     assert_eq!(
@@ -308,7 +308,7 @@ fn the_owner_hears_once_that_a_bot_failed() {
         !alerts().is_empty()
     });
     // Heartbeats and ticks keep coming; the alert must not repeat.
-    fleet.wait_log("Worker bot-1 ready", Duration::from_secs(5));
+    fleet.wait_log("Worker bot-0 ready", Duration::from_secs(5));
     let beats = sandbox.bot_stats(9001)["calls"]["getUpdates"]
         .as_u64()
         .unwrap_or(0);
@@ -321,7 +321,7 @@ fn the_owner_hears_once_that_a_bot_failed() {
     let got = alerts();
     assert_eq!(got.len(), 1, "one alert per state change: {got:?}");
     assert!(
-        got[0].contains("bot-3") && got[0].contains("token rejected"),
+        got[0].contains("bot-2") && got[0].contains("token rejected"),
         "{got:?}"
     );
     assert!(

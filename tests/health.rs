@@ -153,7 +153,7 @@ fn every_endpoint_answers_with_its_status_and_no_secret() {
     }
     assert_eq!(h["status"], "healthy");
     assert_eq!(h["config_version"].as_str().map(str::len), Some(12));
-    let w = worker_by_index(&h, 1);
+    let w = worker_by_index(&h, 0);
     for key in [
         "index",
         "bot_id",
@@ -238,27 +238,27 @@ fn restart_needs_the_token_and_gives_a_worker_a_new_pid() {
     fleet.wait_ready(2);
     let base = fleet.health_base();
     let before = get(&format!("{base}/health")).json();
-    let old_pid = worker_by_index(&before, 1)["pid"].clone();
-    let other_pid = worker_by_index(&before, 2)["pid"].clone();
+    let old_pid = worker_by_index(&before, 0)["pid"].clone();
+    let other_pid = worker_by_index(&before, 1)["pid"].clone();
     assert!(old_pid.is_u64(), "{before}");
 
     let a = call(
         "POST",
-        &format!("{base}/restart?bot=1"),
+        &format!("{base}/restart?bot=0"),
         Some(&format!("Bearer {AUTH}")),
     );
     assert_eq!(a.status, 202, "{}", a.body);
     assert_eq!(a.json()["restarting"], 1);
     assert_no_secret(&a.body, &tokens);
-    wait_until(Duration::from_secs(20), "bot-1 back with a new pid", || {
-        let w = worker_by_index(&get(&format!("{base}/health")).json(), 1);
+    wait_until(Duration::from_secs(20), "bot-0 back with a new pid", || {
+        let w = worker_by_index(&get(&format!("{base}/health")).json(), 0);
         w["state"] == "ready" && w["pid"].is_u64() && w["pid"] != old_pid
     });
     let after = get(&format!("{base}/health")).json();
     assert_eq!(
-        worker_by_index(&after, 2)["pid"],
+        worker_by_index(&after, 1)["pid"],
         other_pid,
-        "bot-2 untouched"
+        "bot-1 untouched"
     );
 
     let all = call(
@@ -268,8 +268,8 @@ fn restart_needs_the_token_and_gives_a_worker_a_new_pid() {
     );
     assert_eq!(all.status, 202);
     assert_eq!(all.json()["restarting"], "all");
-    wait_until(Duration::from_secs(30), "bot-2 restarted too", || {
-        let w = worker_by_index(&get(&format!("{base}/health")).json(), 2);
+    wait_until(Duration::from_secs(30), "bot-1 restarted too", || {
+        let w = worker_by_index(&get(&format!("{base}/health")).json(), 1);
         w["state"] == "ready" && w["pid"].is_u64() && w["pid"] != other_pid
     });
 }
@@ -354,12 +354,12 @@ fn health_is_503_while_a_worker_cannot_poll_and_200_again_after() {
     }));
     wait_until(
         Duration::from_secs(20),
-        "503 once bot-2 stops polling",
+        "503 once bot-1 stops polling",
         || get(&url).status == 503,
     );
     let h = get(&url).json();
     assert_eq!(h["status"], "unhealthy");
-    let w2 = worker_by_index(&h, 2);
+    let w2 = worker_by_index(&h, 1);
     assert_eq!(w2["healthy"], false, "{h}");
     assert!(
         w2["reason"]
@@ -367,11 +367,11 @@ fn health_is_503_while_a_worker_cannot_poll_and_200_again_after() {
             .is_some_and(|r| r.contains("no successful getUpdates")),
         "{w2}"
     );
-    assert_eq!(worker_by_index(&h, 1)["healthy"], true, "{h}");
+    assert_eq!(worker_by_index(&h, 0)["healthy"], true, "{h}");
     sandbox.clear_faults();
     wait_until(
         Duration::from_secs(40),
-        "200 once bot-2 polls again",
+        "200 once bot-1 polls again",
         || get(&url).status == 200,
     );
 }
@@ -384,7 +384,7 @@ fn health_is_503_when_a_token_is_rejected() {
     let fleet = Fleet::start(&sandbox, &tokens, &[]);
     let base = fleet.health_base();
     let url = format!("{base}/health");
-    wait_until(Duration::from_secs(20), "bot-2 failed in /health", || {
+    wait_until(Duration::from_secs(20), "bot-1 failed in /health", || {
         let a = get(&url);
         a.status == 503
             && a.json()["workers"]
@@ -632,7 +632,7 @@ fn metrics_pass_a_strict_prometheus_parser() {
         parse_exposition(&text).is_ok_and(|s| {
             s.iter().any(|x| {
                 x.name == "botfleet_worker_updates_total"
-                    && x.labels.get("index").map(String::as_str) == Some("1")
+                    && x.labels.get("index").map(String::as_str) == Some("0")
                     && x.value >= 1.0
             })
         })
@@ -651,7 +651,7 @@ fn metrics_pass_a_strict_prometheus_parser() {
         "botfleet_worker_updates_total",
         ("username", "health6701_bot"),
     );
-    assert_eq!(updates.labels["index"], "1");
+    assert_eq!(updates.labels["index"], "0");
     for name in [
         "botfleet_worker_errors_total",
         "botfleet_worker_restarts_total",
@@ -659,14 +659,14 @@ fn metrics_pass_a_strict_prometheus_parser() {
         "botfleet_worker_resident_memory_bytes",
         "botfleet_worker_healthy",
     ] {
-        for index in ["1", "2"] {
+        for index in ["0", "1"] {
             find(name, ("index", index));
         }
     }
-    assert!(find("botfleet_worker_resident_memory_bytes", ("index", "2")).value > 100_000.0);
+    assert!(find("botfleet_worker_resident_memory_bytes", ("index", "1")).value > 100_000.0);
     let poll = find(
         "botfleet_worker_last_poll_success_timestamp_seconds",
-        ("index", "1"),
+        ("index", "0"),
     );
     assert!(poll.value > 1.7e9, "a Unix time in seconds: {}", poll.value);
     let info = samples

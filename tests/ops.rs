@@ -154,7 +154,7 @@ fn health_says_one_line_and_exits_by_the_verdict() {
         },
     );
     assert_eq!(
-        last, "unhealthy: bot-3 failed (token rejected by Telegram)\n",
+        last, "unhealthy: bot-2 failed (token rejected by Telegram)\n",
         "the one line names the bot and why"
     );
 }

@@ -74,15 +74,15 @@ fn tokens_added_removed_and_reordered_touch_only_their_workers() {
     let sandbox = sandbox_with(&ids);
     let fleet = Fleet::start(&sandbox, &[token(101), token(102)], &[]);
     fleet.wait_ready(2);
-    let (a, b) = (pid_of(&fleet, 1), pid_of(&fleet, 2));
+    let (a, b) = (pid_of(&fleet, 0), pid_of(&fleet, 1));
 
     let t0 = Instant::now();
     rewrite(&fleet, &sandbox, &[101, 102, 103], &[]);
     fleet.wait_log(
-        "Spawning new bot worker for added token (index 3)",
+        "Spawning new bot worker for added token (index 2)",
         Duration::from_secs(10),
     );
-    fleet.wait_log("Worker bot-3 ready", Duration::from_secs(10));
+    fleet.wait_log("Worker bot-2 ready", Duration::from_secs(10));
     let took = t0.elapsed();
     // Debounce 300 ms + 2 s, loosely: the real figure is in BENCHMARKS.md.
     assert!(
@@ -98,21 +98,21 @@ fn tokens_added_removed_and_reordered_touch_only_their_workers() {
         Duration::from_secs(1),
     );
     assert_eq!(
-        (pid_of(&fleet, 1), pid_of(&fleet, 2)),
+        (pid_of(&fleet, 0), pid_of(&fleet, 1)),
         (a, b),
         "others keep their pids"
     );
-    let c = pid_of(&fleet, 3);
+    let c = pid_of(&fleet, 2);
 
     rewrite(&fleet, &sandbox, &[101, 103], &[]);
     fleet.wait_log(
-        "Killing bot worker 2 (token removed)",
+        "Killing bot worker 1 (token removed)",
         Duration::from_secs(10),
     );
-    wait_until(Duration::from_secs(5), "worker 2 gone", || {
+    wait_until(Duration::from_secs(5), "worker 1 gone", || {
         !fleet.workers().contains(&b)
     });
-    assert_eq!((pid_of(&fleet, 1), pid_of(&fleet, 3)), (a, c));
+    assert_eq!((pid_of(&fleet, 0), pid_of(&fleet, 2)), (a, c));
 
     let reloads = fleet.count_in_logs("Config reload (");
     rewrite(&fleet, &sandbox, &[103, 101], &[]);
@@ -128,10 +128,10 @@ fn tokens_added_removed_and_reordered_touch_only_their_workers() {
     let mut want = vec![a, c];
     want.sort_unstable();
     assert_eq!(now, want, "a reorder changes no worker");
-    // The removed bot keeps its index: re-adding it gets index 2 again.
+    // The removed bot keeps its index: re-adding it gets index 1 again.
     rewrite(&fleet, &sandbox, &[103, 101, 102], &[]);
     fleet.wait_log(
-        "Spawning new bot worker for added token (index 2)",
+        "Spawning new bot worker for added token (index 1)",
         Duration::from_secs(10),
     );
     assert_no_secrets(&fleet, &ids);
@@ -319,7 +319,7 @@ fn a_newly_allowed_user_is_served_by_the_same_worker() {
     let sandbox = sandbox_with(&[301]);
     let fleet = Fleet::start(&sandbox, &[token(301)], &[("ALLOWED_USER_IDS", "1")]);
     fleet.wait_ready(1);
-    let pid = pid_of(&fleet, 1);
+    let pid = pid_of(&fleet, 0);
     let (_, m) = sandbox.send_text(301, 2, 2, "/ping");
     wait_until(Duration::from_secs(10), "a refusal", || {
         replies_to(&sandbox.sent(301), m)
@@ -336,7 +336,7 @@ fn a_newly_allowed_user_is_served_by_the_same_worker() {
     wait_until(Duration::from_secs(10), "served now", || {
         replies_to(&sandbox.sent(301), m) == ["pong"]
     });
-    assert_eq!(pid_of(&fleet, 1), pid, "no restart for an access list");
+    assert_eq!(pid_of(&fleet, 0), pid, "no restart for an access list");
 }
 
 #[test]
@@ -352,7 +352,7 @@ fn sighup_reload_command_and_reload_config_apply_at_once() {
     // The watcher is off: only the signal can make this happen.
     rewrite(&fleet, &sandbox, &[401, 402], &extra);
     fleet.signal("HUP");
-    fleet.wait_log("Worker bot-2 ready", Duration::from_secs(10));
+    fleet.wait_log("Worker bot-1 ready", Duration::from_secs(10));
     rewrite(&fleet, &sandbox, &[401, 402, 403], &extra);
     let out = Command::new(bin())
         .args(["reload", "--env-file"])
@@ -360,7 +360,7 @@ fn sighup_reload_command_and_reload_config_apply_at_once() {
         .output()
         .expect("reload runs");
     assert_eq!(out.status.code(), Some(0));
-    fleet.wait_log("Worker bot-3 ready", Duration::from_secs(10));
+    fleet.wait_log("Worker bot-2 ready", Duration::from_secs(10));
     // /reload_config from an admin reloads and replies; anyone else is refused.
     let (_, m) = sandbox.send_text(401, 5, 5, "/reload_config");
     wait_until(
@@ -397,7 +397,7 @@ fn a_new_port_moves_the_health_server_without_touching_workers() {
     let fleet = Fleet::start(&sandbox, &[token(501)], &[]);
     fleet.wait_ready(1);
     let old = fleet.health_base();
-    let pid = pid_of(&fleet, 1);
+    let pid = pid_of(&fleet, 0);
     let new_port = common::fleet::free_port();
     let text = std::fs::read_to_string(&fleet.env_file).expect("read .env");
     let moved: String = text
@@ -446,7 +446,7 @@ fn a_new_port_moves_the_health_server_without_touching_workers() {
         agent.get(&format!("{old}/ping")).call().is_err(),
         "the old port ({old}) is closed"
     );
-    assert_eq!(pid_of(&fleet, 1), pid, "the worker is untouched");
+    assert_eq!(pid_of(&fleet, 0), pid, "the worker is untouched");
 }
 
 #[test]
@@ -454,7 +454,7 @@ fn a_setting_read_at_start_restarts_workers_one_at_a_time() {
     let sandbox = sandbox_with(&[601, 602]);
     let fleet = Fleet::start(&sandbox, &[token(601), token(602)], &[]);
     fleet.wait_ready(2);
-    let (a, b) = (pid_of(&fleet, 1), pid_of(&fleet, 2));
+    let (a, b) = (pid_of(&fleet, 0), pid_of(&fleet, 1));
     let media2 = fleet.dir.join("media2");
     rewrite(
         &fleet,
@@ -467,26 +467,26 @@ fn a_setting_read_at_start_restarts_workers_one_at_a_time() {
         now.len() == 2 && !now.contains(&a) && !now.contains(&b)
     });
     fleet.wait_log(
-        "Rolling restart: restarting worker bot-2",
+        "Rolling restart: restarting worker bot-1",
         Duration::from_secs(10),
     );
     let logs = fleet.logs();
     let first = logs
-        .find("Rolling restart: restarting worker bot-1")
-        .expect("bot-1 first");
+        .find("Rolling restart: restarting worker bot-0")
+        .expect("bot-0 first");
     let ready_again = first
         + logs[first..]
-            .find("Worker bot-1 ready")
-            .expect("bot-1 back");
+            .find("Worker bot-0 ready")
+            .expect("bot-0 back");
     let second = logs
-        .find("Rolling restart: restarting worker bot-2")
-        .expect("then bot-2");
+        .find("Rolling restart: restarting worker bot-1")
+        .expect("then bot-1");
     assert!(
         second > ready_again,
-        "bot-2 waited for bot-1 to be ready again:\n{logs}"
+        "bot-1 waited for bot-0 to be ready again:\n{logs}"
     );
     wait_until(Duration::from_secs(10), "the new media dirs", || {
-        media2.join("bot-1").is_dir() && media2.join("bot-2").is_dir()
+        media2.join("bot-0").is_dir() && media2.join("bot-1").is_dir()
     });
 }
 
@@ -507,7 +507,7 @@ fn rust_log_changes_take_effect_in_the_running_processes() {
     );
 
     rewrite(&fleet, &sandbox, &[131], &[("RUST_LOG", "debug")]);
-    fleet.wait_log("[Worker bot-1] settings updated", Duration::from_secs(10));
+    fleet.wait_log("[Worker bot-0] settings updated", Duration::from_secs(10));
     let (_, m) = sandbox.send_text(131, 5, 5, "/ping");
     wait_until(Duration::from_secs(10), "the second pong", || {
         replies_to(&sandbox.sent(131), m)
@@ -515,7 +515,7 @@ fn rust_log_changes_take_effect_in_the_running_processes() {
             .any(|t| t == "pong")
     });
     fleet.wait_log(
-        "DEBUG [Worker bot-1] bot 131: calling sendMessage",
+        "DEBUG [Worker bot-0] bot 131: calling sendMessage",
         Duration::from_secs(5),
     );
     assert_no_secrets(&fleet, &[131]);

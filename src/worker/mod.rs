@@ -137,16 +137,16 @@ const TOKEN_REJECTED: &str =
 
 /// Entry point of `botfleet worker` (started by the supervisor only).
 pub fn main() -> i32 {
-    let index: u32 = std::env::var("BOT_INDEX")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let index: Option<u32> = std::env::var("BOT_INDEX").ok().and_then(|v| v.parse().ok());
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-    crate::logging::init(&format!("Worker bot-{index}"), &spec);
-    if index == 0 {
+    crate::logging::init(
+        &format!("Worker bot-{}", index.map_or("?".to_string(), |i| i.to_string())),
+        &spec,
+    );
+    let Some(index) = index else {
         log::error!("`botfleet worker` is started by `botfleet run`, not by hand");
         return crate::cli::exit::USAGE;
-    }
+    };
     let token = match std::env::var("BOT_TOKEN").map(|t| Token::parse(&t)) {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => fatal(&format!("BOT_TOKEN is malformed: {e}"), EXIT_PERMANENT),
