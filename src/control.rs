@@ -51,7 +51,8 @@ pub fn run_with(config: Config, env_file: &Path) -> i32 {
             return exit::FAILURE;
         }
     };
-    crate::logging::init("Parent", &config.settings.rust_log);
+    crate::logging::init(None, &config.settings.rust_log);
+    crate::logging::configure(&config.settings);
     for w in &config.warnings {
         log::warn!("{w}");
     }
@@ -62,6 +63,8 @@ pub fn run_with(config: Config, env_file: &Path) -> i32 {
             exit::FAILURE
         }
     };
+    // The workers' last lines, still in their pipes.
+    crate::logging::drain(std::time::Duration::from_secs(1));
     if let Err(e) = instance.release() {
         log::warn!("cannot remove the lock file: {e}");
     }

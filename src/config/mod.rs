@@ -27,7 +27,7 @@ use std::io::Read;
 use std::path::Path;
 
 pub use error::{ConfigError, Location, Problem};
-pub use settings::{Settings, DEFAULT_API_URL};
+pub use settings::{LogFormat, Settings, DEFAULT_API_URL};
 pub use words::{split_words, WordsError};
 
 use crate::token::Token;
@@ -65,6 +65,12 @@ pub const KNOWN_KEYS: &[&str] = &[
     "KEEPALIVE_URL",
     "HEARTBEAT_INTERVAL_SECS",
     "RUST_LOG",
+    "LOG_FORMAT",
+    "LOG_FILE",
+    "LOG_MAX_BYTES",
+    "LOG_KEEP",
+    "WORKER_MAX_RSS_MB",
+    "HANDLER_MAX_MEMORY_MB",
 ];
 
 /// The keys that hold bot tokens; never passed to a worker, always redacted.
@@ -97,6 +103,11 @@ const SUPERVISOR_ONLY_KEYS: &[&str] = &[
     "UNHEALTHY_THRESHOLD_SECS",
     "KEEPALIVE_URL",
     "HEARTBEAT_INTERVAL_SECS",
+    "LOG_FORMAT",
+    "LOG_FILE",
+    "LOG_MAX_BYTES",
+    "LOG_KEEP",
+    "WORKER_MAX_RSS_MB",
 ];
 
 /// The largest settings file read, 1 MiB.

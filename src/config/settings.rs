@@ -80,6 +80,25 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     /// RUST_LOG: the log filter.
     pub rust_log: String,
+    /// LOG_FORMAT: text lines (the default) or one JSON object a line.
+    pub log_format: LogFormat,
+    /// LOG_FILE: write the log there instead of stderr; `None` when unset.
+    pub log_file: Option<PathBuf>,
+    /// LOG_MAX_BYTES: LOG_FILE is rotated when it would grow past this.
+    pub log_max_bytes: u64,
+    /// LOG_KEEP: rotated files kept (`file.1` ... `file.N`).
+    pub log_keep: u32,
+    /// WORKER_MAX_RSS_MB in bytes: a worker above it is restarted.
+    pub worker_max_rss: Option<u64>,
+    /// HANDLER_MAX_MEMORY_MB in bytes: each handler's address-space limit.
+    pub handler_max_memory: Option<u64>,
+}
+
+/// LOG_FORMAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Default for Settings {
@@ -114,6 +133,12 @@ impl Default for Settings {
             keepalive_url: None,
             heartbeat_interval: Duration::from_secs(300),
             rust_log: "info".to_string(),
+            log_format: LogFormat::Text,
+            log_file: None,
+            log_max_bytes: 10 * 1024 * 1024,
+            log_keep: 5,
+            worker_max_rss: None,
+            handler_max_memory: None,
         }
     }
 }
@@ -159,6 +184,12 @@ impl fmt::Debug for Settings {
             )
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("rust_log", &self.rust_log)
+            .field("log_format", &self.log_format)
+            .field("log_file", &self.log_file)
+            .field("log_max_bytes", &self.log_max_bytes)
+            .field("log_keep", &self.log_keep)
+            .field("worker_max_rss", &self.worker_max_rss)
+            .field("handler_max_memory", &self.handler_max_memory)
             .finish()
     }
 }
@@ -289,6 +320,16 @@ pub(crate) fn parse(lookup: &LocatedLookup<'_>) -> (Settings, Vec<Problem>, Vec<
         MAX_SECS,
     ));
     let rust_log = p.raw("RUST_LOG").map(|(v, _)| v).unwrap_or(d.rust_log);
+    let log_format = p.log_format("LOG_FORMAT").unwrap_or(d.log_format);
+    let log_file = p.path("LOG_FILE");
+    let log_max_bytes = p.integer("LOG_MAX_BYTES", d.log_max_bytes, 1024, 1 << 40);
+    let log_keep = p.integer("LOG_KEEP", u64::from(d.log_keep), 0, 100) as u32;
+    let megabytes = |p: &mut Parser<'_, '_>, key: &str| {
+        p.raw(key)?;
+        Some(p.integer(key, 0, 1, 1 << 20) * 1024 * 1024)
+    };
+    let worker_max_rss = megabytes(&mut p, "WORKER_MAX_RSS_MB");
+    let handler_max_memory = megabytes(&mut p, "HANDLER_MAX_MEMORY_MB");
 
     let settings = Settings {
         api_url,
@@ -320,6 +361,12 @@ pub(crate) fn parse(lookup: &LocatedLookup<'_>) -> (Settings, Vec<Problem>, Vec<
         keepalive_url,
         heartbeat_interval,
         rust_log,
+        log_format,
+        log_file,
+        log_max_bytes,
+        log_keep,
+        worker_max_rss,
+        handler_max_memory,
     };
     (settings, p.problems, p.warnings)
 }
@@ -421,6 +468,19 @@ impl Parser<'_, '_> {
                     "{} is not a boolean (true/false, 1/0, yes/no, on/off)",
                     shown(key, &value)
                 );
+                self.fail(key, location, message);
+                None
+            }
+        }
+    }
+
+    fn log_format(&mut self, key: &str) -> Option<LogFormat> {
+        let (value, location) = self.raw(key)?;
+        match value.to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => {
+                let message = format!("{} is not a log format (text or json)", shown(key, &value));
                 self.fail(key, location, message);
                 None
             }

@@ -260,6 +260,7 @@ impl Supervisor {
                 .map_err(SupervisorError::State)?;
         }
         crate::logging::add_secret(token.secret());
+        crate::logging::name_bot(index, token.bot_id());
         self.slots.insert(
             token.bot_id(),
             Slot {
@@ -366,6 +367,8 @@ impl Supervisor {
         match event {
             Event::Signal(SignalKind::Stop(name)) => self.begin_shutdown(name),
             Event::Signal(SignalKind::Reload) => {
+                // logrotate's convention: SIGHUP reopens LOG_FILE.
+                crate::logging::reopen();
                 self.handle(Event::Reload {
                     why: "SIGHUP".into(),
                     reply_to: None,
@@ -685,6 +688,7 @@ impl Supervisor {
         let old_worker_env = self.config.worker_env();
         self.policy = policy_of(&new);
         self.config = new;
+        crate::logging::configure(&self.config.settings);
         if let Some(w) = &self.watcher {
             w.retime(self.watch_timing());
         }
@@ -971,7 +975,9 @@ impl Supervisor {
             .env("BOTFLEET_PARENT_PID", parent_pid)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // Its log lines come as JSON on stderr, rendered by `logging`.
+            .env(crate::logging::WIRE_ENV, "1")
+            .stderr(Stdio::piped())
             .process_group(0);
         let mut child = cmd.spawn()?;
         let pid = child.id();
@@ -988,6 +994,11 @@ impl Supervisor {
         slot.generation += 1;
         let generation = slot.generation;
         let index = slot.index;
+        if let Some(stderr) = child.stderr.take() {
+            if crate::logging::follow(stderr, index, bot_id).is_err() {
+                log::warn!("Cannot follow the log lines of worker bot-{index}; they are lost");
+            }
+        }
         let watched = reader::Watched {
             bot_id,
             generation,

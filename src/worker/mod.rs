@@ -139,10 +139,7 @@ const TOKEN_REJECTED: &str =
 pub fn main() -> i32 {
     let index: Option<u32> = std::env::var("BOT_INDEX").ok().and_then(|v| v.parse().ok());
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-    crate::logging::init(
-        &format!("Worker bot-{}", index.map_or("?".to_string(), |i| i.to_string())),
-        &spec,
-    );
+    crate::logging::init(Some(index.unwrap_or(u32::MAX)), &spec);
     let Some(index) = index else {
         log::error!("`botfleet worker` is started by `botfleet run`, not by hand");
         return crate::cli::exit::USAGE;
