@@ -184,6 +184,12 @@ pub fn render_table(h: &Value) -> String {
         if let Some(reason) = w["reason"].as_str() {
             out.push_str(&format!("      ↳ bot-{}: {reason}\n", w["index"]));
         }
+        if let Some(n) = w["memory_restarts"].as_u64().filter(|n| *n > 0) {
+            out.push_str(&format!(
+                "      ↳ bot-{}: {n} of its restarts for WORKER_MAX_RSS_MB\n",
+                w["index"]
+            ));
+        }
     }
     out
 }

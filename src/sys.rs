@@ -197,6 +197,29 @@ pub fn kill_child_with_parent(cmd: &mut std::process::Command) {
     }
 }
 
+/// Makes a child started by `cmd` run with at most `bytes` of address space
+/// (RLIMIT_AS, soft and hard, so it cannot raise it): an allocation past it
+/// fails, and the program fails as it does when memory runs out. Used for
+/// HANDLER_MAX_MEMORY_MB wherever a handler is started.
+pub fn limit_child_memory(cmd: &mut std::process::Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    };
+    // SAFETY: the closure runs in the child between fork and exec; it makes
+    // one setrlimit(2) system call with a struct copied into the closure,
+    // allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Whether the peer of a connected socket has closed its end (EOF or a
 /// reset pending): the sandbox asks this of a waiting long poll.
 pub fn peer_closed(fd: std::os::fd::RawFd) -> bool {

@@ -177,6 +177,19 @@ pub fn render(
     }
 
     f.header(
+        "botfleet_worker_memory_restarts_total",
+        "counter",
+        "Restarts of the worker for WORKER_MAX_RSS_MB (also in restarts_total).",
+    );
+    for w in &view.workers {
+        f.sample(
+            "botfleet_worker_memory_restarts_total",
+            &bot(w),
+            f64::from(w.memory_restarts),
+        );
+    }
+
+    f.header(
         "botfleet_worker_last_poll_success_timestamp_seconds",
         "gauge",
         "Unix time of the worker's last successful getUpdates (0: never).",

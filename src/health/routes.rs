@@ -240,6 +240,7 @@ pub fn health_json(
             "reason": verdict.err(),
             "uptime_seconds": uptime,
             "restarts": w.restarts,
+            "memory_restarts": w.memory_restarts,
             "updates": w.counters.updates,
             "errors": w.counters.errors,
             "conflict": w.counters.conflict,
@@ -296,6 +297,7 @@ mod tests {
             failure: None,
             running_since: None,
             restarts: 0,
+            memory_restarts: 0,
             counters: Counters {
                 last_poll_ok_ms: last_poll_ms,
                 ..Counters::default()

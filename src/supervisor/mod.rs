@@ -8,6 +8,7 @@
 //! shutdown has begun.
 
 pub mod machine;
+mod memory;
 mod reader;
 
 use crate::config::Config;
@@ -76,6 +77,8 @@ pub struct WorkerView {
     pub failure: Option<String>,
     pub running_since: Option<SystemTime>,
     pub restarts: u32,
+    /// Restarts for WORKER_MAX_RSS_MB (also counted in `restarts`).
+    pub memory_restarts: u32,
     pub counters: Counters,
 }
 
@@ -102,6 +105,8 @@ struct Slot {
     running_since: Option<SystemTime>,
     /// What the owner was last told about this worker.
     alerted: Alerted,
+    /// Restarts for WORKER_MAX_RSS_MB.
+    memory_restarts: u32,
 }
 
 /// The last fleet alert sent about a worker, so each change is told once.
@@ -194,6 +199,8 @@ pub struct Supervisor {
     rolling: std::collections::VecDeque<u64>,
     /// The worker restarting now, and its generation when it began.
     rolling_current: Option<(u64, u64)>,
+    /// WORKER_MAX_RSS_MB checks.
+    memory: memory::MemoryWatch,
 }
 
 impl Supervisor {
@@ -228,6 +235,7 @@ impl Supervisor {
             pending_alerts: Vec::new(),
             rolling: std::collections::VecDeque::new(),
             rolling_current: None,
+            memory: memory::MemoryWatch::new(Instant::now()),
         };
         let tokens = sup.config.tokens.clone();
         for token in tokens {
@@ -273,6 +281,7 @@ impl Supervisor {
                 counters: Counters::default(),
                 running_since: None,
                 alerted: Alerted::Nothing,
+                memory_restarts: 0,
             },
         );
         Ok(index)
@@ -324,6 +333,7 @@ impl Supervisor {
                 }
             }
             self.tick_all();
+            self.check_memory();
             self.advance_rolling();
             self.publish();
             if let Some(begun) = self.shutting_down {
@@ -360,7 +370,41 @@ impl Supervisor {
             let last = begun + self.policy.shutdown_timeout + Duration::from_secs(3);
             next = Some(next.map_or(last, |n| n.min(last)));
         }
+        if let Some(m) = self
+            .memory
+            .next_deadline(self.config.settings.worker_max_rss)
+        {
+            next = Some(next.map_or(m, |n| n.min(m)));
+        }
         next
+    }
+
+    /// WORKER_MAX_RSS_MB: restarts (gracefully) a worker over the limit at
+    /// two checks in a row; `memory` decides, this carries it out.
+    fn check_memory(&mut self) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        let limit = self.config.settings.worker_max_rss;
+        let running: Vec<(u64, u32)> = self
+            .slots
+            .iter()
+            .filter_map(|(id, s)| match s.machine.state {
+                State::Ready { pid, .. } => Some((*id, pid)),
+                _ => None,
+            })
+            .collect();
+        let rss_of = |pid: u32| sys::memory_of(pid).map(|(rss, _)| rss);
+        for over in self.memory.check(Instant::now(), limit, &running, &rss_of) {
+            if let Some(slot) = self.slots.get_mut(&over.bot_id) {
+                slot.memory_restarts += 1;
+                log::warn!(
+                    "{}",
+                    memory::describe(slot.index, over.rss, limit.unwrap_or(0))
+                );
+            }
+            self.step(over.bot_id, Input::Restart);
+        }
     }
 
     fn handle(&mut self, event: Event) {
@@ -815,6 +859,7 @@ impl Supervisor {
                 },
                 running_since: s.running_since,
                 restarts: s.machine.restarts,
+                memory_restarts: s.memory_restarts,
                 counters: s.counters.clone(),
             })
             .collect();

@@ -77,6 +77,8 @@ pub struct Run<'a> {
     pub timeout: Duration,
     /// For log lines: `chat 42`.
     pub label: String,
+    /// HANDLER_MAX_MEMORY_MB in bytes: the handler's address-space limit.
+    pub max_memory: Option<u64>,
 }
 
 /// Runs the handler; `on_wait` is called about every 4 s while it runs (the
@@ -102,6 +104,9 @@ pub fn run(run: Run<'_>, mut on_wait: impl FnMut()) -> Result<String, HandlerErr
         .stderr(Stdio::piped())
         .process_group(0);
     sys::kill_child_with_parent(&mut cmd);
+    if let Some(bytes) = run.max_memory {
+        sys::limit_child_memory(&mut cmd, bytes);
+    }
     let mut child = cmd.spawn().map_err(HandlerError::Spawn)?;
     let pgid = child.id();
     let (out_tx, out_rx) = mpsc::channel();
@@ -255,6 +260,7 @@ mod tests {
                 stdin: b"{\"update_id\":1}".to_vec(),
                 timeout,
                 label: "test".into(),
+                max_memory: None,
             },
             || {},
         )
@@ -287,7 +293,8 @@ mod tests {
                     env: &[],
                     stdin: vec![],
                     timeout: Duration::from_secs(1),
-                    label: "x".into()
+                    label: "x".into(),
+                    max_memory: None,
                 },
                 || {}
             ),

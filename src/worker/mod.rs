@@ -721,6 +721,7 @@ impl Bot {
             stdin: update.to_string().into_bytes(),
             timeout: settings.handler_timeout,
             label: format!("chat {}", msg.chat_id),
+            max_memory: settings.handler_max_memory,
         };
         match handler::run(run, typing) {
             Ok(out) => {
