@@ -26,7 +26,7 @@ Usage: botfleet <command> [options]
 Commands:
   run      [--env-file F]                 run the supervisor in the foreground
   check    [--env-file F] [--offline]     validate the config (and call getMe)
-  status   [--env-file F] [--json]        show the running fleet
+  status   [--env-file F] [--json|--watch] show the running fleet (--watch: live)
   health   [--url U | --port N]           one line; exit 0 healthy, 1 not
   stop     [--env-file F] [--timeout S]   stop the running supervisor
   reload   [--env-file F]                 make the running supervisor reload .env
@@ -55,6 +55,7 @@ pub enum Command {
     Status {
         env_file: PathBuf,
         json: bool,
+        watch: bool,
     },
     Health {
         url: Option<String>,
@@ -95,7 +96,7 @@ fn command_help(name: &str) -> &'static str {
     match name {
         "run" => "Usage: botfleet run [--env-file F]\n\nRuns the supervisor in the foreground: one worker per token in F (default .env).\nExit: 0 clean stop, 1 runtime failure, 2 bad config, 3 another instance holds the lock.\n",
         "check" => "Usage: botfleet check [--env-file F] [--offline]\n\nValidates the config; without --offline calls getMe for every token and prints\nindex, bot id, @username, ok/error. Exit: 0 all good, 1 a token failed, 2 bad config.\n",
-        "status" => "Usage: botfleet status [--env-file F] [--json]\n\nAsks the running supervisor's health endpoint and prints the fleet.\nExit: 0, or 1 when nothing answers.\n",
+        "status" => "Usage: botfleet status [--env-file F] [--json | --watch]\n\nAsks the running supervisor's health endpoint and prints the fleet.\n--watch redraws it every second (q or Ctrl-C quits).\nExit: 0, or 1 when nothing answers.\n",
         "health" => "Usage: botfleet health [--url U | --port N]\n\nPrints one line and exits 0 when the fleet is healthy, 1 when not.\n",
         "stop" => "Usage: botfleet stop [--env-file F] [--timeout S]\n\nSends SIGTERM to the supervisor in the lock file and waits for the lock.\nExit: 0 stopped, 1 not running, 4 still running at timeout.\n",
         "reload" => "Usage: botfleet reload [--env-file F]\n\nSends SIGHUP to the supervisor in the lock file. Exit: 0 sent, 1 not running.\n",
@@ -123,6 +124,7 @@ where
     let mut env_file = PathBuf::from(".env");
     let mut offline = false;
     let mut json = false;
+    let mut watch = false;
     let mut url = None;
     let mut port: Option<u16> = None;
     let mut timeout_secs = 30;
@@ -143,6 +145,7 @@ where
             }
             ("check", Long("offline")) => offline = true,
             ("status", Long("json")) => json = true,
+            ("status", Long("watch")) => watch = true,
             ("health", Long("url")) => url = Some(parser.value()?.string()?),
             ("health", Long("port")) => port = Some(parser.value()?.parse()?),
             ("stop", Long("timeout")) => timeout_secs = parser.value()?.parse()?,
@@ -159,7 +162,11 @@ where
     Ok(match name.as_str() {
         "run" => Command::Run { env_file },
         "check" => Command::Check { env_file, offline },
-        "status" => Command::Status { env_file, json },
+        "status" => Command::Status {
+            env_file,
+            json,
+            watch,
+        },
         "health" => Command::Health { url, port },
         "stop" => Command::Stop {
             env_file,
@@ -199,7 +206,11 @@ pub fn main() -> i32 {
         },
         Command::Run { env_file } => crate::control::run(&env_file),
         Command::Check { env_file, offline } => crate::control::check(&env_file, offline),
-        Command::Status { env_file, json } => crate::status::status(&env_file, json),
+        Command::Status {
+            env_file,
+            json,
+            watch,
+        } => crate::status::status(&env_file, json, watch),
         Command::Health { url, port } => crate::status::health(url.as_deref(), port),
         Command::Stop {
             env_file,

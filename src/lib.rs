@@ -19,5 +19,6 @@ pub mod supervisor;
 pub mod sys;
 pub mod telegram;
 pub mod token;
+pub mod watch;
 pub mod watcher;
 pub mod worker;

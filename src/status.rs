@@ -194,8 +194,8 @@ pub fn render_table(h: &Value) -> String {
     out
 }
 
-/// `botfleet status [--env-file F] [--json]`.
-pub fn status(env_file: &Path, json: bool) -> i32 {
+/// `botfleet status [--env-file F] [--json | --watch]`.
+pub fn status(env_file: &Path, json: bool, watch: bool) -> i32 {
     let env = |k: &str| std::env::var(k).ok();
     let config = match Config::load(env_file, &env, true) {
         Ok(c) => c,
@@ -214,6 +214,9 @@ pub fn status(env_file: &Path, json: bool) -> i32 {
         let url = format!("http://{host}:{port}/health");
         match fetch(&url) {
             Ok(h) => {
+                if watch {
+                    return crate::watch::run(&url, &s.state_dir);
+                }
                 if json {
                     match serde_json::to_string_pretty(&h) {
                         Ok(text) => println!("{text}"),

@@ -220,6 +220,112 @@ pub fn limit_child_memory(cmd: &mut std::process::Command, bytes: u64) {
     }
 }
 
+/// CPU time (user + system) a process has used, in clock ticks, from
+/// /proc/PID/stat. None where /proc is not there or the process is gone.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name (field 2) may hold spaces and parentheses: count after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks a second (the unit of `cpu_ticks`).
+pub fn clock_ticks_per_sec() -> u64 {
+    // SAFETY: sysconf(3) reads one integer setting and touches no memory of ours.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if n > 0 {
+        n as u64
+    } else {
+        100
+    }
+}
+
+/// The host's load averages over 1, 5 and 15 minutes (/proc/loadavg).
+pub fn host_load() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut it = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
+}
+
+/// The host's memory in bytes: (total, available), from /proc/meminfo.
+pub fn host_memory() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    };
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
+}
+
+/// The file system holding `path`: (total, available to us) bytes.
+pub fn disk_space(path: &std::path::Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the path"))?;
+    // SAFETY: statvfs is plain old data; all-zero is a valid value of it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated string and `st` a valid,
+    // exclusively borrowed struct that statvfs(3) fills in.
+    check(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
+    let unit = st.f_frsize as u64;
+    Ok((st.f_blocks as u64 * unit, st.f_bavail as u64 * unit))
+}
+
+/// The terminal's size on `fd` as (columns, rows), if it is a terminal.
+pub fn terminal_size(fd: std::os::fd::RawFd) -> Option<(u16, u16)> {
+    // SAFETY: winsize is plain old data; all-zero is a valid value of it.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into the valid, exclusively
+    // borrowed `ws`.
+    let ret = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
+    (ret == 0 && ws.ws_col > 0).then_some((ws.ws_col, ws.ws_row))
+}
+
+/// A terminal in raw mode (no line editing, no echo, no signals from keys);
+/// dropping it restores the settings it found, on every exit path that
+/// unwinds.
+#[derive(Debug)]
+pub struct RawTerminal {
+    fd: std::os::fd::RawFd,
+    saved: libc::termios,
+}
+
+/// Puts the terminal on `fd` in raw mode: keys arrive one by one, Ctrl-C
+/// as a byte; output processing stays on, so `\n` still starts a new line.
+pub fn raw_terminal(fd: std::os::fd::RawFd) -> io::Result<RawTerminal> {
+    // SAFETY: termios is plain old data; all-zero is a valid value of it.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr writes one termios into the valid, exclusively
+    // borrowed `saved`.
+    check(unsafe { libc::tcgetattr(fd, &mut saved) })?;
+    let mut raw = saved;
+    raw.c_lflag &= !(libc::ICANON | libc::ECHO | libc::ISIG | libc::IEXTEN);
+    raw.c_iflag &= !(libc::IXON | libc::ICRNL);
+    raw.c_cc[libc::VMIN] = 1;
+    raw.c_cc[libc::VTIME] = 0;
+    // SAFETY: tcsetattr reads the valid `raw` and changes only the terminal.
+    check(unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &raw) })?;
+    Ok(RawTerminal { fd, saved })
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: tcsetattr reads the valid `saved` settings taken above.
+        if unsafe { libc::tcsetattr(self.fd, libc::TCSAFLUSH, &self.saved) } != 0 {
+            // The terminal is gone (the SSH session closed): nothing to restore.
+        }
+    }
+}
+
 /// Whether the peer of a connected socket has closed its end (EOF or a
 /// reset pending): the sandbox asks this of a waiting long poll.
 pub fn peer_closed(fd: std::os::fd::RawFd) -> bool {
