@@ -110,7 +110,7 @@ pub fn render(now: &Frame, before: Option<&Frame>, ticks: u64, width: usize) -> 
     lines.push(host.join(" · "));
     lines.push(String::new());
     lines.push(format!(
-        "{:<6} {:<14} {:<9} {:>6} {:>6} {:>5} {:>5} {:>7} {:>5} {:>8}",
+        "{:<6} {:<16} {:<8} {:>6} {:>6} {:>5} {:>5} {:>6} {:>5} {:>8}",
         "bot", "username", "state", "upd/s", "errors", "rstrt", "inbox", "rss", "cpu%", "polled"
     ));
     let previous: HashMap<u64, &Value> = before
@@ -154,10 +154,10 @@ pub fn render(now: &Frame, before: Option<&Frame>, ticks: u64, width: usize) -> 
             .as_str()
             .map_or_else(|| "-".into(), |u| format!("@{u}"));
         lines.push(format!(
-            "{:<6} {:<14} {:<9} {:>6} {:>6} {:>5} {:>5} {:>7} {:>5} {:>8}",
+            "{:<6} {:<16} {:<8} {:>6} {:>6} {:>5} {:>5} {:>6} {:>5} {:>8}",
             format!("bot-{index}"),
-            cut(&username, 14),
-            cut(&state, 9),
+            cut(&username, 16),
+            cut(&state, 8),
             rate,
             w["errors"]
                 .as_u64()
