@@ -361,3 +361,106 @@ fn status_watch_in_a_pty_shows_every_bot_refreshes_and_q_quits() {
     // The normal screen and the cursor are back.
     assert!(text().contains("\x1b[?25h\x1b[?1049l"));
 }
+
+/// A `botfleet run` under `script` (so its stderr is a terminal); dropping
+/// it stops the supervisor (its pid is in the lock file) and `script`.
+struct OnTerminal {
+    script: std::process::Child,
+    lock: std::path::PathBuf,
+    out: Arc<Mutex<Vec<u8>>>,
+}
+
+impl OnTerminal {
+    fn start(env_file: &Path, lock: std::path::PathBuf, no_color: bool) -> OnTerminal {
+        let cmd = format!(
+            "exec {} run --env-file {}",
+            bin().display(),
+            env_file.display()
+        );
+        let mut c = Command::new("script");
+        c.args(["-qfec", &cmd, "/dev/null"])
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG")
+            .env_remove("TELEGRAM_BOT_TOKENS")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if no_color {
+            c.env("NO_COLOR", "1");
+        }
+        let mut script = c.spawn().expect("script starts");
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&out);
+        let mut stdout = script.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().expect("buffer").extend_from_slice(&buf[..n]);
+            }
+        });
+        OnTerminal { script, lock, out }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().expect("buffer")).into_owned()
+    }
+}
+
+impl Drop for OnTerminal {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(&self.lock)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok());
+        if let Some(pid) = pid {
+            common::fleet::kill(pid, "TERM");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.script.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _kill = self.script.kill();
+        let _reap = self.script.wait();
+    }
+}
+
+#[test]
+fn text_logs_colour_errors_on_a_terminal_but_not_with_no_color_or_piped() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let (sandbox, _) = SandboxProc::with_bots(&[14_501], token, "colour");
+    // 14_599 is unknown to the sandbox: its worker logs an ERROR line.
+    let tokens = [token(14_501), token(14_599)];
+    for no_color in [false, true] {
+        let dir = common::temp_dir();
+        let vars = merged_env(&sandbox, &dir, &tokens, &[]);
+        let env_file = dir.join(".env");
+        std::fs::write(&env_file, render_env(&vars)).expect("write .env");
+        let run = OnTerminal::start(&env_file, dir.join("bot.lock"), no_color);
+        wait_until(
+            Duration::from_secs(20),
+            "the rejected token's ERROR",
+            || run.text().contains("token rejected"),
+        );
+        let text = run.text();
+        assert_eq!(
+            text.contains("\x1b[31mERROR\x1b[0m"),
+            !no_color,
+            "NO_COLOR={no_color}:\n{text}"
+        );
+        assert!(!text.contains(&secret(14_599)));
+        drop(run);
+    }
+    // Piped (as every other test runs it): never a colour code.
+    let fleet = Fleet::start(&sandbox, &tokens, &[]);
+    fleet.wait_log("token rejected", Duration::from_secs(20));
+    assert!(!fleet.logs().contains('\x1b'), "{}", fleet.logs());
+}

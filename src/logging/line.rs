@@ -61,6 +61,8 @@ impl Line {
     pub fn source(&self) -> String {
         match self.worker {
             None => "parent".to_string(),
+            // A worker started by hand without BOT_INDEX.
+            Some(u32::MAX) => "bot-?".to_string(),
             Some(i) => format!("bot-{i}"),
         }
     }
@@ -81,7 +83,7 @@ impl Line {
         }
         match self.worker {
             None => out.push_str(" [Parent] "),
-            Some(i) => out.push_str(&format!(" [Worker bot-{i}] ")),
+            Some(_) => out.push_str(&format!(" [Worker {}] ", self.source())),
         }
         out.push_str(&self.msg);
         out.push('\n');
