@@ -464,3 +464,65 @@ fn text_logs_colour_errors_on_a_terminal_but_not_with_no_color_or_piped() {
     fleet.wait_log("token rejected", Duration::from_secs(20));
     assert!(!fleet.logs().contains('\x1b'), "{}", fleet.logs());
 }
+
+#[test]
+fn a_full_log_file_falls_back_to_stderr_once_and_the_fleet_serves() {
+    let (sandbox, tokens) = SandboxProc::with_bots(&[14_601], token, "full");
+    let dir = common::temp_dir();
+    let log = dir.join("full.log").display().to_string();
+    // `ulimit -f 8`: writes past 4 KiB fail (EFBIG), as on a full disk.
+    let fleet = Fleet::start_with_ulimit(
+        &sandbox,
+        &tokens,
+        &[
+            ("LOG_FILE", &log),
+            ("RUST_LOG", "debug,ureq=info"),
+            ("BOT_HANDLER", "builtin:echo"),
+        ],
+        "-f 8",
+    );
+    let mut ids = Vec::new();
+    wait_until(Duration::from_secs(30), "the fallback warning", || {
+        let (_, m) = sandbox.send_text(14_601, 4, 4, &format!("line {}", ids.len()));
+        ids.push(m);
+        std::thread::sleep(Duration::from_millis(50));
+        fleet.logs().contains("cannot write LOG_FILE")
+    });
+    fleet.wait_replies(&sandbox, 14_601, &ids, Duration::from_secs(30));
+    let (_, m) = sandbox.send_text(14_601, 4, 4, "after the fallback");
+    fleet.wait_replies(&sandbox, 14_601, &[m], Duration::from_secs(15));
+    fleet.wait_log("[Worker bot-0]", Duration::from_secs(5));
+    assert_eq!(
+        fleet.count_in_logs("cannot write LOG_FILE"),
+        1,
+        "{}",
+        fleet.logs()
+    );
+}
+
+#[test]
+fn log_format_changes_live_on_a_reload() {
+    let (sandbox, tokens) = SandboxProc::with_bots(&[14_701], token, "live");
+    let fleet = Fleet::start(&sandbox, &tokens, &[]);
+    fleet.wait_ready(1);
+    assert!(fleet.logs().contains("INFO  [Parent]"));
+    rewrite(&fleet, &sandbox, &tokens, &[("LOG_FORMAT", "json")]);
+    wait_until(
+        Duration::from_secs(15),
+        "a JSON line after the reload",
+        || {
+            fleet
+                .logs()
+                .lines()
+                .any(|l| l.contains("Bot workers updated") && l.starts_with("{\"ts\":"))
+        },
+    );
+    // A worker's line (its "settings updated") comes in the new format too.
+    wait_until(Duration::from_secs(15), "a worker's JSON line", || {
+        fleet
+            .logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|v| v["source"] == "bot-0")
+    });
+}
