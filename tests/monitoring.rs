@@ -135,6 +135,12 @@ fn json_logs_hold_every_field_and_no_secret_across_reload_kill_bad_token_and_han
     assert!(msgs
         .iter()
         .any(|v| text(v).contains("~ Modified RESTART_DELAY = 50 → 60")));
+    // A supervisor line about one bot carries its bot_id.
+    let ready = msgs
+        .iter()
+        .find(|v| v["source"] == "parent" && text(v).starts_with("Worker bot-0 ready"))
+        .unwrap_or_else(|| panic!("no ready line:\n{logs}"));
+    assert_eq!(ready["bot_id"], 14_001);
     // The handler error is about one chat and one update.
     let about_chat = msgs
         .iter()

@@ -116,13 +116,6 @@ fn build_filter(spec: &str) -> env_logger::Logger {
 }
 
 impl FleetLogger {
-    fn secrets(&self) -> Vec<String> {
-        match self.secrets.read() {
-            Ok(s) => s.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
     fn output(&self) -> std::sync::MutexGuard<'_, Output> {
         match self.out.lock() {
             Ok(g) => g,
@@ -132,7 +125,10 @@ impl FleetLogger {
     }
 
     fn emit(&self, mut line: Line) {
-        line.scrub(&self.secrets());
+        match self.secrets.read() {
+            Ok(s) => line.scrub(&s),
+            Err(p) => line.scrub(&p.into_inner()),
+        }
         if self.wire {
             // The supervisor renders it; one write per line.
             let text = line.json();
