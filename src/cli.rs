@@ -7,14 +7,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-/// Exit codes, as DESIGN.md's command table fixes them.
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const FAILURE: i32 = 1;
-    pub const USAGE: i32 = 2;
-    pub const LOCKED: i32 = 3;
-    pub const TIMEOUT: i32 = 4;
-}
+use crate::exit;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 

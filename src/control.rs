@@ -3,7 +3,7 @@
 //! `reload` (signal the PID in the lock file). Each returns the exit code
 //! DESIGN.md fixes. They must never print a token.
 
-use crate::cli::exit;
+use crate::exit;
 use crate::config::Config;
 use crate::lock::{self, InstanceLock, LockError};
 use crate::supervisor::Supervisor;

@@ -5,6 +5,16 @@
 
 use serde_json::{json, Value};
 use std::fmt;
+use std::time::Duration;
+
+/// How often a worker sends a heartbeat.
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(2);
+
+/// Exit code of a worker whose token Telegram rejected: never restart as is.
+pub const EXIT_TOKEN_REJECTED: i32 = 78;
+/// Exit code of a worker that could not start for a reason a restart will
+/// not fix (its settings, its state dir): also not restarted until a change.
+pub const EXIT_PERMANENT: i32 = 79;
 
 /// Counters a worker reports in each heartbeat.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -4,7 +4,7 @@
 //! from a running supervisor; they must never signal or change the fleet,
 //! and never print a token (the server never sends one).
 
-use crate::cli::exit;
+use crate::exit;
 use crate::config::Config;
 use serde_json::Value;
 use std::net::IpAddr;

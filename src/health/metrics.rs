@@ -5,7 +5,7 @@
 //! its own, and never put a token in a label.
 
 use super::routes::{worker_health, Live};
-use crate::supervisor::FleetView;
+use crate::fleet::FleetView;
 use std::fmt::Write;
 use std::time::SystemTime;
 
@@ -70,7 +70,7 @@ pub fn render(
 ) -> String {
     let mut out = String::with_capacity(2048);
     let mut f = Family { out: &mut out };
-    let bot = |w: &crate::supervisor::WorkerView| {
+    let bot = |w: &crate::fleet::WorkerView| {
         vec![
             ("index", w.index.to_string()),
             ("username", w.username.clone().unwrap_or_default()),

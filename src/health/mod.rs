@@ -16,7 +16,7 @@ pub mod routes;
 pub mod server;
 
 use crate::config::Settings;
-use crate::supervisor::{Event, FleetView};
+use crate::fleet::{Event, FleetView};
 use routes::{Context, Live};
 use server::Server;
 use std::net::{IpAddr, SocketAddr, TcpListener};

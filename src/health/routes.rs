@@ -6,7 +6,7 @@
 //! than by sending `Event::Restart` into the supervisor's channel.
 
 use super::server::{Request, Response};
-use crate::supervisor::{Event, FleetView, WorkerView};
+use crate::fleet::{Event, FleetView, WorkerView};
 use serde_json::{json, Value};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};

@@ -19,13 +19,8 @@
 //!     └── restart request or token change: back to Backoff(now)
 //! ```
 
+pub use crate::ipc::{EXIT_PERMANENT, EXIT_TOKEN_REJECTED};
 use std::time::{Duration, Instant};
-
-/// Exit code of a worker whose token Telegram rejected: never restart as is.
-pub const EXIT_TOKEN_REJECTED: i32 = 78;
-/// Exit code of a worker that could not start for a reason a restart will
-/// not fix (its settings, its state dir): also not restarted until a change.
-pub const EXIT_PERMANENT: i32 = 79;
 
 /// The restart policy, from the settings.
 #[derive(Debug, Clone, PartialEq)]

@@ -22,8 +22,7 @@ use crate::config::Settings;
 use crate::ipc::{Counters, ParentMsg, WorkerMsg};
 use crate::lock::TokenLock;
 use crate::state;
-use crate::supervisor::machine::{EXIT_PERMANENT, EXIT_TOKEN_REJECTED};
-use crate::supervisor::HEARTBEAT_PERIOD;
+use crate::ipc::{EXIT_PERMANENT, EXIT_TOKEN_REJECTED, HEARTBEAT_PERIOD};
 use crate::telegram::{ApiError, BotInfo, Client};
 use crate::token::Token;
 use commands::{parse_command, parse_update, Incoming, Skip};
@@ -145,7 +144,7 @@ pub fn main() -> i32 {
     );
     let Some(index) = index else {
         log::error!("`botfleet worker` is started by `botfleet run`, not by hand");
-        return crate::cli::exit::USAGE;
+        return crate::exit::USAGE;
     };
     let token = match std::env::var("BOT_TOKEN").map(|t| Token::parse(&t)) {
         Ok(Ok(t)) => t,
