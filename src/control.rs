@@ -16,8 +16,22 @@ fn process_env(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
+/// A named --env-file that does not exist is an error of its own; the
+/// default `.env` may be missing (settings then come from the environment).
+pub fn env_file_exists(env_file: &Path) -> Result<(), i32> {
+    if env_file != Path::new(".env") && !env_file.exists() {
+        eprintln!(
+            "botfleet: the env file {} does not exist (given with --env-file)",
+            env_file.display()
+        );
+        return Err(exit::USAGE);
+    }
+    Ok(())
+}
+
 /// Loads the config for a command, printing the error once.
 fn load(env_file: &Path) -> Result<Config, i32> {
+    env_file_exists(env_file)?;
     Config::load(env_file, &process_env, true).map_err(|e| {
         eprintln!("botfleet: {e}");
         exit::USAGE
@@ -119,7 +133,7 @@ pub fn check(env_file: &Path, offline: bool) -> i32 {
 /// The lock file named by the config. A broken config must not keep
 /// `stop` or `reload` from finding the running supervisor, so this falls back
 /// to the file's LOCK_FILE line, then the environment, then the default.
-fn lock_path(env_file: &Path) -> (PathBuf, Option<String>) {
+pub fn lock_path(env_file: &Path) -> (PathBuf, Option<String>) {
     match Config::load(env_file, &process_env, true) {
         Ok(c) => (c.settings.lock_file.clone(), None),
         Err(e) => {
@@ -147,6 +161,7 @@ fn lock_path(env_file: &Path) -> (PathBuf, Option<String>) {
 }
 
 fn running_pid(env_file: &Path) -> Result<(u32, PathBuf, Option<String>), i32> {
+    env_file_exists(env_file)?;
     let (path, problem) = lock_path(env_file);
     match lock::read_pid(&path) {
         Some(pid) if lock::is_held(&path) && sys::process_exists(pid) => Ok((pid, path, problem)),

@@ -129,7 +129,8 @@ pub fn render(
         "1 when the worker is healthy (not failed, polled successfully within UNHEALTHY_THRESHOLD_SECS).",
     );
     for w in &view.workers {
-        let ok = worker_health(w, view.started, live.unhealthy_threshold, now).is_ok();
+        let ok = worker_health(w, view.started, live.unhealthy_threshold, now)
+            == super::routes::WorkerHealth::Ok;
         f.sample(
             "botfleet_worker_healthy",
             &bot(w),

@@ -195,6 +195,12 @@ impl Worker {
         }
     }
 
+    /// Moves the heartbeat deadline on by `gap` (never past `now`): time the
+    /// supervisor itself did not run must not count as the worker's silence.
+    pub fn excuse(&mut self, gap: Duration, now: Instant) {
+        self.last_heartbeat = (self.last_heartbeat + gap).min(now);
+    }
+
     /// Since when the process has run (Starting or Ready).
     pub fn running_since(&self) -> Option<Instant> {
         match (&self.state, self.started_at) {

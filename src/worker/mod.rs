@@ -84,6 +84,15 @@ impl Shared {
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// Alive while it waits `d` for `what` (`lock`, `conflict`,
+    /// `retry_after`): heartbeats go on meanwhile and say what it waits for.
+    fn waiting_for(&self, what: &str, d: Duration) {
+        lock(&self.counters).waiting = Some(what.to_string());
+        let until = self.started.elapsed().saturating_add(d);
+        self.alive_ms
+            .store(until.as_millis() as u64, Ordering::Relaxed);
+    }
+
     fn settings(&self) -> Arc<Settings> {
         match self.settings.read() {
             Ok(s) => Arc::clone(&s),
@@ -251,7 +260,9 @@ fn start_threads(shared: &Arc<Shared>, poll_timeout_secs: u64) -> std::io::Resul
 
 fn on_parent_msg(shared: &Shared, msg: ParentMsg) {
     match msg {
-        ParentMsg::Settings { env } => {
+        ParentMsg::Settings { env, version } => {
+            // Acknowledged on arrival, so the supervisor stops resending.
+            emit(&WorkerMsg::SettingsAck { version });
             let map: HashMap<String, String> = env.iter().cloned().collect();
             let lookup = |k: &str| map.get(k).cloned().or_else(|| std::env::var(k).ok());
             match Settings::from_lookup(&lookup) {
@@ -330,12 +341,15 @@ struct Bot {
 fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
     let bot_id = token.bot_id();
     let lock_path = settings.state_dir.join(format!("bot-{bot_id}.lock"));
-    let _poller_lock = match TokenLock::acquire(&lock_path, Duration::from_secs(86_400), || {
+    let lock_wait = Duration::from_secs(86_400);
+    let _poller_lock = match TokenLock::acquire(&lock_path, lock_wait, || {
+        shared.waiting_for("lock", lock_wait);
         log::warn!("another process polls this bot; waiting for it to exit before polling")
     }) {
         Ok(l) => l,
         Err(e) => fatal(&format!("cannot take the poller lock: {e}"), EXIT_PERMANENT),
     };
+    lock(&shared.counters).waiting = None;
     let client = Client::new(&settings.api_url, token, settings.poll_timeout_secs);
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let me = loop {
@@ -346,6 +360,7 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
             Err(e) => {
                 let wait = e.retry_after().unwrap_or_else(|| backoff.wait());
                 log::warn!("getMe failed: {e}; retrying in {} ms", wait.as_millis());
+                shared.waiting_for("retry_after", wait);
                 std::thread::sleep(wait);
             }
         }
@@ -498,6 +513,7 @@ fn poll_loop(bot: &Arc<Bot>, pool: &dispatch::Pool) -> i32 {
                     let mut c = lock(&shared.counters);
                     c.last_poll_ok_ms = Some(now_ms());
                     c.conflict = false;
+                    c.waiting = None;
                 }
                 let mut new = 0;
                 for update in updates {
@@ -533,6 +549,7 @@ fn poll_loop(bot: &Arc<Bot>, pool: &dispatch::Pool) -> i32 {
                         wait.as_secs()
                     );
                 }
+                shared.waiting_for("conflict", wait);
                 std::thread::sleep(wait);
             }
             Err(e) => {
@@ -542,6 +559,7 @@ fn poll_loop(bot: &Arc<Bot>, pool: &dispatch::Pool) -> i32 {
                     "getUpdates failed: {e}; retrying in {} ms",
                     wait.as_millis()
                 );
+                shared.waiting_for("retry_after", wait);
                 std::thread::sleep(wait);
             }
         }
