@@ -3,8 +3,8 @@
 //! `reload` (signal the PID in the lock file). Each returns the exit code
 //! DESIGN.md fixes. They must never print a token.
 
-use crate::exit;
 use crate::config::Config;
+use crate::exit;
 use crate::lock::{self, InstanceLock, LockError};
 use crate::supervisor::Supervisor;
 use crate::sys;
@@ -65,6 +65,16 @@ pub fn run_with(config: Config, env_file: &Path) -> i32 {
             return exit::FAILURE;
         }
     };
+    // Many bots from a shell with the common soft limit of 1,024 files:
+    // raise it to the hard limit, and say so plainly if the fleet still
+    // does not fit, instead of workers looping on EMFILE.
+    if let Err(e) = crate::supervisor::fit_open_files(config.tokens.len()) {
+        eprintln!("botfleet: {e}");
+        if let Err(e) = instance.release() {
+            eprintln!("botfleet: cannot remove the lock file: {e}");
+        }
+        return exit::FAILURE;
+    }
     crate::logging::init("Parent", &config.settings.rust_log);
     for w in &config.warnings {
         log::warn!("{w}");

@@ -74,4 +74,3 @@ pub struct FleetView {
     /// second): the health server calls a loop silent for long "stuck".
     pub last_turn: Option<SystemTime>,
 }
-

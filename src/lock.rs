@@ -272,7 +272,10 @@ mod tests {
         assert_eq!(read_health_addr(&path), Some(addr));
         lock.release().expect("release removes the file");
         assert!(!path.exists());
-        assert!(!health_file(&path).exists(), "the address goes with the lock");
+        assert!(
+            !health_file(&path).exists(),
+            "the address goes with the lock"
+        );
         assert_eq!(read_health_addr(&path), None);
         assert!(!is_held(&path));
     }

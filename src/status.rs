@@ -4,8 +4,8 @@
 //! from a running supervisor; they must never signal or change the fleet,
 //! and never print a token (the server never sends one).
 
-use crate::exit;
 use crate::config::Config;
+use crate::exit;
 use serde_json::Value;
 use std::net::IpAddr;
 use std::path::Path;
@@ -306,7 +306,10 @@ pub fn summarize(h: &Value, probe: Probe) -> (bool, String) {
         Probe::Ready => ready,
     };
     if status == "healthy" && ready {
-        return (passes, format!("healthy: {ready_count}/{total} workers ready"));
+        return (
+            passes,
+            format!("healthy: {ready_count}/{total} workers ready"),
+        );
     }
     let problems: Vec<String> = workers
         .iter()

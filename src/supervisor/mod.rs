@@ -32,6 +32,67 @@ pub use crate::ipc::HEARTBEAT_PERIOD;
 const TURN: Duration = Duration::from_secs(1);
 /// A turn this much later than planned means the loop was not running.
 const PAUSE_SLACK: Duration = Duration::from_secs(1);
+/// Open files the supervisor holds per worker: its stdin and stdout pipes.
+pub const FDS_PER_WORKER: u64 = 2;
+/// Open files beyond the workers': the log, the lock, the watcher, the
+/// health listener and its answers, a spawn in progress, a config reload.
+pub const FDS_MARGIN: u64 = 64;
+/// The open-file limit botfleet raises its soft limit to at most.
+const NOFILE_CAP: u64 = 1 << 20;
+
+/// Why the fleet cannot start within the open-file limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FdLimitError {
+    pub bots: usize,
+    pub needed: u64,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+impl std::fmt::Display for FdLimitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bot(s) need about {} open files, but the open-file limit (RLIMIT_NOFILE) is {} and its hard limit {}: raise the hard limit (`ulimit -Hn` as root, LimitNOFILE= in a systemd unit, --ulimit nofile= for Docker) or run fewer bots",
+            self.bots, self.needed, self.soft, self.hard
+        )
+    }
+}
+
+impl std::error::Error for FdLimitError {}
+
+/// Open files a fleet of `bots` needs in the supervisor.
+pub fn fds_needed(bots: usize) -> u64 {
+    FDS_PER_WORKER * bots as u64 + FDS_MARGIN
+}
+
+/// Raises the soft open-file limit to the hard limit (children inherit it)
+/// and checks that `bots` workers fit; returns the new soft limit.
+pub fn fit_open_files(bots: usize) -> Result<u64, FdLimitError> {
+    let needed = fds_needed(bots);
+    match sys::raise_nofile(NOFILE_CAP) {
+        Ok((soft, _)) if soft >= needed => Ok(soft),
+        Ok((soft, hard)) => Err(FdLimitError {
+            bots,
+            needed,
+            soft,
+            hard,
+        }),
+        Err(e) => {
+            log::warn!("cannot read or raise the open-file limit: {e}");
+            Ok(needed)
+        }
+    }
+}
+
+/// The health server's cap on waiting connections: half of what the open
+/// file limit leaves after the workers (at least 16, at most its own cap).
+fn health_connection_cap(bots: usize) -> usize {
+    let soft = sys::nofile_limit().map_or(1024, |(soft, _)| soft);
+    let spare = soft.saturating_sub(fds_needed(bots)) / 2;
+    (spare as usize).clamp(16, crate::health::server::MAX_PENDING)
+}
+
 /// SETTINGS not acknowledged within this long are sent again.
 const SETTINGS_RESEND: Duration = Duration::from_secs(5);
 /// The most bytes queued for one worker's stdin.
@@ -259,8 +320,12 @@ impl Supervisor {
             Ok(w) => self.watcher = Some(w),
             Err(e) => log::error!("cannot start the config watcher ({e}); SIGHUP still reloads"),
         }
-        let mut health =
-            crate::health::Health::start(&self.config.settings, self.view(), self.sender());
+        let mut health = crate::health::Health::start(
+            &self.config.settings,
+            self.view(),
+            self.sender(),
+            health_connection_cap(self.slots.len()),
+        );
         self.record_health_addr(health.addr());
         crate::sdnotify::notify(&format!("STATUS=starting {} worker(s)", self.slots.len()));
         self.tick_all();
@@ -652,6 +717,21 @@ impl Supervisor {
         if self.shutting_down.is_some() {
             return;
         }
+        let soft = sys::nofile_limit().map_or(u64::MAX, |(soft, _)| soft);
+        if fds_needed(new.tokens.len()) > soft {
+            let e = FdLimitError {
+                bots: new.tokens.len(),
+                needed: fds_needed(new.tokens.len()),
+                soft,
+                hard: sys::nofile_limit().map_or(soft, |(_, hard)| hard),
+            };
+            log::error!("Config reload ({why}) rejected; keeping the running config: {e}");
+            self.reply(
+                reply_to,
+                format!("❌ Configuration rejected, nothing changed:\n{e}"),
+            );
+            return;
+        }
         let diff = crate::config::diff(&self.config, &new);
         if diff.is_empty() {
             log::info!("Config reload ({why}): no changes");
@@ -844,7 +924,10 @@ impl Supervisor {
             for id in due {
                 if let Some(slot) = self.slots.get_mut(&id) {
                     if slot.settings_sent.is_some() {
-                        log::debug!("Worker bot-{}: settings not acknowledged yet; sending them again", slot.index);
+                        log::debug!(
+                            "Worker bot-{}: settings not acknowledged yet; sending them again",
+                            slot.index
+                        );
                     }
                     slot.settings_sent = Some(now);
                 }

@@ -20,9 +20,9 @@ pub mod track;
 
 use crate::config::Settings;
 use crate::ipc::{Counters, ParentMsg, WorkerMsg};
+use crate::ipc::{EXIT_PERMANENT, EXIT_TOKEN_REJECTED, HEARTBEAT_PERIOD};
 use crate::lock::TokenLock;
 use crate::state;
-use crate::ipc::{EXIT_PERMANENT, EXIT_TOKEN_REJECTED, HEARTBEAT_PERIOD};
 use crate::telegram::{ApiError, BotInfo, Client};
 use crate::token::Token;
 use commands::{parse_command, parse_update, Incoming, Skip};
@@ -148,7 +148,10 @@ pub fn main() -> i32 {
     let index: Option<u32> = std::env::var("BOT_INDEX").ok().and_then(|v| v.parse().ok());
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     crate::logging::init(
-        &format!("Worker bot-{}", index.map_or("?".to_string(), |i| i.to_string())),
+        &format!(
+            "Worker bot-{}",
+            index.map_or("?".to_string(), |i| i.to_string())
+        ),
         &spec,
     );
     let Some(index) = index else {
