@@ -339,3 +339,31 @@ fn two_thousand_idle_connections_leave_ping_and_restarts_working() {
     });
     drop(idle);
 }
+
+#[test]
+fn an_outbox_file_for_a_user_who_blocked_the_bot_logs_one_hint_and_waits_hours() {
+    let (sandbox, tokens) = SandboxProc::with_bots(&[13071], token, "probe");
+    sandbox.control_post(
+        "bots/13071/chats",
+        serde_json::json!({"chat_id": 555, "blocked": true}),
+    );
+    sandbox.add_chat(13071, 556);
+    let fleet = Fleet::start(&sandbox, &tokens, &[("MEDIA_RECIPIENTS", "555,556")]);
+    fleet.wait_ready(1);
+    let outbox = fleet_dir(&fleet).join("media").join("bot-0");
+    std::fs::write(outbox.join("report.txt"), b"weekly report").expect("drop a file");
+    fleet.wait_log("never started this bot", Duration::from_secs(20));
+    // A few more looks of the outbox: no retry, no more lines.
+    std::thread::sleep(Duration::from_secs(4));
+    let logs = fleet.logs();
+    assert_eq!(logs.matches("never started this bot").count(), 1, "{logs}");
+    assert!(logs.contains("retrying in 1 h") && logs.contains("/start"), "{logs}");
+    assert!(!logs.contains("report.txt stays; retrying in"), "{logs}");
+    assert!(outbox.join("report.txt").exists(), "the file stays unsent");
+    let to_556 = sandbox
+        .sent(13071)
+        .iter()
+        .filter(|m| m["chat_id"] == 556)
+        .count();
+    assert_eq!(to_556, 1, "the reachable recipient got it once");
+}
