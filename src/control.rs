@@ -101,6 +101,13 @@ pub fn check(env_file: &Path, offline: bool) -> i32 {
     for w in &config.warnings {
         eprintln!("warning: {w}");
     }
+    let problems = check_environment(&config.settings);
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("botfleet: {p}");
+        }
+        return exit::USAGE;
+    }
     let registry = crate::state::Registry::load(&config.settings.state_dir).unwrap_or_default();
     println!(
         "config {} ok: {} token(s), {} setting(s), API {}",
@@ -138,6 +145,116 @@ pub fn check(env_file: &Path, offline: bool) -> i32 {
     } else {
         exit::OK
     }
+}
+
+/// What `check` verifies beyond the file's syntax: that BOT_HANDLER can be
+/// started and that STATE_DIR and MEDIA_TMP_LOCATION can be written.
+/// Returns one line per problem, each with its fix.
+pub fn check_environment(settings: &crate::config::Settings) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(program) = settings.handler.as_ref().and_then(|argv| argv.first()) {
+        if let Err(e) = check_handler(program) {
+            problems.push(format!("BOT_HANDLER: {e}"));
+        }
+    }
+    for (key, dir) in [
+        ("STATE_DIR", &settings.state_dir),
+        ("MEDIA_TMP_LOCATION", &settings.media_dir),
+    ] {
+        if let Err(e) = check_writable(dir) {
+            problems.push(format!("{key}: {} is not writable: {e}", dir.display()));
+        }
+    }
+    problems
+}
+
+/// Whether `program` (BOT_HANDLER's first word) can be started as is.
+fn check_handler(program: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.starts_with("builtin:") {
+        return Ok(());
+    }
+    let path = if program.contains('/') {
+        PathBuf::from(program)
+    } else {
+        let found = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        });
+        match found {
+            Some(p) => p,
+            None => {
+                return Err(format!(
+                    "{program} is not found on PATH (give its path, e.g. ./{program})"
+                ))
+            }
+        }
+    };
+    let meta = std::fs::metadata(&path)
+        .map_err(|e| format!("{} cannot be used: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a file", path.display()));
+    }
+    let interpreter_hint = format!(
+        "or name its interpreter first, e.g. BOT_HANDLER=python3 {}",
+        path.display()
+    );
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!(
+            "{} is not executable: chmod +x {}, {interpreter_hint}",
+            path.display(),
+            path.display()
+        ));
+    }
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(&path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| format!("{} cannot be read: {e}", path.display()))?;
+    let head = &head[..n];
+    if head.starts_with(b"\x7fELF") {
+        return Ok(());
+    }
+    let Some(line) = head.strip_prefix(b"#!") else {
+        return Err(format!(
+            "{} is neither a program nor a script with a #! line: add one (e.g. #!/usr/bin/env python3), {interpreter_hint}",
+            path.display()
+        ));
+    };
+    let line = String::from_utf8_lossy(line);
+    let interpreter = line.lines().next().unwrap_or("").split_whitespace().next();
+    match interpreter {
+        Some(i) if Path::new(i).is_file() => Ok(()),
+        Some(i) => Err(format!(
+            "{}: its #! interpreter {i} does not exist here",
+            path.display()
+        )),
+        None => Err(format!("{}: its #! line names no interpreter", path.display())),
+    }
+}
+
+/// Whether files can be created in `dir` (or, if it does not exist yet, in
+/// the nearest existing directory above it, where it would be created).
+fn check_writable(dir: &Path) -> Result<(), String> {
+    let mut at = dir;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => {
+                at = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !at.is_dir() {
+        return Err(format!("{} is not a directory", at.display()));
+    }
+    let probe = at.join(format!(".botfleet-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| e.to_string())?;
+    if let Err(e) = std::fs::remove_file(&probe) {
+        return Err(format!("cannot remove {}: {e}", probe.display()));
+    }
+    Ok(())
 }
 
 /// The lock file named by the config. A broken config must not keep

@@ -367,3 +367,79 @@ fn an_outbox_file_for_a_user_who_blocked_the_bot_logs_one_hint_and_waits_hours()
         .count();
     assert_eq!(to_556, 1, "the reachable recipient got it once");
 }
+
+#[test]
+fn check_names_a_handler_that_cannot_start_and_an_unwritable_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    let d = dir.path().to_path_buf();
+    let run_check = |handler: &str, state: &str| {
+        std::fs::write(
+            d.join("check.env"),
+            format!(
+                "TELEGRAM_BOT_TOKENS={}\nBOT_HANDLER={handler}\nSTATE_DIR={state}\nMEDIA_TMP_LOCATION={}\n",
+                token(13081),
+                d.join("media").display()
+            ),
+        )
+        .expect("write env");
+        let out = botfleet_in(&d, &["check", "--offline", "--env-file", "check.env"]);
+        (out.status.code(), text(&out.stderr))
+    };
+    let state = d.join("state").display().to_string();
+    let (code, err) = run_check("./nope.sh", &state);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("BOT_HANDLER") && err.contains("nope.sh"), "{err}");
+
+    let script = d.join("h.py");
+    std::fs::write(&script, "print('hi')\n").expect("write script");
+    let (code, err) = run_check("./h.py", &state);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not executable") && err.contains("chmod +x"), "{err}");
+
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (code, err) = run_check("./h.py", &state);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("#!") && err.contains("interpreter"), "{err}");
+
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").expect("write script");
+    let (code, err) = run_check("./h.py", &state);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run_check("builtin:echo", &state);
+    assert_eq!(code, Some(0), "{err}");
+
+    // A STATE_DIR under a regular file can never be created.
+    let blocker = d.join("a-file");
+    std::fs::write(&blocker, b"x").expect("write file");
+    let bad = blocker.join("state").display().to_string();
+    let (code, err) = run_check("builtin:echo", &bad);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("STATE_DIR") && err.contains("not writable"), "{err}");
+}
+
+#[test]
+fn a_missing_env_file_is_named_as_such() {
+    let dir = temp_dir();
+    for cmd in ["run", "check", "status", "health", "stop", "reload"] {
+        let out = botfleet_in(dir.path(), &[cmd, "--env-file", "/etc/botfleet/nope.env"]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        assert!(
+            text(&out.stderr).contains("env file /etc/botfleet/nope.env does not exist"),
+            "{cmd}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn help_works_as_a_command_too() {
+    let dir = temp_dir();
+    let out = botfleet_in(dir.path(), &["help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("Commands:"));
+    let out = botfleet_in(dir.path(), &["help", "health"]);
+    assert_eq!(out.status.code(), Some(0));
+    let own = botfleet_in(dir.path(), &["health", "--help"]);
+    assert_eq!(out.stdout, own.stdout, "help health = health --help");
+    assert!(text(&out.stdout).contains("--ready"));
+}
