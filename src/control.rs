@@ -191,8 +191,8 @@ fn check_handler(program: &str) -> Result<(), String> {
             }
         }
     };
-    let meta = std::fs::metadata(&path)
-        .map_err(|e| format!("{} cannot be used: {e}", path.display()))?;
+    let meta =
+        std::fs::metadata(&path).map_err(|e| format!("{} cannot be used: {e}", path.display()))?;
     if !meta.is_file() {
         return Err(format!("{} is not a file", path.display()));
     }
@@ -229,7 +229,10 @@ fn check_handler(program: &str) -> Result<(), String> {
             "{}: its #! interpreter {i} does not exist here",
             path.display()
         )),
-        None => Err(format!("{}: its #! line names no interpreter", path.display())),
+        None => Err(format!(
+            "{}: its #! line names no interpreter",
+            path.display()
+        )),
     }
 }
 

@@ -357,7 +357,10 @@ fn an_outbox_file_for_a_user_who_blocked_the_bot_logs_one_hint_and_waits_hours()
     std::thread::sleep(Duration::from_secs(4));
     let logs = fleet.logs();
     assert_eq!(logs.matches("never started this bot").count(), 1, "{logs}");
-    assert!(logs.contains("retrying in 1 h") && logs.contains("/start"), "{logs}");
+    assert!(
+        logs.contains("retrying in 1 h") && logs.contains("/start"),
+        "{logs}"
+    );
     assert!(!logs.contains("report.txt stays; retrying in"), "{logs}");
     assert!(outbox.join("report.txt").exists(), "the file stays unsent");
     let to_556 = sandbox
@@ -389,13 +392,19 @@ fn check_names_a_handler_that_cannot_start_and_an_unwritable_dir() {
     let state = d.join("state").display().to_string();
     let (code, err) = run_check("./nope.sh", &state);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("BOT_HANDLER") && err.contains("nope.sh"), "{err}");
+    assert!(
+        err.contains("BOT_HANDLER") && err.contains("nope.sh"),
+        "{err}"
+    );
 
     let script = d.join("h.py");
     std::fs::write(&script, "print('hi')\n").expect("write script");
     let (code, err) = run_check("./h.py", &state);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("not executable") && err.contains("chmod +x"), "{err}");
+    assert!(
+        err.contains("not executable") && err.contains("chmod +x"),
+        "{err}"
+    );
 
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let (code, err) = run_check("./h.py", &state);
@@ -414,7 +423,10 @@ fn check_names_a_handler_that_cannot_start_and_an_unwritable_dir() {
     let bad = blocker.join("state").display().to_string();
     let (code, err) = run_check("builtin:echo", &bad);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("STATE_DIR") && err.contains("not writable"), "{err}");
+    assert!(
+        err.contains("STATE_DIR") && err.contains("not writable"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -442,4 +454,27 @@ fn help_works_as_a_command_too() {
     let own = botfleet_in(dir.path(), &["health", "--help"]);
     assert_eq!(out.stdout, own.stdout, "help health = health --help");
     assert!(text(&out.stdout).contains("--ready"));
+}
+
+#[test]
+fn the_readme_command_table_lists_every_option_help_shows() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let dir = temp_dir();
+    for cmd in [
+        "run", "check", "status", "health", "stop", "reload", "sandbox", "demo",
+    ] {
+        let out = botfleet_in(dir.path(), &[cmd, "--help"]);
+        let help = text(&out.stdout);
+        let usage = help.lines().next().expect("a usage line");
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `botfleet {cmd}")))
+            .unwrap_or_else(|| panic!("no README row for {cmd}"));
+        for word in usage.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+            if word.starts_with("--") {
+                assert!(row.contains(word), "README's {cmd} row lacks {word}: {row}");
+            }
+        }
+    }
 }
