@@ -662,6 +662,29 @@ mod tests {
     }
 
     #[test]
+    fn the_supervisors_own_pause_is_not_counted_against_a_worker() {
+        let p = policy();
+        let t = Instant::now();
+        let mut w = running(t);
+        // The supervisor was stopped for 60 s, longer than hung_after (40 s),
+        // ten seconds after the last heartbeat; it resumes at t + 70 s.
+        let resumed = t + Duration::from_secs(70);
+        w.excuse(Duration::from_secs(60), resumed);
+        assert_eq!(w.step(Input::Tick, resumed, &p, 0.5), vec![]);
+        assert_eq!(
+            w.next_deadline(&p),
+            Some(t + Duration::from_secs(60) + p.hung_after)
+        );
+        // Never past now: a huge gap still leaves a whole hung_after.
+        let mut w = running(t);
+        w.excuse(Duration::from_secs(3600), t + Duration::from_secs(50));
+        assert_eq!(
+            w.next_deadline(&p),
+            Some(t + Duration::from_secs(50) + p.hung_after)
+        );
+    }
+
+    #[test]
     fn heartbeats_keep_it_alive() {
         let p = policy();
         let t = Instant::now();

@@ -6,8 +6,15 @@
 //! next deadline (a restart due, a stop grace ending, a heartbeat overdue).
 //! It must never run two processes for one token, and never spawn once
 //! shutdown has begun.
+//!
+//! This file is long (about 1,100 lines) because the loop, reload, alerts
+//! and spawning all work on the one worker table; what can stand alone
+//! does: the state machine (`machine`), the open-file budget (`limits`),
+//! queued pipe writes (`outgoing`) and the pipe reader (`reader`).
 
+pub mod limits;
 pub mod machine;
+mod outgoing;
 mod reader;
 
 use crate::config::Config;
@@ -18,7 +25,6 @@ use crate::sys;
 use crate::token::Token;
 use machine::{Action, Input, Policy, State, Worker};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -27,72 +33,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use crate::fleet::{Event, FleetView, WorkerView};
 pub use crate::ipc::HEARTBEAT_PERIOD;
+pub use limits::{fit_open_files, FdLimitError};
 
 /// The longest the loop waits without turning.
 const TURN: Duration = Duration::from_secs(1);
 /// A turn this much later than planned means the loop was not running.
 const PAUSE_SLACK: Duration = Duration::from_secs(1);
-/// Open files the supervisor holds per worker: its stdin and stdout pipes.
-pub const FDS_PER_WORKER: u64 = 2;
-/// Open files beyond the workers': the log, the lock, the watcher, the
-/// health listener and its answers, a spawn in progress, a config reload.
-pub const FDS_MARGIN: u64 = 64;
-/// The open-file limit botfleet raises its soft limit to at most.
-const NOFILE_CAP: u64 = 1 << 20;
-
-/// Why the fleet cannot start within the open-file limit.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FdLimitError {
-    pub bots: usize,
-    pub needed: u64,
-    pub soft: u64,
-    pub hard: u64,
-}
-
-impl std::fmt::Display for FdLimitError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} bot(s) need about {} open files, but the open-file limit (RLIMIT_NOFILE) is {} and its hard limit {}: raise the hard limit (`ulimit -Hn` as root, LimitNOFILE= in a systemd unit, --ulimit nofile= for Docker) or run fewer bots",
-            self.bots, self.needed, self.soft, self.hard
-        )
-    }
-}
-
-impl std::error::Error for FdLimitError {}
-
-/// Open files a fleet of `bots` needs in the supervisor.
-pub fn fds_needed(bots: usize) -> u64 {
-    FDS_PER_WORKER * bots as u64 + FDS_MARGIN
-}
-
-/// Raises the soft open-file limit to the hard limit (children inherit it)
-/// and checks that `bots` workers fit; returns the new soft limit.
-pub fn fit_open_files(bots: usize) -> Result<u64, FdLimitError> {
-    let needed = fds_needed(bots);
-    match sys::raise_nofile(NOFILE_CAP) {
-        Ok((soft, _)) if soft >= needed => Ok(soft),
-        Ok((soft, hard)) => Err(FdLimitError {
-            bots,
-            needed,
-            soft,
-            hard,
-        }),
-        Err(e) => {
-            log::warn!("cannot read or raise the open-file limit: {e}");
-            Ok(needed)
-        }
-    }
-}
-
-/// The health server's cap on waiting connections: half of what the open
-/// file limit leaves after the workers (at least 16, at most its own cap).
-fn health_connection_cap(bots: usize) -> usize {
-    let soft = sys::nofile_limit().map_or(1024, |(soft, _)| soft);
-    let spare = soft.saturating_sub(fds_needed(bots)) / 2;
-    (spare as usize).clamp(16, crate::health::server::MAX_PENDING)
-}
-
 /// SETTINGS not acknowledged within this long are sent again.
 const SETTINGS_RESEND: Duration = Duration::from_secs(5);
 /// The most bytes queued for one worker's stdin.
@@ -324,7 +270,7 @@ impl Supervisor {
             &self.config.settings,
             self.view(),
             self.sender(),
-            health_connection_cap(self.slots.len()),
+            limits::health_connection_cap(self.slots.len()),
         );
         self.record_health_addr(health.addr());
         crate::sdnotify::notify(&format!("STATUS=starting {} worker(s)", self.slots.len()));
@@ -718,10 +664,10 @@ impl Supervisor {
             return;
         }
         let soft = sys::nofile_limit().map_or(u64::MAX, |(soft, _)| soft);
-        if fds_needed(new.tokens.len()) > soft {
-            let e = FdLimitError {
+        if limits::fds_needed(new.tokens.len()) > soft {
+            let e = limits::FdLimitError {
                 bots: new.tokens.len(),
-                needed: fds_needed(new.tokens.len()),
+                needed: limits::fds_needed(new.tokens.len()),
                 soft,
                 hard: sys::nofile_limit().map_or(soft, |(_, hard)| hard),
             };
@@ -1174,24 +1120,12 @@ impl Supervisor {
 /// the rest waits for the next turn. A closed pipe drops the queue (the
 /// worker is exiting and its reaping follows).
 fn write_pending(slot: &mut Slot) {
-    use std::io::ErrorKind;
     let Some(stdin) = slot.stdin.as_mut() else {
         slot.outgoing.clear();
         return;
     };
-    while !slot.outgoing.is_empty() {
-        match stdin.write(&slot.outgoing) {
-            Ok(0) => break,
-            Ok(n) => {
-                slot.outgoing.drain(..n);
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) => {
-                log::debug!("Cannot write to worker bot-{}: {e}", slot.index);
-                slot.outgoing.clear();
-                break;
-            }
-        }
+    if let Err(e) = outgoing::drain_into(stdin, &mut slot.outgoing) {
+        log::debug!("Cannot write to worker bot-{}: {e}", slot.index);
+        slot.outgoing.clear();
     }
 }
