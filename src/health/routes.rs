@@ -199,9 +199,10 @@ pub const LOOP_STUCK: Duration = Duration::from_secs(30);
 pub enum WorkerHealth {
     /// Polling as it should (or still within its first threshold).
     Ok,
-    /// `failed`: a condition a restart of botfleet cannot fix (a rejected
-    /// token, a crash loop, a bad setting). Degrades the fleet; does not
-    /// fail liveness, since restarting the process would not help.
+    /// A condition a restart of botfleet cannot fix: `failed` (a rejected
+    /// token, a crash loop, a bad setting) or a lasting 409 conflict (a
+    /// poller elsewhere, a webhook). Degrades the fleet; does not fail
+    /// liveness, since restarting the process would not help.
     Failed(String),
     /// It should be polling and is not: fails liveness.
     Unhealthy(String),
@@ -263,6 +264,14 @@ pub fn worker_health(
     // (The inbox's oldest_pending_age joins this verdict when the worker
     // reports it: a stuck inbox is unhealthy like a stalled poll.)
     match ago(now, reference) {
+        // Another host's poller or a webhook (409) is not something a
+        // restart of botfleet can fix either: it degrades, like `failed`.
+        Some(secs) if secs > threshold.as_secs_f64() && w.counters.conflict => {
+            WorkerHealth::Failed(format!(
+                "no successful getUpdates for {} s: 409 Conflict, another poller or a webhook holds this token",
+                secs.round() as u64
+            ))
+        }
         Some(secs) if secs > threshold.as_secs_f64() => {
             let mut why = format!("no successful getUpdates for {} s", secs.round() as u64);
             if let Some(waiting) = &w.counters.waiting {
@@ -425,6 +434,12 @@ mod tests {
         assert_eq!(verdict.overall, Overall::Unhealthy);
         assert!(!verdict.live() && !verdict.ready);
         assert_eq!(body["workers"][0]["rss_bytes"], 4096);
+        // A lasting 409 (another host polls this token) degrades too.
+        let mut conflicted = worker("ready", stale);
+        conflicted.counters.conflict = true;
+        view.workers = vec![conflicted];
+        let (verdict, body) = health_json(&view, &live, now, &rss);
+        assert_eq!(verdict.overall, Overall::Degraded, "{body}");
         // A failed bot (a revoked token) degrades: live, not ready.
         view.workers = vec![worker("ready", fresh), worker("failed", fresh)];
         let (verdict, body) = health_json(&view, &live, now, &rss);
