@@ -15,16 +15,17 @@ help:
 	@echo "make bench  measure the fleet and write BENCHMARKS.md (~15 min)"
 	@echo "make bench-quick  a 1-run smoke check of the benchmark (~4 min)"
 
+# Not --quiet: the first build takes a minute, and cargo's progress shows it.
 run:
 	@if [ -f .env ]; then \
-		$(CARGO) run --release --quiet -- run; \
+		$(CARGO) run --release -- run; \
 	else \
 		echo "No .env here: starting the demo fleet against the built-in sandbox."; \
-		$(CARGO) run --release --quiet -- demo; \
+		$(CARGO) run --release -- demo; \
 	fi
 
 demo:
-	$(CARGO) run --release --quiet -- demo
+	$(CARGO) run --release -- demo
 
 test:
 	$(CARGO) test --all-targets

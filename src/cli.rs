@@ -7,14 +7,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-/// Exit codes, as DESIGN.md's command table fixes them.
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const FAILURE: i32 = 1;
-    pub const USAGE: i32 = 2;
-    pub const LOCKED: i32 = 3;
-    pub const TIMEOUT: i32 = 4;
-}
+use crate::exit;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -27,15 +20,17 @@ Commands:
   run      [--env-file F]                 run the supervisor in the foreground
   check    [--env-file F] [--offline]     validate the config (and call getMe)
   status   [--env-file F] [--json|--watch] show the running fleet (--watch: live)
-  health   [--url U | --port N]           one line; exit 0 healthy, 1 not
+  health   [--env-file F] [--url U | --port N] [--ready]
+                                          one line; exit 0 live (or ready), 1 not
   stop     [--env-file F] [--timeout S]   stop the running supervisor
   reload   [--env-file F]                 make the running supervisor reload .env
   sandbox  [--port N] [--bind A] [--demo-bots N] [--flood-limits]
                                           a local Bot API emulator
   demo                                    the sandbox plus three demo bots
+  help     [command]                      this text, or one command's
 
 Options:
-  -h, --help       this text (also `botfleet <command> --help`)
+  -h, --help       this text (also `botfleet <command> --help`, `botfleet help <command>`)
   -V, --version    the version
 
 Settings come from .env (see .env.example); exit codes: 0 ok, 1 failure,
@@ -58,8 +53,10 @@ pub enum Command {
         watch: bool,
     },
     Health {
+        env_file: PathBuf,
         url: Option<String>,
         port: Option<u16>,
+        probe: crate::status::Probe,
     },
     Stop {
         env_file: PathBuf,
@@ -97,7 +94,7 @@ fn command_help(name: &str) -> &'static str {
         "run" => "Usage: botfleet run [--env-file F]\n\nRuns the supervisor in the foreground: one worker per token in F (default .env).\nExit: 0 clean stop, 1 runtime failure, 2 bad config, 3 another instance holds the lock.\n",
         "check" => "Usage: botfleet check [--env-file F] [--offline]\n\nValidates the config; without --offline calls getMe for every token and prints\nindex, bot id, @username, ok/error. Exit: 0 all good, 1 a token failed, 2 bad config.\n",
         "status" => "Usage: botfleet status [--env-file F] [--json | --watch]\n\nAsks the running supervisor's health endpoint and prints the fleet.\n--watch redraws it every second (q or Ctrl-C quits).\nExit: 0, or 1 when nothing answers.\n",
-        "health" => "Usage: botfleet health [--url U | --port N]\n\nPrints one line and exits 0 when the fleet is healthy, 1 when not.\n",
+        "health" => "Usage: botfleet health [--env-file F] [--url U | --port N] [--live | --ready]\n\nPrints one line: healthy, degraded (a bot is failed: a rejected token, a crash\nloop), unhealthy (a bot should poll and does not, or the supervisor is stuck).\nFinds the fleet as `stop` does: the port it recorded beside LOCK_FILE from F\n(default .env), then PORT..PORT+2; --url (the full /health URL) or --port override.\n--live (default, for liveness probes and Docker HEALTHCHECK): exit 0 unless\nunhealthy. --ready (readiness): exit 0 only when every bot is ready and polling.\nHTTP probes: GET /health/live and /health/ready (200 or 503).\n",
         "stop" => "Usage: botfleet stop [--env-file F] [--timeout S]\n\nSends SIGTERM to the supervisor in the lock file and waits for the lock.\nExit: 0 stopped, 1 not running, 4 still running at timeout.\n",
         "reload" => "Usage: botfleet reload [--env-file F]\n\nSends SIGHUP to the supervisor in the lock file. Exit: 0 sent, 1 not running.\n",
         "sandbox" => "Usage: botfleet sandbox [--port N] [--bind ADDR] [--demo-bots N] [--flood-limits]\n\nA local Bot API emulator (see docs/sandbox.md). --port 0 (default) picks a\nfree port; the first line printed is `sandbox listening on URL`.\n",
@@ -121,6 +118,21 @@ where
         Some(Value(v)) => v.string()?,
         Some(other) => return Err(other.unexpected().into()),
     };
+    if name == "help" {
+        return match parser.next()? {
+            None => Ok(Command::Help(HELP)),
+            Some(Value(v)) => {
+                let cmd = v.string()?;
+                match command_help(&cmd) {
+                    text if text == HELP && cmd != "help" => Err(UsageError(format!(
+                        "unknown command '{cmd}'; see `botfleet help`"
+                    ))),
+                    text => Ok(Command::Help(text)),
+                }
+            }
+            Some(other) => Err(other.unexpected().into()),
+        };
+    }
     let mut env_file = PathBuf::from(".env");
     let mut offline = false;
     let mut json = false;
@@ -128,6 +140,7 @@ where
     let mut url = None;
     let mut port: Option<u16> = None;
     let mut timeout_secs = 30;
+    let mut probe = crate::status::Probe::Live;
     let mut sandbox = crate::sandbox::SandboxOptions::default();
     let known = [
         "run", "check", "status", "health", "stop", "reload", "sandbox", "demo", "worker",
@@ -140,7 +153,7 @@ where
     while let Some(arg) = parser.next()? {
         match (name.as_str(), arg) {
             (_, Short('h') | Long("help")) => return Ok(Command::Help(command_help(&name))),
-            ("run" | "check" | "status" | "stop" | "reload", Long("env-file")) => {
+            ("run" | "check" | "status" | "health" | "stop" | "reload", Long("env-file")) => {
                 env_file = parser.value()?.into();
             }
             ("check", Long("offline")) => offline = true,
@@ -148,6 +161,8 @@ where
             ("status", Long("watch")) => watch = true,
             ("health", Long("url")) => url = Some(parser.value()?.string()?),
             ("health", Long("port")) => port = Some(parser.value()?.parse()?),
+            ("health", Long("ready")) => probe = crate::status::Probe::Ready,
+            ("health", Long("live")) => probe = crate::status::Probe::Live,
             ("stop", Long("timeout")) => timeout_secs = parser.value()?.parse()?,
             ("sandbox", Long("port")) => sandbox.port = parser.value()?.parse()?,
             ("sandbox", Long("bind")) => sandbox.bind = parser.value()?.parse()?,
@@ -167,7 +182,12 @@ where
             json,
             watch,
         },
-        "health" => Command::Health { url, port },
+        "health" => Command::Health {
+            env_file,
+            url,
+            port,
+            probe,
+        },
         "stop" => Command::Stop {
             env_file,
             timeout_secs,
@@ -211,7 +231,12 @@ pub fn main() -> i32 {
             json,
             watch,
         } => crate::status::status(&env_file, json, watch),
-        Command::Health { url, port } => crate::status::health(url.as_deref(), port),
+        Command::Health {
+            env_file,
+            url,
+            port,
+            probe,
+        } => crate::status::health(&env_file, url.as_deref(), port, probe),
         Command::Stop {
             env_file,
             timeout_secs,
@@ -252,5 +277,18 @@ mod tests {
         assert!(parse(["frobnicate"]).is_err());
         assert!(parse(["health", "--url", "u", "--port", "1"]).is_err());
         assert_eq!(parse(["--version"]).expect("valid"), Command::Version);
+        assert_eq!(parse(["help"]).expect("valid"), Command::Help(HELP));
+        assert_eq!(
+            parse(["help", "stop"]).expect("valid"),
+            Command::Help(command_help("stop"))
+        );
+        assert!(parse(["help", "frobnicate"]).is_err());
+        assert!(matches!(
+            parse(["health", "--ready", "--env-file", "x.env"]).expect("valid"),
+            Command::Health {
+                probe: crate::status::Probe::Ready,
+                ..
+            }
+        ));
     }
 }

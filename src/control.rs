@@ -3,8 +3,8 @@
 //! `reload` (signal the PID in the lock file). Each returns the exit code
 //! DESIGN.md fixes. They must never print a token.
 
-use crate::cli::exit;
 use crate::config::Config;
+use crate::exit;
 use crate::lock::{self, InstanceLock, LockError};
 use crate::supervisor::Supervisor;
 use crate::sys;
@@ -16,8 +16,22 @@ fn process_env(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
+/// A named --env-file that does not exist is an error of its own; the
+/// default `.env` may be missing (settings then come from the environment).
+pub fn env_file_exists(env_file: &Path) -> Result<(), i32> {
+    if env_file != Path::new(".env") && !env_file.exists() {
+        eprintln!(
+            "botfleet: the env file {} does not exist (given with --env-file)",
+            env_file.display()
+        );
+        return Err(exit::USAGE);
+    }
+    Ok(())
+}
+
 /// Loads the config for a command, printing the error once.
 fn load(env_file: &Path) -> Result<Config, i32> {
+    env_file_exists(env_file)?;
     Config::load(env_file, &process_env, true).map_err(|e| {
         eprintln!("botfleet: {e}");
         exit::USAGE
@@ -51,6 +65,16 @@ pub fn run_with(config: Config, env_file: &Path) -> i32 {
             return exit::FAILURE;
         }
     };
+    // Many bots from a shell with the common soft limit of 1,024 files:
+    // raise it to the hard limit, and say so plainly if the fleet still
+    // does not fit, instead of workers looping on EMFILE.
+    if let Err(e) = crate::supervisor::fit_open_files(config.tokens.len()) {
+        eprintln!("botfleet: {e}");
+        if let Err(e) = instance.release() {
+            eprintln!("botfleet: cannot remove the lock file: {e}");
+        }
+        return exit::FAILURE;
+    }
     crate::logging::init(None, &config.settings.rust_log);
     crate::logging::configure(&config.settings);
     for w in &config.warnings {
@@ -79,6 +103,13 @@ pub fn check(env_file: &Path, offline: bool) -> i32 {
     };
     for w in &config.warnings {
         eprintln!("warning: {w}");
+    }
+    let problems = check_environment(&config.settings);
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("botfleet: {p}");
+        }
+        return exit::USAGE;
     }
     let registry = crate::state::Registry::load(&config.settings.state_dir).unwrap_or_default();
     println!(
@@ -119,10 +150,123 @@ pub fn check(env_file: &Path, offline: bool) -> i32 {
     }
 }
 
+/// What `check` verifies beyond the file's syntax: that BOT_HANDLER can be
+/// started and that STATE_DIR and MEDIA_TMP_LOCATION can be written.
+/// Returns one line per problem, each with its fix.
+pub fn check_environment(settings: &crate::config::Settings) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(program) = settings.handler.as_ref().and_then(|argv| argv.first()) {
+        if let Err(e) = check_handler(program) {
+            problems.push(format!("BOT_HANDLER: {e}"));
+        }
+    }
+    for (key, dir) in [
+        ("STATE_DIR", &settings.state_dir),
+        ("MEDIA_TMP_LOCATION", &settings.media_dir),
+    ] {
+        if let Err(e) = check_writable(dir) {
+            problems.push(format!("{key}: {} is not writable: {e}", dir.display()));
+        }
+    }
+    problems
+}
+
+/// Whether `program` (BOT_HANDLER's first word) can be started as is.
+fn check_handler(program: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.starts_with("builtin:") {
+        return Ok(());
+    }
+    let path = if program.contains('/') {
+        PathBuf::from(program)
+    } else {
+        let found = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        });
+        match found {
+            Some(p) => p,
+            None => {
+                return Err(format!(
+                    "{program} is not found on PATH (give its path, e.g. ./{program})"
+                ))
+            }
+        }
+    };
+    let meta =
+        std::fs::metadata(&path).map_err(|e| format!("{} cannot be used: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a file", path.display()));
+    }
+    let interpreter_hint = format!(
+        "or name its interpreter first, e.g. BOT_HANDLER=python3 {}",
+        path.display()
+    );
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!(
+            "{} is not executable: chmod +x {}, {interpreter_hint}",
+            path.display(),
+            path.display()
+        ));
+    }
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(&path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| format!("{} cannot be read: {e}", path.display()))?;
+    let head = &head[..n];
+    if head.starts_with(b"\x7fELF") {
+        return Ok(());
+    }
+    let Some(line) = head.strip_prefix(b"#!") else {
+        return Err(format!(
+            "{} is neither a program nor a script with a #! line: add one (e.g. #!/usr/bin/env python3), {interpreter_hint}",
+            path.display()
+        ));
+    };
+    let line = String::from_utf8_lossy(line);
+    let interpreter = line.lines().next().unwrap_or("").split_whitespace().next();
+    match interpreter {
+        Some(i) if Path::new(i).is_file() => Ok(()),
+        Some(i) => Err(format!(
+            "{}: its #! interpreter {i} does not exist here",
+            path.display()
+        )),
+        None => Err(format!(
+            "{}: its #! line names no interpreter",
+            path.display()
+        )),
+    }
+}
+
+/// Whether files can be created in `dir` (or, if it does not exist yet, in
+/// the nearest existing directory above it, where it would be created).
+fn check_writable(dir: &Path) -> Result<(), String> {
+    let mut at = dir;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => {
+                at = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !at.is_dir() {
+        return Err(format!("{} is not a directory", at.display()));
+    }
+    let probe = at.join(format!(".botfleet-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| e.to_string())?;
+    if let Err(e) = std::fs::remove_file(&probe) {
+        return Err(format!("cannot remove {}: {e}", probe.display()));
+    }
+    Ok(())
+}
+
 /// The lock file named by the config. A broken config must not keep
 /// `stop` or `reload` from finding the running supervisor, so this falls back
 /// to the file's LOCK_FILE line, then the environment, then the default.
-fn lock_path(env_file: &Path) -> (PathBuf, Option<String>) {
+pub fn lock_path(env_file: &Path) -> (PathBuf, Option<String>) {
     match Config::load(env_file, &process_env, true) {
         Ok(c) => (c.settings.lock_file.clone(), None),
         Err(e) => {
@@ -150,6 +294,7 @@ fn lock_path(env_file: &Path) -> (PathBuf, Option<String>) {
 }
 
 fn running_pid(env_file: &Path) -> Result<(u32, PathBuf, Option<String>), i32> {
+    env_file_exists(env_file)?;
     let (path, problem) = lock_path(env_file);
     match lock::read_pid(&path) {
         Some(pid) if lock::is_held(&path) && sys::process_exists(pid) => Ok((pid, path, problem)),

@@ -5,8 +5,8 @@
 //! so a user can edit it live and watch the reload. It must never reach
 //! beyond loopback or touch the user's own `.env`.
 
-use crate::cli::exit;
 use crate::config::Config;
+use crate::exit;
 use crate::sandbox::{Sandbox, SandboxOptions};
 use std::path::Path;
 use std::time::Duration;

@@ -5,6 +5,16 @@
 
 use serde_json::{json, Value};
 use std::fmt;
+use std::time::Duration;
+
+/// How often a worker sends a heartbeat.
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(2);
+
+/// Exit code of a worker whose token Telegram rejected: never restart as is.
+pub const EXIT_TOKEN_REJECTED: i32 = 78;
+/// Exit code of a worker that could not start for a reason a restart will
+/// not fix (its settings, its state dir): also not restarted until a change.
+pub const EXIT_PERMANENT: i32 = 79;
 
 /// Counters a worker reports in each heartbeat.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -19,6 +29,10 @@ pub struct Counters {
     pub last_update_ms: Option<u64>,
     /// Whether the last getUpdates ended in a 409 conflict.
     pub conflict: bool,
+    /// What the worker waits for while it is alive but not polling: `lock`
+    /// (another process holds its token's poller lock), `conflict` (a 409
+    /// backoff), `retry_after` (a 429, or a retry of a failed call).
+    pub waiting: Option<String>,
 }
 
 /// A message from a worker to the supervisor.
@@ -32,13 +46,19 @@ pub enum WorkerMsg {
     Fatal { reason: String },
     /// An admin asked for /reload_config; the answer goes to this chat.
     ReloadRequest { chat_id: i64 },
+    /// SETTINGS of this version arrived (applied, or rejected and logged).
+    SettingsAck { version: String },
 }
 
 /// A message from the supervisor to a worker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParentMsg {
-    /// New settings: the whole worker environment, key by key.
-    Settings { env: Vec<(String, String)> },
+    /// New settings: the whole worker environment, key by key. Sent again
+    /// until the worker acknowledges `version` (the config version).
+    Settings {
+        env: Vec<(String, String)>,
+        version: String,
+    },
     /// The outcome of a reload the worker asked for, to tell the chat.
     ReloadResult { chat_id: i64, text: String },
     /// A message for a chat (the owner's fleet alerts).
@@ -75,10 +95,14 @@ impl WorkerMsg {
                 "lastPollOkMs": c.last_poll_ok_ms,
                 "lastUpdateMs": c.last_update_ms,
                 "conflict": c.conflict,
+                "waiting": c.waiting,
             }),
             WorkerMsg::Fatal { reason } => json!({"type": "FATAL", "reason": reason}),
             WorkerMsg::ReloadRequest { chat_id } => {
                 json!({"type": "RELOAD_REQUEST", "chatId": chat_id})
+            }
+            WorkerMsg::SettingsAck { version } => {
+                json!({"type": "SETTINGS_ACK", "version": version})
             }
         };
         format!("{v}\n")
@@ -101,6 +125,7 @@ impl WorkerMsg {
                 last_poll_ok_ms: opt_u64(&v["lastPollOkMs"]),
                 last_update_ms: opt_u64(&v["lastUpdateMs"]),
                 conflict: v["conflict"].as_bool().unwrap_or(false),
+                waiting: v["waiting"].as_str().map(str::to_string),
             })),
             "FATAL" => Ok(WorkerMsg::Fatal {
                 reason: v["reason"].as_str().unwrap_or("unknown").to_string(),
@@ -109,6 +134,9 @@ impl WorkerMsg {
                 chat_id: v["chatId"]
                     .as_i64()
                     .ok_or_else(|| DecodeError("RELOAD_REQUEST without chatId".into()))?,
+            }),
+            "SETTINGS_ACK" => Ok(WorkerMsg::SettingsAck {
+                version: v["version"].as_str().unwrap_or("").to_string(),
             }),
             other => Err(DecodeError(format!("unknown type {other:?}"))),
         }
@@ -119,12 +147,12 @@ impl ParentMsg {
     /// One line of JSON, newline included.
     pub fn encode(&self) -> String {
         let v = match self {
-            ParentMsg::Settings { env } => {
+            ParentMsg::Settings { env, version } => {
                 let map: serde_json::Map<String, Value> = env
                     .iter()
                     .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                     .collect();
-                json!({"type": "SETTINGS", "env": map})
+                json!({"type": "SETTINGS", "env": map, "version": version})
             }
             ParentMsg::ReloadResult { chat_id, text } => {
                 json!({"type": "RELOAD_RESULT", "chatId": chat_id, "text": text})
@@ -147,7 +175,8 @@ impl ParentMsg {
                     .iter()
                     .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
                     .collect();
-                Ok(ParentMsg::Settings { env })
+                let version = v["version"].as_str().unwrap_or("").to_string();
+                Ok(ParentMsg::Settings { env, version })
             }
             "RELOAD_RESULT" => Ok(ParentMsg::ReloadResult {
                 chat_id: v["chatId"]
@@ -183,7 +212,11 @@ mod tests {
                 last_poll_ok_ms: Some(1_700_000_000_000),
                 last_update_ms: None,
                 conflict: true,
+                waiting: Some("lock".into()),
             }),
+            WorkerMsg::SettingsAck {
+                version: "abc123def456".into(),
+            },
             WorkerMsg::Fatal {
                 reason: "token rejected".into(),
             },
@@ -210,6 +243,7 @@ mod tests {
     fn parent_messages_round_trip_and_garbage_is_an_error() {
         let m = ParentMsg::Settings {
             env: vec![("A".into(), "1".into()), ("B".into(), "x y".into())],
+            version: "abc123def456".into(),
         };
         assert_eq!(ParentMsg::decode(&m.encode()), Ok(m));
         let r = ParentMsg::ReloadResult {

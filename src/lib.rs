@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod exit;
+pub mod fleet;
 pub mod health;
 pub mod ipc;
 pub mod lock;

@@ -99,6 +99,25 @@ pub fn is_held(path: &Path) -> bool {
     }
 }
 
+/// The file beside the instance lock where the running supervisor records
+/// the address its health server actually bound (`bot.lock.health`), so
+/// `health` and `status` find the fleet even on a fallback port.
+pub fn health_file(lock_path: &Path) -> PathBuf {
+    let mut name = lock_path.as_os_str().to_os_string();
+    name.push(".health");
+    PathBuf::from(name)
+}
+
+/// The health address the supervisor holding `lock_path` recorded, if one
+/// is recorded and that supervisor still holds its lock.
+pub fn read_health_addr(lock_path: &Path) -> Option<std::net::SocketAddr> {
+    if !is_held(lock_path) {
+        return None;
+    }
+    let text = std::fs::read_to_string(health_file(lock_path)).ok()?;
+    text.trim().parse().ok()
+}
+
 /// The supervisor's single-instance lock. Dropping it releases the lock;
 /// `release` also removes the file, as a clean exit should.
 #[derive(Debug)]
@@ -146,11 +165,38 @@ impl InstanceLock {
         &self.path
     }
 
+    /// Records (or, with `None`, removes) the health server's address beside
+    /// the lock. Written whole (temp file and rename): a reader sees the old
+    /// address or the new one.
+    pub fn record_health_addr(&self, addr: Option<std::net::SocketAddr>) -> io::Result<()> {
+        record_health_addr(&self.path, addr)
+    }
+
     /// Removes the file while still holding the lock, then lets go.
     pub fn release(self) -> io::Result<()> {
+        if let Err(e) = record_health_addr(&self.path, None) {
+            log::debug!("cannot remove the health address file: {e}");
+        }
         let removed = std::fs::remove_file(&self.path);
         drop(self.file);
         removed
+    }
+}
+
+/// Writes or removes `health_file(lock_path)`; only the lock's holder calls it.
+pub fn record_health_addr(lock_path: &Path, addr: Option<std::net::SocketAddr>) -> io::Result<()> {
+    let path = health_file(lock_path);
+    match addr {
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+        Some(addr) => {
+            let mut tmp = path.as_os_str().to_os_string();
+            tmp.push(".tmp");
+            std::fs::write(&tmp, format!("{addr}\n"))?;
+            std::fs::rename(&tmp, &path)
+        }
     }
 }
 
@@ -221,8 +267,16 @@ mod tests {
             Err(LockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
             other => panic!("expected Held, got {other:?}"),
         }
+        let addr: std::net::SocketAddr = "127.0.0.1:9100".parse().expect("an address");
+        lock.record_health_addr(Some(addr)).expect("record");
+        assert_eq!(read_health_addr(&path), Some(addr));
         lock.release().expect("release removes the file");
         assert!(!path.exists());
+        assert!(
+            !health_file(&path).exists(),
+            "the address goes with the lock"
+        );
+        assert_eq!(read_health_addr(&path), None);
         assert!(!is_held(&path));
     }
 

@@ -4,8 +4,8 @@
 //! from a running supervisor; they must never signal or change the fleet,
 //! and never print a token (the server never sends one).
 
-use crate::cli::exit;
 use crate::config::Config;
+use crate::exit;
 use serde_json::Value;
 use std::net::IpAddr;
 use std::path::Path;
@@ -194,69 +194,136 @@ pub fn render_table(h: &Value) -> String {
     out
 }
 
-/// `botfleet status [--env-file F] [--json | --watch]`.
-pub fn status(env_file: &Path, json: bool, watch: bool) -> i32 {
+/// Where `status` and `health` look for the running fleet: `--url` as
+/// given; `--port` on loopback; otherwise, the way `stop` finds it, from the
+/// env file: the address the supervisor recorded beside its lock (the port
+/// it actually bound, fallbacks included), then HEALTH_BIND with PORT,
+/// PORT+1, PORT+2 (PORT from the file, else the environment, else 8001).
+pub fn candidates(env_file: &Path, url: Option<&str>, port: Option<u16>) -> Vec<String> {
+    if let Some(u) = url {
+        return vec![u.to_string()];
+    }
+    if let Some(p) = port {
+        return vec![format!("http://127.0.0.1:{p}/health")];
+    }
+    let mut out = Vec::new();
+    let (lock_path, _) = crate::control::lock_path(env_file);
+    if let Some(addr) = crate::lock::read_health_addr(&lock_path) {
+        out.push(format!("http://{}/health", connect_addr(addr)));
+    }
     let env = |k: &str| std::env::var(k).ok();
-    let config = match Config::load(env_file, &env, true) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("botfleet: {e}");
-            return exit::USAGE;
-        }
+    let (host, first) = match Config::load(env_file, &env, true) {
+        Ok(c) => (host_of(c.settings.health_bind), c.settings.port),
+        Err(_) => (
+            "127.0.0.1".to_string(),
+            env("PORT")
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or(DEFAULT_PORT),
+        ),
     };
-    let s = &config.settings;
-    let host = host_of(s.health_bind);
-    let mut failures = Vec::new();
     for offset in 0..=crate::health::PORT_FALLBACKS {
-        let Some(port) = s.port.checked_add(offset) else {
+        let Some(p) = first.checked_add(offset) else {
             break;
         };
-        let url = format!("http://{host}:{port}/health");
-        match fetch(&url) {
-            Ok(h) => {
-                if watch {
-                    return crate::watch::run(&url, &s.state_dir);
-                }
-                if json {
-                    match serde_json::to_string_pretty(&h) {
-                        Ok(text) => println!("{text}"),
-                        Err(e) => {
-                            eprintln!("botfleet: cannot print the /health JSON: {e}");
-                            return exit::FAILURE;
-                        }
-                    }
-                } else {
-                    print!("{}", render_table(&h));
-                }
-                return exit::OK;
-            }
-            Err(e) => failures.push(e.to_string()),
+        let u = format!("http://{host}:{p}/health");
+        if !out.contains(&u) {
+            out.push(u);
         }
     }
-    eprintln!(
-        "botfleet is not answering on {host} ports {}-{} (is it running? is PORT right in {}?):",
-        s.port,
-        s.port.saturating_add(crate::health::PORT_FALLBACKS),
-        env_file.display()
-    );
-    for f in failures {
-        eprintln!("  {f}");
-    }
-    exit::FAILURE
+    out
 }
 
-/// The one line `botfleet health` prints, and whether it means healthy.
-pub fn summarize(h: &Value) -> (bool, String) {
+/// A recorded bind address as one to connect to (a wildcard is loopback).
+fn connect_addr(addr: std::net::SocketAddr) -> String {
+    format!("{}:{}", host_of(addr.ip()), addr.port())
+}
+
+/// Asks each candidate in turn; the first botfleet /health wins (its URL
+/// and answer).
+fn find(candidates: &[String]) -> Result<(String, Value), Vec<StatusError>> {
+    let mut failures = Vec::new();
+    for url in candidates {
+        match fetch(url) {
+            Ok(h) => return Ok((url.clone(), h)),
+            Err(e) => failures.push(e),
+        }
+    }
+    Err(failures)
+}
+
+/// `botfleet status [--env-file F] [--json | --watch]`.
+pub fn status(env_file: &Path, json: bool, watch: bool) -> i32 {
+    if let Err(code) = crate::control::env_file_exists(env_file) {
+        return code;
+    }
+    let urls = candidates(env_file, None, None);
+    match find(&urls) {
+        Ok((url, h)) => {
+            if watch {
+                let env = |k: &str| std::env::var(k).ok();
+                let state_dir = Config::load(env_file, &env, true)
+                    .map(|c| c.settings.state_dir)
+                    .unwrap_or_else(|_| std::path::PathBuf::from("./state"));
+                return crate::watch::run(&url, &state_dir);
+            }
+            if json {
+                match serde_json::to_string_pretty(&h) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("botfleet: cannot print the /health JSON: {e}");
+                        return exit::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", render_table(&h));
+            }
+            exit::OK
+        }
+        Err(failures) => {
+            eprintln!(
+                "botfleet is not answering at {} (is it running? is PORT right in {}?):",
+                urls.join(", "),
+                env_file.display()
+            );
+            for f in failures {
+                eprintln!("  {f}");
+            }
+            exit::FAILURE
+        }
+    }
+}
+
+/// What `botfleet health` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Liveness (the default): fails only for what a restart could fix.
+    Live,
+    /// Readiness: every bot ready and polling.
+    Ready,
+}
+
+/// The one line `botfleet health` prints, and whether the probe passes.
+pub fn summarize(h: &Value, probe: Probe) -> (bool, String) {
     let empty = vec![];
     let workers = h["workers"].as_array().unwrap_or(&empty);
     let total = workers.len();
-    let ready = workers
+    let ready_count = workers
         .iter()
         .filter(|w| w["state"].as_str() == Some("ready"))
         .count();
     let status = h["status"].as_str().unwrap_or("?");
-    if status == "healthy" {
-        return (true, format!("healthy: {ready}/{total} workers ready"));
+    // A server from before liveness and readiness: healthy or not.
+    let live = h["live"].as_bool().unwrap_or(status == "healthy");
+    let ready = h["ready"].as_bool().unwrap_or(status == "healthy");
+    let passes = match probe {
+        Probe::Live => live,
+        Probe::Ready => ready,
+    };
+    if status == "healthy" && ready {
+        return (
+            passes,
+            format!("healthy: {ready_count}/{total} workers ready"),
+        );
     }
     let problems: Vec<String> = workers
         .iter()
@@ -264,9 +331,6 @@ pub fn summarize(h: &Value) -> (bool, String) {
         .map(|w| {
             let state = w["state"].as_str().unwrap_or("?");
             match w["reason"].as_str() {
-                Some(reason) if state == "failed" => {
-                    format!("bot-{} failed ({reason})", w["index"])
-                }
                 Some(reason) => format!("bot-{} {state} ({reason})", w["index"]),
                 None => format!("bot-{} {state}", w["index"]),
             }
@@ -274,32 +338,32 @@ pub fn summarize(h: &Value) -> (bool, String) {
         .collect();
     let detail = if status == "stopping" {
         "the fleet is shutting down".to_string()
+    } else if let Some(stuck) = h["supervisor_stuck_seconds"].as_u64() {
+        format!("the supervisor loop has not turned for {stuck} s")
     } else if problems.is_empty() {
-        format!("{ready}/{total} workers ready")
+        format!("{ready_count}/{total} workers ready")
     } else {
         problems.join(", ")
     };
-    (false, format!("unhealthy: {detail}"))
+    let word = match status {
+        "healthy" => "not ready",
+        "degraded" | "stopping" => status,
+        _ => "unhealthy",
+    };
+    (passes, format!("{word}: {detail}"))
 }
 
-/// The URL `botfleet health` asks.
-pub fn health_url(url: Option<&str>, port: Option<u16>, env_port: Option<&str>) -> String {
-    if let Some(u) = url {
-        return u.to_string();
+/// `botfleet health [--env-file F] [--url U | --port N] [--ready]`.
+pub fn health(env_file: &Path, url: Option<&str>, port: Option<u16>, probe: Probe) -> i32 {
+    if url.is_none() && port.is_none() {
+        if let Err(code) = crate::control::env_file_exists(env_file) {
+            return code;
+        }
     }
-    let port = port
-        .or_else(|| env_port.and_then(|p| p.trim().parse().ok()))
-        .unwrap_or(DEFAULT_PORT);
-    format!("http://127.0.0.1:{port}/health")
-}
-
-/// `botfleet health [--url U | --port N]`.
-pub fn health(url: Option<&str>, port: Option<u16>) -> i32 {
-    let env_port = std::env::var("PORT").ok();
-    let url = health_url(url, port, env_port.as_deref());
-    match fetch(&url) {
-        Ok(h) => {
-            let (ok, line) = summarize(&h);
+    let urls = candidates(env_file, url, port);
+    match find(&urls) {
+        Ok((_, h)) => {
+            let (ok, line) = summarize(&h, probe);
             println!("{line}");
             if ok {
                 exit::OK
@@ -307,8 +371,9 @@ pub fn health(url: Option<&str>, port: Option<u16>) -> i32 {
                 exit::FAILURE
             }
         }
-        Err(e) => {
-            println!("unreachable: {e}");
+        Err(failures) => {
+            let why: Vec<String> = failures.iter().map(ToString::to_string).collect();
+            println!("unreachable: {}", why.join("; "));
             exit::FAILURE
         }
     }
@@ -330,20 +395,37 @@ mod tests {
     }
 
     #[test]
-    fn health_url_prefers_url_then_port_then_env() {
+    fn candidates_prefer_url_then_port_then_the_env_file() {
+        let none = Path::new("/nonexistent/botfleet-test.env");
         assert_eq!(
-            health_url(Some("http://x/h"), None, Some("9")),
-            "http://x/h"
+            candidates(none, Some("http://x/h"), Some(9)),
+            vec!["http://x/h".to_string()]
         );
         assert_eq!(
-            health_url(None, Some(7), Some("9")),
-            "http://127.0.0.1:7/health"
+            candidates(none, None, Some(7)),
+            vec!["http://127.0.0.1:7/health".to_string()]
         );
-        assert_eq!(
-            health_url(None, None, Some("9")),
-            "http://127.0.0.1:9/health"
-        );
-        assert_eq!(health_url(None, None, None), "http://127.0.0.1:8001/health");
+        let dir = std::env::temp_dir().join(format!("botfleet-status-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let env = dir.join("x.env");
+        std::fs::write(
+            &env,
+            format!(
+                "TELEGRAM_BOT_TOKENS=1:abc\nPORT=9100\nLOCK_FILE={}\n",
+                dir.join("bot.lock").display()
+            ),
+        )
+        .expect("write env");
+        let found = candidates(&env, None, None);
+        assert_eq!(found[0], "http://127.0.0.1:9100/health", "{found:?}");
+        assert_eq!(found.len(), 3, "PORT, PORT+1, PORT+2: {found:?}");
+        let lock = crate::lock::InstanceLock::acquire(&dir.join("bot.lock")).expect("lock");
+        lock.record_health_addr(Some("0.0.0.0:9200".parse().expect("addr")))
+            .expect("record");
+        let found = candidates(&env, None, None);
+        assert_eq!(found[0], "http://127.0.0.1:9200/health", "recorded first");
+        lock.release().expect("release");
+        let _cleanup = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -352,16 +434,25 @@ mod tests {
             {"index": 1, "state": "ready", "healthy": true},
             {"index": 2, "state": "ready", "healthy": true},
         ]});
-        assert_eq!(summarize(&h), (true, "healthy: 2/2 workers ready".into()));
-        let h = json!({"status": "unhealthy", "bot_version": "0", "workers": [
+        assert_eq!(
+            summarize(&h, Probe::Live),
+            (true, "healthy: 2/2 workers ready".into())
+        );
+        let h = json!({"status": "degraded", "live": true, "ready": false, "bot_version": "0", "workers": [
             {"index": 1, "state": "ready", "healthy": true},
             {"index": 2, "state": "failed", "healthy": false, "reason": "token rejected by Telegram"},
         ]});
+        let line = "degraded: bot-2 failed (token rejected by Telegram)".to_string();
+        assert_eq!(summarize(&h, Probe::Live), (true, line.clone()));
+        assert_eq!(summarize(&h, Probe::Ready), (false, line));
+        let h = json!({"status": "unhealthy", "live": false, "ready": false, "bot_version": "0", "workers": [
+            {"index": 0, "state": "ready", "healthy": false, "reason": "no successful getUpdates for 400 s"},
+        ]});
         assert_eq!(
-            summarize(&h),
+            summarize(&h, Probe::Live),
             (
                 false,
-                "unhealthy: bot-2 failed (token rejected by Telegram)".into()
+                "unhealthy: bot-0 ready (no successful getUpdates for 400 s)".into()
             )
         );
     }

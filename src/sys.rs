@@ -47,6 +47,38 @@ pub fn ignore_file_size_signal() -> io::Result<()> {
     }
 }
 
+/// The open-file limit (RLIMIT_NOFILE) as (soft, hard).
+// rlim_t is u64 on the targets botfleet builds for; `from` keeps it honest.
+#[allow(clippy::useless_conversion)]
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one plain struct that we own and initialized.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    Ok((u64::from(lim.rlim_cur), u64::from(lim.rlim_max)))
+}
+
+/// Raises the soft open-file limit to the hard limit (capped at `cap`, as
+/// RLIM_INFINITY is not a number of files); returns the new (soft, hard).
+/// Children started afterwards inherit it.
+pub fn raise_nofile(cap: u64) -> io::Result<(u64, u64)> {
+    let (soft, hard) = nofile_limit()?;
+    let target = hard.min(cap);
+    if soft >= target {
+        return Ok((soft, hard));
+    }
+    let lim = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads one plain struct we own; raising the soft
+    // limit up to the hard one needs no privilege.
+    check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+    Ok((target, hard))
+}
+
 /// Sends `signal` to every process in the process group `pgid`.
 pub fn signal_group(pgid: u32, signal: Signal) -> io::Result<()> {
     if pgid <= 1 {

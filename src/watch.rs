@@ -247,7 +247,7 @@ pub fn run(url: &str, disk_path: &Path) -> i32 {
             Ok(r) => Some(r),
             Err(e) => {
                 eprintln!("botfleet: cannot set up the terminal: {e}");
-                return crate::cli::exit::FAILURE;
+                return crate::exit::FAILURE;
             }
         }
     } else {
@@ -259,7 +259,7 @@ pub fn run(url: &str, disk_path: &Path) -> i32 {
         if quit_tx.send(()).is_err() {}
     }) {
         eprintln!("botfleet: cannot install signal handlers: {e}");
-        return crate::cli::exit::FAILURE;
+        return crate::exit::FAILURE;
     }
     let (frame_tx, frame_rx) = mpsc::channel::<Frame>();
     let (url_owned, disk): (String, PathBuf) = (url.to_string(), disk_path.to_path_buf());
@@ -274,7 +274,7 @@ pub fn run(url: &str, disk_path: &Path) -> i32 {
         });
     if let Err(e) = sampler {
         eprintln!("botfleet: cannot start a thread: {e}");
-        return crate::cli::exit::FAILURE;
+        return crate::exit::FAILURE;
     }
     let screen = Screen::enter();
     let ticks = crate::sys::clock_ticks_per_sec();
@@ -310,7 +310,7 @@ pub fn run(url: &str, disk_path: &Path) -> i32 {
         }
     }
     drop(screen);
-    crate::cli::exit::OK
+    crate::exit::OK
 }
 
 #[cfg(test)]

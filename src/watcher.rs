@@ -8,7 +8,7 @@
 //! or apply the config itself: the supervisor does, so a rejected file
 //! changes nothing.
 
-use crate::supervisor::Event;
+use crate::fleet::Event;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};

@@ -150,13 +150,17 @@ fn health_says_one_line_and_exits_by_the_verdict() {
         || {
             let out = botfleet(&["health", "--port", &port], &[]);
             last = text(&out.stdout);
-            out.status.code() == Some(1) && last.contains("failed")
+            out.status.code() == Some(0) && last.contains("failed")
         },
     );
+    // A rejected token is a condition a restart cannot fix: the fleet is
+    // degraded, live (exit 0), and not ready.
     assert_eq!(
-        last, "unhealthy: bot-2 failed (token rejected by Telegram)\n",
+        last, "degraded: bot-2 failed (token rejected by Telegram)\n",
         "the one line names the bot and why"
     );
+    let out = botfleet(&["health", "--port", &port, "--ready"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
 }
 
 #[test]

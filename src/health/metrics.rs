@@ -5,7 +5,7 @@
 //! its own, and never put a token in a label.
 
 use super::routes::{worker_health, Live};
-use crate::supervisor::FleetView;
+use crate::fleet::FleetView;
 use std::fmt::Write;
 use std::time::SystemTime;
 
@@ -70,7 +70,7 @@ pub fn render(
 ) -> String {
     let mut out = String::with_capacity(2048);
     let mut f = Family { out: &mut out };
-    let bot = |w: &crate::supervisor::WorkerView| {
+    let bot = |w: &crate::fleet::WorkerView| {
         vec![
             ("index", w.index.to_string()),
             ("username", w.username.clone().unwrap_or_default()),
@@ -129,7 +129,8 @@ pub fn render(
         "1 when the worker is healthy (not failed, polled successfully within UNHEALTHY_THRESHOLD_SECS).",
     );
     for w in &view.workers {
-        let ok = worker_health(w, view.started, live.unhealthy_threshold, now).is_ok();
+        let ok = worker_health(w, view.started, live.unhealthy_threshold, now)
+            == super::routes::WorkerHealth::Ok;
         f.sample(
             "botfleet_worker_healthy",
             &bot(w),

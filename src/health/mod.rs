@@ -16,7 +16,7 @@ pub mod routes;
 pub mod server;
 
 use crate::config::Settings;
-use crate::supervisor::{Event, FleetView};
+use crate::fleet::{Event, FleetView};
 use routes::{Context, Live};
 use server::Server;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -140,6 +140,8 @@ pub struct Health {
     server: Option<Server>,
     keepalive: Option<Keepalive>,
     watchdog: Option<crate::sdnotify::Watchdog>,
+    /// Connections that may wait for their request at once.
+    max_pending: usize,
 }
 
 impl std::fmt::Debug for Health {
@@ -159,7 +161,7 @@ fn live_of(settings: &Settings) -> Live {
     }
 }
 
-fn serve(ctx: &Arc<Context>, bind: IpAddr, port: u16) -> Option<Server> {
+fn serve(ctx: &Arc<Context>, bind: IpAddr, port: u16, max_pending: usize) -> Option<Server> {
     let listener = match bind_with_fallback(bind, port) {
         Ok(l) => l,
         Err(e) => {
@@ -169,7 +171,7 @@ fn serve(ctx: &Arc<Context>, bind: IpAddr, port: u16) -> Option<Server> {
     };
     let handler_ctx = Arc::clone(ctx);
     let handler: server::Handler = Arc::new(move |req| routes::route(&handler_ctx, req));
-    match Server::start(listener, handler) {
+    match Server::start(listener, handler, max_pending) {
         Ok(server) => {
             log::info!("Health server listening on http://{}", server.addr());
             if server.addr().port() != port && port != 0 {
@@ -191,7 +193,14 @@ impl Health {
     /// Binds HEALTH_BIND:PORT (then PORT+1, PORT+2); without a free port
     /// the fleet runs on without HTTP and the log says so. Also starts the
     /// KEEPALIVE_URL pinger and the systemd watchdog when they are asked for.
-    pub fn start(settings: &Settings, view: Arc<Mutex<FleetView>>, tx: Sender<Event>) -> Health {
+    /// At most `max_pending` connections wait at once (the supervisor keeps
+    /// this below its open-file limit).
+    pub fn start(
+        settings: &Settings,
+        view: Arc<Mutex<FleetView>>,
+        tx: Sender<Event>,
+        max_pending: usize,
+    ) -> Health {
         // The systemd watchdog asks the supervisor loop itself.
         let probe = tx.clone();
         let alive = move |answer: Sender<()>| probe.send(Event::Alive(answer)).is_ok();
@@ -200,7 +209,7 @@ impl Health {
             tx: Mutex::new(tx),
             live: RwLock::new(live_of(settings)),
         });
-        let server = serve(&ctx, settings.health_bind, settings.port);
+        let server = serve(&ctx, settings.health_bind, settings.port, max_pending);
         let keepalive = settings
             .keepalive_url
             .as_deref()
@@ -212,6 +221,7 @@ impl Health {
             server,
             keepalive,
             watchdog: crate::sdnotify::start_watchdog(alive),
+            max_pending,
         }
     }
 
@@ -244,10 +254,10 @@ impl Health {
             }
             self.bind = settings.health_bind;
             self.port = settings.port;
-            self.server = serve(&self.ctx, self.bind, self.port);
+            self.server = serve(&self.ctx, self.bind, self.port, self.max_pending);
         } else if self.server.is_none() {
             // The ports may have been freed since; try again on a reload.
-            self.server = serve(&self.ctx, self.bind, self.port);
+            self.server = serve(&self.ctx, self.bind, self.port, self.max_pending);
         }
         let wanted = settings.keepalive_url.as_deref().map(|u| {
             (
@@ -310,7 +320,7 @@ mod tests {
         };
         let view = Arc::new(Mutex::new(FleetView::default()));
         let (tx, rx) = mpsc::channel();
-        let mut health = Health::start(&settings, view, tx);
+        let mut health = Health::start(&settings, view, tx, server::MAX_PENDING);
         let first = health.addr().expect("the server is up");
         let restart = |addr, token: &str| {
             exchange(

@@ -6,7 +6,7 @@
 //! than by sending `Event::Restart` into the supervisor's channel.
 
 use super::server::{Request, Response};
-use crate::supervisor::{Event, FleetView, WorkerView};
+use crate::fleet::{Event, FleetView, WorkerView};
 use serde_json::{json, Value};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};
@@ -53,10 +53,12 @@ impl Context {
 }
 
 /// The known paths and the one method each takes.
-const ROUTES: [(&str, &str); 5] = [
+const ROUTES: [(&str, &str); 7] = [
     ("/", "GET"),
     ("/ping", "GET"),
     ("/health", "GET"),
+    ("/health/live", "GET"),
+    ("/health/ready", "GET"),
     ("/metrics", "GET"),
     ("/restart", "POST"),
 ];
@@ -84,7 +86,7 @@ pub fn route(ctx: &Context, req: &Request) -> Response {
                 "status": "online",
                 "bot": "botfleet",
                 "version": env!("CARGO_PKG_VERSION"),
-                "endpoints": ["/", "/ping", "/health", "/metrics", "/restart"],
+                "endpoints": ["/", "/ping", "/health", "/health/live", "/health/ready", "/metrics", "/restart"],
                 "timestamp": crate::logging::utc_timestamp(now),
             }),
         ),
@@ -92,9 +94,14 @@ pub fn route(ctx: &Context, req: &Request) -> Response {
             200,
             &json!({"pong": true, "timestamp": crate::logging::utc_timestamp(now)}),
         ),
-        "/health" => {
-            let (status, body) = health_json(&ctx.snapshot(), &ctx.live(), now, &rss_of);
-            Response::json(status, &body)
+        "/health" | "/health/live" | "/health/ready" => {
+            let (verdict, body) = health_json(&ctx.snapshot(), &ctx.live(), now, &rss_of);
+            let ok = match req.path.as_str() {
+                "/health/live" => verdict.live(),
+                "/health/ready" => verdict.ready,
+                _ => verdict.overall == Overall::Healthy,
+            };
+            Response::json(if ok { 200 } else { 503 }, &body)
         }
         "/metrics" => Response::text(
             200,
@@ -183,15 +190,70 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// Whether one worker is healthy, and if not, why.
+/// How long the supervisor loop may go without turning (it turns at least
+/// once a second) before /health calls it stuck.
+pub const LOOP_STUCK: Duration = Duration::from_secs(30);
+
+/// One worker's verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerHealth {
+    /// Polling as it should (or still within its first threshold).
+    Ok,
+    /// A condition a restart of botfleet cannot fix: `failed` (a rejected
+    /// token, a crash loop, a bad setting) or a lasting 409 conflict (a
+    /// poller elsewhere, a webhook). Degrades the fleet; does not fail
+    /// liveness, since restarting the process would not help.
+    Failed(String),
+    /// It should be polling and is not: fails liveness.
+    Unhealthy(String),
+}
+
+/// The fleet's overall state, worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Overall {
+    Stopping,
+    Unhealthy,
+    Degraded,
+    Healthy,
+}
+
+impl Overall {
+    pub fn name(self) -> &'static str {
+        match self {
+            Overall::Stopping => "stopping",
+            Overall::Unhealthy => "unhealthy",
+            Overall::Degraded => "degraded",
+            Overall::Healthy => "healthy",
+        }
+    }
+}
+
+/// What /health, /health/live and /health/ready answer from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verdict {
+    pub overall: Overall,
+    /// Every worker is `ready` and polling: traffic can be counted on.
+    pub ready: bool,
+}
+
+impl Verdict {
+    /// Liveness: only what a restart of botfleet could fix fails it (a bot
+    /// that should poll and does not, a stuck loop); `failed` bots and a
+    /// bounded shutdown do not.
+    pub fn live(&self) -> bool {
+        self.overall != Overall::Unhealthy
+    }
+}
+
+/// One worker's verdict (see `WorkerHealth`).
 pub fn worker_health(
     w: &WorkerView,
     started: Option<SystemTime>,
     threshold: Duration,
     now: SystemTime,
-) -> Result<(), String> {
+) -> WorkerHealth {
     if w.state == "failed" {
-        return Err(w.failure.clone().unwrap_or_else(|| "failed".to_string()));
+        return WorkerHealth::Failed(w.failure.clone().unwrap_or_else(|| "failed".to_string()));
     }
     // A fresh worker has until the threshold for its first good poll.
     let reference = w
@@ -199,30 +261,55 @@ pub fn worker_health(
         .last_poll_ok_ms
         .or(w.running_since.map(ms_of))
         .or(started.map(ms_of));
+    // (The inbox's oldest_pending_age joins this verdict when the worker
+    // reports it: a stuck inbox is unhealthy like a stalled poll.)
     match ago(now, reference) {
-        Some(secs) if secs > threshold.as_secs_f64() => Err(format!(
-            "no successful getUpdates for {} s",
-            secs.round() as u64
-        )),
-        _ => Ok(()),
+        // Another host's poller or a webhook (409) is not something a
+        // restart of botfleet can fix either: it degrades, like `failed`.
+        Some(secs) if secs > threshold.as_secs_f64() && w.counters.conflict => {
+            WorkerHealth::Failed(format!(
+                "no successful getUpdates for {} s: 409 Conflict, another poller or a webhook holds this token",
+                secs.round() as u64
+            ))
+        }
+        Some(secs) if secs > threshold.as_secs_f64() => {
+            let mut why = format!("no successful getUpdates for {} s", secs.round() as u64);
+            if let Some(waiting) = &w.counters.waiting {
+                why.push_str(&format!(" (waiting: {waiting})"));
+            }
+            WorkerHealth::Unhealthy(why)
+        }
+        _ => WorkerHealth::Ok,
     }
 }
 
-/// The /health body and its status (200 all healthy, 503 otherwise).
+/// The /health body and the verdict the three health paths answer from.
 pub fn health_json(
     view: &FleetView,
     live: &Live,
     now: SystemTime,
     rss: &dyn Fn(u32) -> Option<u64>,
-) -> (u16, Value) {
-    let mut all_healthy = !view.shutting_down;
+) -> (Verdict, Value) {
+    let mut overall = Overall::Healthy;
+    let mut ready = !view.shutting_down;
     let mut total_updates = 0u64;
     let mut total_errors = 0u64;
     let mut last_update: Option<u64> = None;
     let mut workers = Vec::with_capacity(view.workers.len());
     for w in &view.workers {
         let verdict = worker_health(w, view.started, live.unhealthy_threshold, now);
-        all_healthy &= verdict.is_ok();
+        let reason = match &verdict {
+            WorkerHealth::Ok => None,
+            WorkerHealth::Failed(why) => {
+                overall = overall.min(Overall::Degraded);
+                Some(why.clone())
+            }
+            WorkerHealth::Unhealthy(why) => {
+                overall = overall.min(Overall::Unhealthy);
+                Some(why.clone())
+            }
+        };
+        ready &= w.state == "ready" && verdict == WorkerHealth::Ok;
         total_updates += w.counters.updates;
         total_errors += w.counters.errors;
         last_update = last_update.max(w.counters.last_update_ms);
@@ -236,8 +323,9 @@ pub fn health_json(
             "username": w.username,
             "pid": w.pid,
             "state": w.state,
-            "healthy": verdict.is_ok(),
-            "reason": verdict.err(),
+            "healthy": verdict == WorkerHealth::Ok,
+            "reason": reason,
+            "waiting": w.counters.waiting,
             "uptime_seconds": uptime,
             "restarts": w.restarts,
             "memory_restarts": w.memory_restarts,
@@ -249,13 +337,18 @@ pub fn health_json(
             "rss_bytes": w.pid.and_then(rss),
         }));
     }
-    let status = if view.shutting_down {
-        "stopping"
-    } else if all_healthy {
-        "healthy"
-    } else {
-        "unhealthy"
-    };
+    let loop_stuck = view
+        .last_turn
+        .and_then(|t| now.duration_since(t).ok())
+        .map(|d| d.as_secs())
+        .filter(|s| *s > LOOP_STUCK.as_secs());
+    if loop_stuck.is_some() {
+        overall = Overall::Unhealthy;
+        ready = false;
+    }
+    if view.shutting_down {
+        overall = Overall::Stopping;
+    }
     let calls = total_updates + total_errors;
     let error_rate = if calls == 0 {
         0.0
@@ -266,8 +359,12 @@ pub fn health_json(
         .started
         .and_then(|t| now.duration_since(t).ok())
         .map_or(0, |d| d.as_secs());
+    let verdict = Verdict { overall, ready };
     let body = json!({
-        "status": status,
+        "status": overall.name(),
+        "live": verdict.live(),
+        "ready": ready,
+        "supervisor_stuck_seconds": loop_stuck,
         "uptime_seconds": uptime,
         "last_update_ago": ago(now, last_update).map(round3),
         "total_updates": total_updates,
@@ -279,7 +376,7 @@ pub fn health_json(
         "unhealthy_threshold_secs": live.unhealthy_threshold.as_secs(),
         "workers": workers,
     });
-    (if all_healthy { 200 } else { 503 }, body)
+    (verdict, body)
 }
 
 #[cfg(test)]
@@ -329,17 +426,40 @@ mod tests {
             ..FleetView::default()
         };
         let rss = |_: u32| Some(4096);
-        assert_eq!(health_json(&view, &live, now, &rss).0, 200);
+        let healthy = Verdict {
+            overall: Overall::Healthy,
+            ready: true,
+        };
+        assert_eq!(health_json(&view, &live, now, &rss).0, healthy);
         view.workers[0] = worker("ready", stale);
-        let (status, body) = health_json(&view, &live, now, &rss);
-        assert_eq!(status, 503);
+        let (verdict, body) = health_json(&view, &live, now, &rss);
+        assert_eq!(verdict.overall, Overall::Unhealthy);
+        assert!(!verdict.live() && !verdict.ready);
         assert_eq!(body["workers"][0]["rss_bytes"], 4096);
-        view.workers[0] = worker("failed", fresh);
-        assert_eq!(health_json(&view, &live, now, &rss).0, 503);
-        view.workers[0] = worker("ready", fresh);
+        // A lasting 409 (another host polls this token) degrades too.
+        let mut conflicted = worker("ready", stale);
+        conflicted.counters.conflict = true;
+        view.workers = vec![conflicted];
+        let (verdict, body) = health_json(&view, &live, now, &rss);
+        assert_eq!(verdict.overall, Overall::Degraded, "{body}");
+        // A failed bot (a revoked token) degrades: live, not ready.
+        view.workers = vec![worker("ready", fresh), worker("failed", fresh)];
+        let (verdict, body) = health_json(&view, &live, now, &rss);
+        assert_eq!(verdict.overall, Overall::Degraded);
+        assert!(verdict.live() && !verdict.ready, "{body}");
+        assert_eq!(body["status"], "degraded");
+        // A loop that has not turned for long is stuck: not live.
+        view.workers = vec![worker("ready", fresh)];
+        view.last_turn = Some(now - LOOP_STUCK - Duration::from_secs(5));
+        let (verdict, body) = health_json(&view, &live, now, &rss);
+        assert!(!verdict.live(), "{body}");
+        assert!(body["supervisor_stuck_seconds"].as_u64() > Some(30));
+        view.last_turn = Some(now);
+        assert_eq!(health_json(&view, &live, now, &rss).0, healthy);
         view.shutting_down = true;
-        let (status, body) = health_json(&view, &live, now, &rss);
-        assert_eq!((status, body["status"].as_str()), (503, Some("stopping")));
+        let (verdict, body) = health_json(&view, &live, now, &rss);
+        assert_eq!(verdict.overall, Overall::Stopping);
+        assert_eq!(body["status"].as_str(), Some("stopping"));
         assert!(!body.to_string().contains("tok"), "no token in /health");
     }
 }

@@ -34,7 +34,11 @@ pub const MAX_BODY: usize = 4 * 1024;
 /// How long a client has, from connect, to send its whole request.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections waiting for their request at once; beyond, the oldest goes.
+/// The supervisor passes a lower cap when the open-file limit is tight.
 pub const MAX_PENDING: usize = 1024;
+/// How long accepting pauses after an accept error (EMFILE, ENFILE,
+/// ENOBUFS): the listener stays readable, so retrying at once would spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Threads that answer complete requests.
 pub const HANDLERS: usize = 4;
 /// Complete requests waiting for a handler; beyond, 503 at once.
@@ -279,7 +283,15 @@ type Job = (TcpStream, Request);
 
 impl Server {
     /// Serves `listener` with `handler` until `stop`.
-    pub fn start(listener: TcpListener, handler: Handler) -> io::Result<Server> {
+    /// At most `max_pending` connections wait for their request at once
+    /// (never more than MAX_PENDING), so the server stays below the
+    /// process's open-file limit and leaves descriptors for the fleet.
+    pub fn start(
+        listener: TcpListener,
+        handler: Handler,
+        max_pending: usize,
+    ) -> io::Result<Server> {
+        let max_pending = max_pending.clamp(1, MAX_PENDING);
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -307,7 +319,7 @@ impl Server {
         let spawned = std::thread::Builder::new()
             .name("health-accept".into())
             .stack_size(256 * 1024)
-            .spawn(move || read_loop(&listener, &job_tx, &reader_stop));
+            .spawn(move || read_loop(&listener, &job_tx, &reader_stop, max_pending));
         match spawned {
             Ok(t) => threads.push(t),
             Err(e) => {
@@ -387,12 +399,28 @@ fn reject(mut stream: TcpStream, status: u16) {
     }
 }
 
-fn read_loop(listener: &TcpListener, jobs: &SyncSender<Job>, stop: &AtomicBool) {
+fn read_loop(
+    listener: &TcpListener,
+    jobs: &SyncSender<Job>,
+    stop: &AtomicBool,
+    max_pending: usize,
+) {
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut chunk = [0u8; 4096];
+    // After an accept error the listener is left out of poll(2) (fd -1 is
+    // ignored) until this instant.
+    let mut accept_paused: Option<Instant> = None;
+    let mut accept_errors = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let mut fds = Vec::with_capacity(pending.len() + 1);
-        fds.push(listener.as_raw_fd());
+        if accept_paused.is_some_and(|until| Instant::now() >= until) {
+            accept_paused = None;
+        }
+        fds.push(if accept_paused.is_some() {
+            -1
+        } else {
+            listener.as_raw_fd()
+        });
         fds.extend(pending.iter().map(|p| p.stream.as_raw_fd()));
         let ready = match crate::sys::poll_readable(&fds, POLL_MS) {
             Ok(r) => r,
@@ -449,13 +477,32 @@ fn read_loop(listener: &TcpListener, jobs: &SyncSender<Job>, stop: &AtomicBool) 
             }
         }
         pending = still;
-        if ready.first().copied().unwrap_or(false) {
-            accept_all(listener, &mut pending);
+        if accept_paused.is_none() && ready.first().copied().unwrap_or(false) {
+            if let Err(e) = accept_all(listener, &mut pending, max_pending) {
+                accept_errors += 1;
+                if accept_errors == 1 || accept_errors % 1000 == 0 {
+                    log::warn!(
+                        "health: accept failed ({e}; {accept_errors} time(s)); pausing accepts for {} ms",
+                        ACCEPT_PAUSE.as_millis()
+                    );
+                }
+                // Out of descriptors: the oldest waiting client gives one back.
+                if let Some(oldest) = pending.pop_front() {
+                    reject(oldest.stream, 503);
+                }
+                accept_paused = Some(Instant::now() + ACCEPT_PAUSE);
+            }
         }
     }
 }
 
-fn accept_all(listener: &TcpListener, pending: &mut VecDeque<Pending>) {
+/// Accepts every connection waiting; an error other than "none left" is
+/// returned so the caller pauses instead of retrying at once.
+fn accept_all(
+    listener: &TcpListener,
+    pending: &mut VecDeque<Pending>,
+    max_pending: usize,
+) -> io::Result<()> {
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
@@ -468,20 +515,17 @@ fn accept_all(listener: &TcpListener, pending: &mut VecDeque<Pending>) {
                     buf: Vec::new(),
                     since: Instant::now(),
                 });
-                if pending.len() > MAX_PENDING {
+                if pending.len() > max_pending {
                     // The oldest waiting client has had the longest chance.
                     if let Some(oldest) = pending.pop_front() {
                         reject(oldest.stream, 503);
                     }
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                // EMFILE and friends: leave the rest in the backlog for now.
-                log::warn!("health: accept failed: {e}");
-                return;
-            }
+            // EMFILE and friends: the rest waits in the backlog.
+            Err(e) => return Err(e),
         }
     }
 }

@@ -19,13 +19,8 @@
 //!     └── restart request or token change: back to Backoff(now)
 //! ```
 
+pub use crate::ipc::{EXIT_PERMANENT, EXIT_TOKEN_REJECTED};
 use std::time::{Duration, Instant};
-
-/// Exit code of a worker whose token Telegram rejected: never restart as is.
-pub const EXIT_TOKEN_REJECTED: i32 = 78;
-/// Exit code of a worker that could not start for a reason a restart will
-/// not fix (its settings, its state dir): also not restarted until a change.
-pub const EXIT_PERMANENT: i32 = 79;
 
 /// The restart policy, from the settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -198,6 +193,12 @@ impl Worker {
             } => Some(*kill_at),
             _ => None,
         }
+    }
+
+    /// Moves the heartbeat deadline on by `gap` (never past `now`): time the
+    /// supervisor itself did not run must not count as the worker's silence.
+    pub fn excuse(&mut self, gap: Duration, now: Instant) {
+        self.last_heartbeat = (self.last_heartbeat + gap).min(now);
     }
 
     /// Since when the process has run (Starting or Ready).
@@ -658,6 +659,29 @@ mod tests {
         crash(&mut w, late);
         assert_eq!(w.state.name(), "backoff");
         assert_eq!(w.restarts, 1);
+    }
+
+    #[test]
+    fn the_supervisors_own_pause_is_not_counted_against_a_worker() {
+        let p = policy();
+        let t = Instant::now();
+        let mut w = running(t);
+        // The supervisor was stopped for 60 s, longer than hung_after (40 s),
+        // ten seconds after the last heartbeat; it resumes at t + 70 s.
+        let resumed = t + Duration::from_secs(70);
+        w.excuse(Duration::from_secs(60), resumed);
+        assert_eq!(w.step(Input::Tick, resumed, &p, 0.5), vec![]);
+        assert_eq!(
+            w.next_deadline(&p),
+            Some(t + Duration::from_secs(60) + p.hung_after)
+        );
+        // Never past now: a huge gap still leaves a whole hung_after.
+        let mut w = running(t);
+        w.excuse(Duration::from_secs(3600), t + Duration::from_secs(50));
+        assert_eq!(
+            w.next_deadline(&p),
+            Some(t + Duration::from_secs(50) + p.hung_after)
+        );
     }
 
     #[test]

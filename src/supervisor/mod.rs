@@ -6,9 +6,16 @@
 //! next deadline (a restart due, a stop grace ending, a heartbeat overdue).
 //! It must never run two processes for one token, and never spawn once
 //! shutdown has begun.
+//!
+//! This file is long (about 1,100 lines) because the loop, reload, alerts
+//! and spawning all work on the one worker table; what can stand alone
+//! does: the state machine (`machine`), the open-file budget (`limits`),
+//! queued pipe writes (`outgoing`) and the pipe reader (`reader`).
 
+pub mod limits;
 pub mod machine;
 mod memory;
+mod outgoing;
 mod reader;
 
 use crate::config::Config;
@@ -19,78 +26,26 @@ use crate::sys;
 use crate::token::Token;
 use machine::{Action, Input, Policy, State, Worker};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How often a worker sends a heartbeat.
-pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(2);
+pub use crate::fleet::{Event, FleetView, WorkerView};
+pub use crate::ipc::HEARTBEAT_PERIOD;
+pub use limits::{fit_open_files, FdLimitError};
 
-/// Everything the supervisor loop reacts to. One closed set, one channel.
-#[derive(Debug)]
-pub enum Event {
-    /// A signal arrived.
-    Signal(SignalKind),
-    /// A worker said something on its stdout.
-    FromWorker {
-        bot_id: u64,
-        generation: u64,
-        msg: WorkerMsg,
-    },
-    /// A worker wrote a line that is not a message (logged, ignored).
-    BadLine { bot_id: u64, error: String },
-    /// A worker process exited and was reaped.
-    WorkerExited {
-        bot_id: u64,
-        generation: u64,
-        code: Option<i32>,
-        signal: Option<i32>,
-    },
-    /// Reload `.env` now (SIGHUP, the watcher, /reload_config, a test).
-    Reload {
-        why: String,
-        reply_to: Option<(u64, i64)>,
-    },
-    /// `.env` was read and checked off the loop: the config, or the error.
-    Loaded {
-        result: Result<Box<Config>, String>,
-        why: String,
-        reply_to: Option<(u64, i64)>,
-    },
-    /// Restart one worker (by index) or all of them, one at a time.
-    Restart { index: Option<u32> },
-    /// The systemd watchdog asks whether the loop is turning: answer.
-    Alive(std::sync::mpsc::Sender<()>),
-}
-
-/// A worker as /health and `status` see it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkerView {
-    pub index: u32,
-    pub bot_id: u64,
-    pub username: Option<String>,
-    pub pid: Option<u32>,
-    pub state: &'static str,
-    pub failure: Option<String>,
-    pub running_since: Option<SystemTime>,
-    pub restarts: u32,
-    /// Restarts for WORKER_MAX_RSS_MB (also counted in `restarts`).
-    pub memory_restarts: u32,
-    pub counters: Counters,
-}
-
-/// The fleet as the supervisor last published it.
-#[derive(Debug, Clone, Default)]
-pub struct FleetView {
-    pub started: Option<SystemTime>,
-    pub config_version: String,
-    pub config_reloads: u64,
-    pub workers: Vec<WorkerView>,
-    pub shutting_down: bool,
-}
+/// The longest the loop waits without turning.
+const TURN: Duration = Duration::from_secs(1);
+/// A turn this much later than planned means the loop was not running.
+const PAUSE_SLACK: Duration = Duration::from_secs(1);
+/// SETTINGS not acknowledged within this long are sent again.
+const SETTINGS_RESEND: Duration = Duration::from_secs(5);
+/// The most bytes queued for one worker's stdin.
+const OUTGOING_MAX: usize = 4 * 1024 * 1024;
+/// At most this many queued events are read in one turn (then deadlines).
+const DRAIN_MAX: usize = 10_000;
 
 /// A worker slot: one token, at most one process at a time.
 struct Slot {
@@ -101,6 +56,12 @@ struct Slot {
     /// Bumped at every spawn, so events from an older process are ignored.
     generation: u64,
     stdin: Option<ChildStdin>,
+    /// Whole lines waiting for the worker's stdin to take them.
+    outgoing: Vec<u8>,
+    /// The settings version this process has (from its spawn or its ack).
+    settings_version: String,
+    /// When SETTINGS last went to this process (sent again until acked).
+    settings_sent: Option<Instant>,
     counters: Counters,
     running_since: Option<SystemTime>,
     /// What the owner was last told about this worker.
@@ -180,6 +141,11 @@ pub fn policy_of(config: &Config) -> Policy {
 pub struct Supervisor {
     config: Config,
     env_file: PathBuf,
+    /// The version of the settings workers should have (changes when a
+    /// reload changes the worker environment).
+    settings_version: String,
+    /// The instance lock's path as at start (LOCK_FILE changes need a restart).
+    lock_path: PathBuf,
     policy: Policy,
     exe: PathBuf,
     tx: Sender<Event>,
@@ -219,6 +185,8 @@ impl Supervisor {
         }));
         let mut sup = Supervisor {
             policy: policy_of(&config),
+            lock_path: config.settings.lock_file.clone(),
+            settings_version: config.version().to_string(),
             config,
             env_file,
             exe,
@@ -278,6 +246,9 @@ impl Supervisor {
                 machine: Worker::new(Instant::now()),
                 generation: 0,
                 stdin: None,
+                outgoing: Vec::new(),
+                settings_version: String::new(),
+                settings_sent: None,
                 counters: Counters::default(),
                 running_since: None,
                 alerted: Alerted::Nothing,
@@ -303,37 +274,75 @@ impl Supervisor {
             Ok(w) => self.watcher = Some(w),
             Err(e) => log::error!("cannot start the config watcher ({e}); SIGHUP still reloads"),
         }
-        let mut health =
-            crate::health::Health::start(&self.config.settings, self.view(), self.sender());
+        let mut health = crate::health::Health::start(
+            &self.config.settings,
+            self.view(),
+            self.sender(),
+            limits::health_connection_cap(self.slots.len()),
+        );
+        self.record_health_addr(health.addr());
         crate::sdnotify::notify(&format!("STATUS=starting {} worker(s)", self.slots.len()));
         self.tick_all();
+        let mut last_tick = Instant::now();
         loop {
             if self.shutting_down.is_some() && self.slots.is_empty() {
                 break;
             }
             let now = Instant::now();
-            let deadline = self.next_deadline();
-            let event = match deadline {
-                Some(d) if d <= now => None,
-                Some(d) => match self.rx.recv_timeout(d - now) {
+            // The loop turns at least once a TURN, so /health can tell a
+            // stuck loop from an idle one.
+            let wait_until = self
+                .next_deadline()
+                .map_or(now + TURN, |d| d.min(now + TURN));
+            let event = if wait_until <= now {
+                match self.rx.try_recv() {
+                    Ok(e) => Some(e),
+                    Err(mpsc::TryRecvError::Empty) => None,
+                    Err(mpsc::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match self.rx.recv_timeout(wait_until - now) {
                     Ok(e) => Some(e),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match self.rx.recv() {
-                    Ok(e) => Some(e),
-                    Err(_) => break,
-                },
-            };
-            if let Some(event) = event {
-                let reconfigured = matches!(event, Event::Loaded { .. });
-                self.handle(event);
-                if reconfigured {
-                    health.reconfigure(&self.config.settings);
                 }
+            };
+            // Every event already queued is read before any deadline is
+            // judged: heartbeats that waited in the channel count.
+            let mut reconfigured = false;
+            if let Some(first) = event {
+                let mut next = Some(first);
+                let mut handled = 0;
+                while let Some(event) = next {
+                    reconfigured |= matches!(event, Event::Loaded { .. });
+                    self.handle(event);
+                    handled += 1;
+                    next = if handled < DRAIN_MAX {
+                        self.rx.try_recv().ok()
+                    } else {
+                        None
+                    };
+                }
+            }
+            if reconfigured {
+                health.reconfigure(&self.config.settings);
+                self.record_health_addr(health.addr());
+            }
+            self.flush_outgoing();
+            // Time the loop did not run (SIGSTOP, `docker pause`, a frozen
+            // VM, a very long turn) is not the workers' silence.
+            let since = last_tick.elapsed();
+            if since > TURN + PAUSE_SLACK {
+                let gap = since - TURN;
+                log::warn!(
+                    "The supervisor loop did not run for {} s (paused?); not counting that time against the workers' heartbeats",
+                    gap.as_secs()
+                );
+                self.excuse_all(gap);
             }
             self.tick_all();
             self.check_memory();
+            last_tick = Instant::now();
             self.advance_rolling();
             self.publish();
             if let Some(begun) = self.shutting_down {
@@ -351,6 +360,25 @@ impl Supervisor {
         health.stop();
         log::info!("All workers stopped; botfleet exits");
         0
+    }
+
+    /// Records the health server's bound address beside the instance lock
+    /// (or removes the record when it could not bind).
+    fn record_health_addr(&self, addr: Option<std::net::SocketAddr>) {
+        if let Err(e) = crate::lock::record_health_addr(&self.lock_path, addr) {
+            log::warn!(
+                "cannot record the health address beside {} ({e}); `botfleet health` may need --port",
+                self.lock_path.display()
+            );
+        }
+    }
+
+    /// Moves every running worker's heartbeat deadline on by `gap`.
+    fn excuse_all(&mut self, gap: Duration) {
+        let now = Instant::now();
+        for slot in self.slots.values_mut() {
+            slot.machine.excuse(gap, now);
+        }
     }
 
     fn watch_timing(&self) -> crate::watcher::Timing {
@@ -438,6 +466,7 @@ impl Supervisor {
                 if current == Some(generation) {
                     if let Some(slot) = self.slots.get_mut(&bot_id) {
                         slot.stdin = None;
+                        slot.outgoing.clear();
                         slot.running_since = None;
                     }
                     self.step(bot_id, Input::Exited { code, signal });
@@ -505,6 +534,11 @@ impl Supervisor {
             WorkerMsg::Fatal { reason } => {
                 log::error!("Worker bot-{} reports a fatal error: {reason}", slot.index);
                 self.step(bot_id, Input::Fatal { reason });
+            }
+            WorkerMsg::SettingsAck { version } => {
+                if version == self.settings_version {
+                    slot.settings_version = version;
+                }
             }
             WorkerMsg::ReloadRequest { chat_id } => {
                 let index = slot.index;
@@ -674,6 +708,21 @@ impl Supervisor {
         if self.shutting_down.is_some() {
             return;
         }
+        let soft = sys::nofile_limit().map_or(u64::MAX, |(soft, _)| soft);
+        if limits::fds_needed(new.tokens.len()) > soft {
+            let e = limits::FdLimitError {
+                bots: new.tokens.len(),
+                needed: limits::fds_needed(new.tokens.len()),
+                soft,
+                hard: sys::nofile_limit().map_or(soft, |(_, hard)| hard),
+            };
+            log::error!("Config reload ({why}) rejected; keeping the running config: {e}");
+            self.reply(
+                reply_to,
+                format!("❌ Configuration rejected, nothing changed:\n{e}"),
+            );
+            return;
+        }
         let diff = crate::config::diff(&self.config, &new);
         if diff.is_empty() {
             log::info!("Config reload ({why}): no changes");
@@ -781,13 +830,13 @@ impl Supervisor {
             );
             self.start_rolling(ids);
         }
-        let worker_env = self.config.worker_env();
-        if worker_env != old_worker_env {
-            let msg = ParentMsg::Settings { env: worker_env };
-            let ids: Vec<u64> = self.slots.keys().copied().collect();
-            for id in ids {
-                self.send_to(id, &msg);
+        if self.config.worker_env() != old_worker_env {
+            // flush_outgoing sends SETTINGS to every worker until each acks.
+            self.settings_version = self.config.version().to_string();
+            for slot in self.slots.values_mut() {
+                slot.settings_sent = None;
             }
+            self.flush_outgoing();
         }
         let total = self
             .slots
@@ -821,17 +870,66 @@ impl Supervisor {
         }
     }
 
+    /// Queues one whole line for a worker and writes what its pipe takes.
     fn send_to(&mut self, bot_id: u64, msg: &ParentMsg) {
         let Some(slot) = self.slots.get_mut(&bot_id) else {
             return;
         };
-        let Some(stdin) = slot.stdin.as_mut() else {
+        if slot.stdin.is_none() {
             return;
-        };
-        // The pipe is non-blocking: a worker that does not read gets its
-        // message dropped rather than stalling the loop.
-        if let Err(e) = stdin.write_all(msg.encode().as_bytes()) {
-            log::warn!("Cannot send to worker bot-{}: {e}", slot.index);
+        }
+        let line = msg.encode();
+        if slot.outgoing.len() + line.len() > OUTGOING_MAX {
+            // A worker that reads nothing for this long gets no more; the
+            // lines already queued stay whole.
+            log::warn!(
+                "Worker bot-{} is not reading its stdin; a message to it was dropped",
+                slot.index
+            );
+            return;
+        }
+        slot.outgoing.extend_from_slice(line.as_bytes());
+        write_pending(slot);
+    }
+
+    /// Sends SETTINGS to every worker that has not acknowledged the current
+    /// ones (again after SETTINGS_RESEND), then writes every worker's
+    /// queued lines as far as its pipe takes them. Runs every turn.
+    fn flush_outgoing(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u64> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| {
+                s.stdin.is_some()
+                    && s.settings_version != self.settings_version
+                    && s.settings_sent
+                        .is_none_or(|t| now.duration_since(t) >= SETTINGS_RESEND)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if !due.is_empty() {
+            let msg = ParentMsg::Settings {
+                env: self.config.worker_env(),
+                version: self.settings_version.clone(),
+            };
+            for id in due {
+                if let Some(slot) = self.slots.get_mut(&id) {
+                    if slot.settings_sent.is_some() {
+                        log::debug!(
+                            "Worker bot-{}: settings not acknowledged yet; sending them again",
+                            slot.index
+                        );
+                    }
+                    slot.settings_sent = Some(now);
+                }
+                self.send_to(id, &msg);
+            }
+        }
+        for slot in self.slots.values_mut() {
+            if !slot.outgoing.is_empty() {
+                write_pending(slot);
+            }
         }
     }
 
@@ -869,6 +967,7 @@ impl Supervisor {
         view.workers = workers;
         view.config_version = version;
         view.shutting_down = shutting_down;
+        view.last_turn = Some(SystemTime::now());
     }
 
     fn tick_all(&mut self) {
@@ -1061,8 +1160,26 @@ impl Supervisor {
             return Err(std::io::Error::other("the worker pipe reader is gone"));
         }
         slot.stdin = Some(stdin);
+        slot.outgoing.clear();
+        // It started with the current settings in its environment.
+        slot.settings_version = self.settings_version.clone();
+        slot.settings_sent = None;
         slot.running_since = Some(SystemTime::now());
         log::debug!("Worker bot-{index} started (pid {pid})");
         Ok(pid)
+    }
+}
+
+/// Writes as much of a worker's queued lines as its non-blocking pipe takes;
+/// the rest waits for the next turn. A closed pipe drops the queue (the
+/// worker is exiting and its reaping follows).
+fn write_pending(slot: &mut Slot) {
+    let Some(stdin) = slot.stdin.as_mut() else {
+        slot.outgoing.clear();
+        return;
+    };
+    if let Err(e) = outgoing::drain_into(stdin, &mut slot.outgoing) {
+        log::debug!("Cannot write to worker bot-{}: {e}", slot.index);
+        slot.outgoing.clear();
     }
 }

@@ -20,10 +20,9 @@ pub mod track;
 
 use crate::config::Settings;
 use crate::ipc::{Counters, ParentMsg, WorkerMsg};
+use crate::ipc::{EXIT_PERMANENT, EXIT_TOKEN_REJECTED, HEARTBEAT_PERIOD};
 use crate::lock::TokenLock;
 use crate::state;
-use crate::supervisor::machine::{EXIT_PERMANENT, EXIT_TOKEN_REJECTED};
-use crate::supervisor::HEARTBEAT_PERIOD;
 use crate::telegram::{ApiError, BotInfo, Client};
 use crate::token::Token;
 use commands::{parse_command, parse_update, Incoming, Skip};
@@ -85,6 +84,15 @@ impl Shared {
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// Alive while it waits `d` for `what` (`lock`, `conflict`,
+    /// `retry_after`): heartbeats go on meanwhile and say what it waits for.
+    fn waiting_for(&self, what: &str, d: Duration) {
+        lock(&self.counters).waiting = Some(what.to_string());
+        let until = self.started.elapsed().saturating_add(d);
+        self.alive_ms
+            .store(until.as_millis() as u64, Ordering::Relaxed);
+    }
+
     fn settings(&self) -> Arc<Settings> {
         match self.settings.read() {
             Ok(s) => Arc::clone(&s),
@@ -142,7 +150,7 @@ pub fn main() -> i32 {
     crate::logging::init(Some(index.unwrap_or(u32::MAX)), &spec);
     let Some(index) = index else {
         log::error!("`botfleet worker` is started by `botfleet run`, not by hand");
-        return crate::cli::exit::USAGE;
+        return crate::exit::USAGE;
     };
     let token = match std::env::var("BOT_TOKEN").map(|t| Token::parse(&t)) {
         Ok(Ok(t)) => t,
@@ -249,7 +257,9 @@ fn start_threads(shared: &Arc<Shared>, poll_timeout_secs: u64) -> std::io::Resul
 
 fn on_parent_msg(shared: &Shared, msg: ParentMsg) {
     match msg {
-        ParentMsg::Settings { env } => {
+        ParentMsg::Settings { env, version } => {
+            // Acknowledged on arrival, so the supervisor stops resending.
+            emit(&WorkerMsg::SettingsAck { version });
             let map: HashMap<String, String> = env.iter().cloned().collect();
             let lookup = |k: &str| map.get(k).cloned().or_else(|| std::env::var(k).ok());
             match Settings::from_lookup(&lookup) {
@@ -328,12 +338,15 @@ struct Bot {
 fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
     let bot_id = token.bot_id();
     let lock_path = settings.state_dir.join(format!("bot-{bot_id}.lock"));
-    let _poller_lock = match TokenLock::acquire(&lock_path, Duration::from_secs(86_400), || {
+    let lock_wait = Duration::from_secs(86_400);
+    let _poller_lock = match TokenLock::acquire(&lock_path, lock_wait, || {
+        shared.waiting_for("lock", lock_wait);
         log::warn!("another process polls this bot; waiting for it to exit before polling")
     }) {
         Ok(l) => l,
         Err(e) => fatal(&format!("cannot take the poller lock: {e}"), EXIT_PERMANENT),
     };
+    lock(&shared.counters).waiting = None;
     let client = Client::new(&settings.api_url, token, settings.poll_timeout_secs);
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let me = loop {
@@ -344,6 +357,7 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
             Err(e) => {
                 let wait = e.retry_after().unwrap_or_else(|| backoff.wait());
                 log::warn!("getMe failed: {e}; retrying in {} ms", wait.as_millis());
+                shared.waiting_for("retry_after", wait);
                 std::thread::sleep(wait);
             }
         }
@@ -496,6 +510,7 @@ fn poll_loop(bot: &Arc<Bot>, pool: &dispatch::Pool) -> i32 {
                     let mut c = lock(&shared.counters);
                     c.last_poll_ok_ms = Some(now_ms());
                     c.conflict = false;
+                    c.waiting = None;
                 }
                 let mut new = 0;
                 for update in updates {
@@ -531,6 +546,7 @@ fn poll_loop(bot: &Arc<Bot>, pool: &dispatch::Pool) -> i32 {
                         wait.as_secs()
                     );
                 }
+                shared.waiting_for("conflict", wait);
                 std::thread::sleep(wait);
             }
             Err(e) => {
@@ -540,6 +556,7 @@ fn poll_loop(bot: &Arc<Bot>, pool: &dispatch::Pool) -> i32 {
                     "getUpdates failed: {e}; retrying in {} ms",
                     wait.as_millis()
                 );
+                shared.waiting_for("retry_after", wait);
                 std::thread::sleep(wait);
             }
         }

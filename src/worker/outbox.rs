@@ -15,12 +15,26 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// A recipient who never started the bot cannot be reached until they do:
+/// retry after an hour, doubling to six.
+const UNREACHABLE_BACKOFF: (Duration, Duration) =
+    (Duration::from_secs(3600), Duration::from_secs(6 * 3600));
+
+/// Telegram's 403 for a user the bot may not write to first (never opened
+/// the bot, blocked it, or deleted their account).
+fn is_unreachable(error: &str) -> bool {
+    error.contains("can't initiate conversation")
+        || error.contains("bot was blocked by the user")
+        || error.contains("user is deactivated")
+}
 
 #[derive(Debug)]
 struct Job {
     name: String,
     waiting: BTreeSet<i64>,
     failed: bool,
+    /// Recipients who cannot be written to until they open the bot.
+    unreachable: Vec<i64>,
 }
 
 fn progress_path(dir: &Path, name: &str) -> PathBuf {
@@ -104,6 +118,10 @@ fn run(dir: &Path, send: &SendPath, recipients: &dyn Fn() -> Vec<i64>) {
                                 );
                             }
                         }
+                        Some(err) if is_unreachable(err) => {
+                            job.failed = true;
+                            job.unreachable.push(outcome.chat_id);
+                        }
                         Some(err) => {
                             job.failed = true;
                             log::warn!(
@@ -158,6 +176,7 @@ fn run(dir: &Path, send: &SendPath, recipients: &dyn Fn() -> Vec<i64>) {
                 name: name.clone(),
                 waiting: waiting.clone(),
                 failed: false,
+                unreachable: Vec::new(),
             };
             if waiting.is_empty() {
                 finish_job(dir, &sent_dir, job, &mut cool_down);
@@ -188,6 +207,20 @@ fn finish_job(
     job: Job,
     cool_down: &mut HashMap<String, (Instant, Duration)>,
 ) {
+    if job.failed && !job.unreachable.is_empty() {
+        let (first, max) = UNREACHABLE_BACKOFF;
+        let backoff = cool_down
+            .get(&job.name)
+            .map_or(first, |(_, b)| (*b * 2).clamp(first, max));
+        cool_down.insert(job.name.clone(), (Instant::now() + backoff, backoff));
+        log::warn!(
+            "outbox: {} stays: recipient(s) {:?} never started this bot (or blocked it), and Telegram lets a bot write only to users who opened it; ask them to send /start to the bot, or take them out of MEDIA_RECIPIENTS; retrying in {} h",
+            job.name,
+            job.unreachable,
+            backoff.as_secs() / 3600
+        );
+        return;
+    }
     if job.failed {
         let backoff = cool_down
             .get(&job.name)
@@ -227,5 +260,19 @@ fn finish_job(
             "outbox: {} was sent but cannot be moved to sent/: {e}",
             job.name
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chat_that_never_started_the_bot_is_unreachable() {
+        assert!(is_unreachable(
+            "sendDocument: 403 Forbidden: bot can't initiate conversation with a user"
+        ));
+        assert!(is_unreachable("403 Forbidden: bot was blocked by the user"));
+        assert!(!is_unreachable("400 Bad Request: file is too big"));
     }
 }
