@@ -307,7 +307,10 @@ fn a_fleet_past_the_hard_fd_limit_gets_one_clear_error() {
 #[test]
 fn two_thousand_idle_connections_leave_ping_and_restarts_working() {
     let (sandbox, tokens) = SandboxProc::with_bots(&[13061], token, "probe");
-    let fleet = Fleet::start(&sandbox, &tokens, &[]);
+    // A hard limit of 512 descriptors: 2,000 clients could exhaust it if
+    // the server took them all; it keeps its waiting connections below
+    // the limit, so spawning a worker still finds descriptors.
+    let fleet = Fleet::start_with_ulimit(&sandbox, &tokens, &[], "-n 512");
     fleet.wait_ready(1);
     let base = fleet.health_base();
     let addr = base.trim_start_matches("http://").to_string();
@@ -337,6 +340,13 @@ fn two_thousand_idle_connections_leave_ping_and_restarts_working() {
     wait_until(Duration::from_secs(20), "the new worker is ready", || {
         fleet.count_in_logs("Worker bot-0 ready") == 2
     });
+    let (_, fds) = common::fleet::rss_and_fds(fleet.pid).expect("the supervisor's /proc");
+    assert!(fds < 512, "{fds} descriptors open");
+    assert!(
+        !fleet.logs().contains("Too many open files"),
+        "{}",
+        fleet.logs()
+    );
     drop(idle);
 }
 
