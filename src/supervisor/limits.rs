@@ -1,14 +1,15 @@
 //! The supervisor's open-file budget: at start the soft RLIMIT_NOFILE is
 //! raised to the hard limit (workers inherit it) and the fleet must fit in
-//! it (two pipes a worker plus a margin), or `run` stops with one error
+//! it (three pipes a worker plus a margin), or `run` stops with one error
 //! naming the limit; a reload past it is rejected; the health server's cap
 //! on waiting connections comes from what is left. Pure arithmetic over
 //! `sys`'s getrlimit/setrlimit; it must never close or open a descriptor.
 
 use crate::sys;
 
-/// Open files the supervisor holds per worker: its stdin and stdout pipes.
-pub const FDS_PER_WORKER: u64 = 2;
+/// Open files the supervisor holds per worker: its stdin, stdout and
+/// stderr (log lines) pipes.
+pub const FDS_PER_WORKER: u64 = 3;
 /// Open files beyond the workers': the log, the lock, the watcher, the
 /// health listener and its answers, a spawn in progress, a config reload.
 pub const FDS_MARGIN: u64 = 64;
