@@ -689,13 +689,19 @@ fn get_updates(shared: &Arc<Shared>, request: server::Request, bot_id: u64, para
     bot.poll_ticket += 1;
     let ticket = bot.poll_ticket;
     bot.poll_peers.push((ticket, request.raw_fd()));
-    // A tight loop of polls with the same offset (short or long) is
-    // slowed down.
-    let mut hold = None;
+    // A tight loop repeating one offset is slowed down, as the real server
+    // does it (Client.cpp process_get_updates_query), for short and long
+    // polls alike: within 3 s of the last poll's start a timeout under 3 s
+    // becomes 3 s (a poll with nothing to deliver waits 3 s), and within
+    // 0.5 s the answer is cut to one update.
+    let mut wait_secs = timeout;
+    let same_offset = offset.unwrap_or(0);
     if let Some((last_offset, at)) = bot.last_short_poll {
         let since = arrived.duration_since(at);
-        if last_offset == offset && since < REPEAT_WINDOW {
-            hold = Some(arrived + REPEAT_WINDOW);
+        if last_offset.unwrap_or(0) == same_offset {
+            if timeout < 3 && since < REPEAT_WINDOW {
+                wait_secs = 3;
+            }
             if since < Duration::from_millis(500) {
                 limit = 1;
             }
@@ -712,22 +718,12 @@ fn get_updates(shared: &Arc<Shared>, request: server::Request, bot_id: u64, para
         None
     };
     bot.confirm(offset);
-    let deadline = arrived + Duration::from_secs(timeout);
+    let deadline = arrived + Duration::from_secs(wait_secs);
     let end = loop {
         if shared.stopping() {
             break PollEnd::Drop;
         }
         let now = Instant::now();
-        if let Some(until) = hold {
-            if now < until {
-                st = shared
-                    .changed
-                    .wait_timeout(st, until - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-                continue;
-            }
-        }
         let bot = st.bots.get_mut(&bot_id).expect("bots are never removed");
         if bot.revoked {
             break PollEnd::Reply(api_err(401, "Unauthorized"));
@@ -805,6 +801,7 @@ fn fetch_loopback_urls(params: &mut http::Params) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(5)))
             .http_status_as_error(false)
+            .proxy(None)
             .build()
             .into();
         let Ok(mut response) = agent.get(&url).call() else {

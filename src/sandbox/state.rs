@@ -280,7 +280,8 @@ impl Bot {
                 if let Some(chat_id) = m["chat"]["id"].as_i64() {
                     self.chats.insert(chat_id);
                     self.blocked.remove(&chat_id);
-                    if let (Some(uid), true) = (m["from"]["id"].as_i64(), chat_id < 0) {
+                    let leaving = m["left_chat_member"].is_object();
+                    if let (Some(uid), true) = (m["from"]["id"].as_i64(), chat_id < 0 && !leaving) {
                         self.members.entry(chat_id).or_default().insert(uid);
                     }
                     if m["message_id"].as_i64().is_some() {
