@@ -72,9 +72,11 @@ pub fn run(dir: &Path) -> i32 {
     eprintln!(
         "\nbotfleet demo: {BOTS} bots against the built-in sandbox Bot API at {}.\n\
          Simulated users talk to them below; Ctrl-C stops everything.\n\
+         Chat with the bots yourself in a browser: {}/\n\
          The demo's config is {} (edit it live).\n\
          To run your own bots: cp .env.example .env, put your tokens from @BotFather in\n\
          TELEGRAM_BOT_TOKENS, and run `make run` again.\n",
+        sandbox.url(),
         sandbox.url(),
         env_file.display()
     );

@@ -335,6 +335,7 @@ pub fn serve_forever(opts: SandboxOptions) -> Result<(), SandboxError> {
     let sandbox = Sandbox::start(&opts)?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "sandbox listening on {}", sandbox.url());
+    let _ = writeln!(out, "chat page: {}/", sandbox.url());
     for n in 1..=opts.demo_bots {
         // Demo tokens are fixed and public; no other token is ever printed.
         let _ = writeln!(out, "demo bot {n} token {}", demo_bot(n).0);
