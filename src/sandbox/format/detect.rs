@@ -48,7 +48,7 @@ pub fn detect(text: &str) -> Vec<Entity> {
         }
         if boundary && c == '@' {
             let j = word_end(i + 1);
-            if (5..=32).contains(&(j - i - 1)) && (j >= chars.len() || chars[j] != '.') {
+            if (3..=32).contains(&(j - i - 1)) && (j >= chars.len() || chars[j] != '.') {
                 found.push(Entity::new("mention", at[i], at[j] - at[i]));
                 i = j;
                 continue;

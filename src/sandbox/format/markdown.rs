@@ -123,10 +123,11 @@ pub(super) fn parse_markdown(text: &str, v2: bool) -> Result<(String, Vec<Entity
             }
         };
         if let Some((m, kind)) = mark {
-            // `__` closing an italic `_`: TDLib reads it as `_` then `_`.
+            // Only the innermost open entity can be closed, as in TDLib; the
+            // same mark elsewhere opens a new one.
             let closes = stack.iter().rposition(|s| s.0 == m);
             match closes {
-                Some(pos) if v2 || pos + 1 == stack.len() => {
+                Some(pos) if pos + 1 == stack.len() => {
                     let (_, kind, start, _) = stack.remove(pos);
                     entities.push(Entity::new(kind, start, out.units - start));
                 }

@@ -341,7 +341,7 @@ mod tests {
                 ("bot_command", 68, 2),
             ]
         );
-        assert!(detect("a/b 1.5 @abc").is_empty());
+        assert!(detect("a/b 1.5 @ab x@abcde").is_empty());
         // Detected entities never overlap code.
         let (t, e) = parse("`/start` /help", "MarkdownV2").expect("parses");
         let all = with_detected(&t, e);

@@ -7,6 +7,9 @@ use serde_json::{json, Map, Value};
 
 /// Events kept per bot for the chat page and `/_sandbox/.../events`.
 const MAX_EVENTS: usize = 10_000;
+/// Messages kept per bot (the oldest go first), so a long benchmark does
+/// not grow the sandbox without bound.
+const MAX_MESSAGES: usize = 100_000;
 
 impl Bot {
     /// Records an event for the chat page; returns its seq.
@@ -22,11 +25,23 @@ impl Bot {
         self.next_event
     }
 
+    /// Keeps a message (new or edited), forgetting the oldest past the cap.
+    pub fn keep_message(&mut self, key: (i64, i64), message: Value) {
+        if self.messages.insert(key, message).is_none() {
+            self.message_order.push_back(key);
+            while self.message_order.len() > MAX_MESSAGES {
+                if let Some(old) = self.message_order.pop_front() {
+                    self.messages.remove(&old);
+                }
+            }
+        }
+    }
+
     /// Stores a message and records it as an event of `kind`.
     pub fn store_message(&mut self, kind: &str, message: &Value) {
         let chat_id = message["chat"]["id"].as_i64().unwrap_or(0);
         let message_id = message["message_id"].as_i64().unwrap_or(0);
-        self.messages.insert((chat_id, message_id), message.clone());
+        self.keep_message((chat_id, message_id), message.clone());
         let mut body = Map::new();
         body.insert("message".into(), message.clone());
         self.event(kind, chat_id, body);
@@ -65,9 +80,8 @@ impl Bot {
                     if let (Some(uid), true) = (m["from"]["id"].as_i64(), chat_id < 0 && !leaving) {
                         self.members.entry(chat_id).or_default().insert(uid);
                     }
-                    if m["message_id"].as_i64().is_some() {
-                        self.messages
-                            .insert((chat_id, m["message_id"].as_i64().unwrap_or(0)), m.clone());
+                    if let Some(message_id) = m["message_id"].as_i64() {
+                        self.keep_message((chat_id, message_id), m.clone());
                     }
                 }
                 if let Some(uid) = m["from"]["id"].as_i64() {

@@ -159,6 +159,8 @@ pub struct Bot {
     /// Every message in the bot's chats, the users' and its own, as the
     /// Bot API's Message (edits applied), by (chat_id, message_id).
     pub messages: BTreeMap<(i64, i64), Value>,
+    /// `messages` keys, oldest first, for the cap.
+    pub message_order: VecDeque<(i64, i64)>,
     /// Callback queries by id.
     pub callbacks: HashMap<String, PendingCallback>,
     pub next_callback: u64,
@@ -216,6 +218,7 @@ impl Bot {
             bot_sends: VecDeque::new(),
             group_sends: HashMap::new(),
             messages: BTreeMap::new(),
+            message_order: VecDeque::new(),
             callbacks: HashMap::new(),
             next_callback: 0,
             events: VecDeque::new(),
