@@ -530,25 +530,29 @@ fn edits_and_deletions_answer_as_telegram_does() {
     );
 }
 
-/// Serves `body` once per connection on a loopback port, for URL files.
-fn serve_bytes(body: &'static [u8]) -> (u16, std::thread::JoinHandle<()>) {
+/// Answers one connection on a loopback port with `response` (a whole
+/// HTTP response), for files given by URL.
+fn serve_once(response: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let handle = std::thread::spawn(move || {
         if let Ok((mut stream, _)) = listener.accept() {
             let mut head = [0u8; 2048];
             let _ = stream.read(&mut head);
-            let _ = stream.write_all(
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                )
-                .as_bytes(),
-            );
-            let _ = stream.write_all(body);
+            let _ = stream.write_all(&response);
         }
     });
     (port, handle)
+}
+
+fn serve_bytes(body: &[u8]) -> (u16, std::thread::JoinHandle<()>) {
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(body);
+    serve_once(response)
 }
 
 #[test]
@@ -630,6 +634,19 @@ fn media_by_upload_file_id_and_url_with_photo_sizes() {
         400,
         "Bad Request: failed to get HTTP URL content",
     );
+    // A loopback URL that redirects elsewhere is not followed.
+    let (port, server) = serve_once(
+        b"HTTP/1.1 302 Found\r\nLocation: http://example.com/x.jpg\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_vec(),
+    );
+    refused(
+        &sb,
+        "sendPhoto",
+        json!({"chat_id": USER, "photo": format!("http://127.0.0.1:{port}/moved.jpg")}),
+        400,
+        "Bad Request: failed to get HTTP URL content",
+    );
+    server.join().expect("redirecting server");
     refused(
         &sb,
         "sendPhoto",

@@ -38,6 +38,8 @@ pub(super) fn fetch_loopback_urls(params: &mut http::Params) {
             .timeout_global(Some(Duration::from_secs(5)))
             .http_status_as_error(false)
             .proxy(None)
+            // A redirect could lead beyond loopback: never follow one.
+            .max_redirects(0)
             .build()
             .into();
         let Ok(mut response) = agent.get(&url).call() else {
