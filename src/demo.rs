@@ -38,6 +38,10 @@ pub fn run(dir: &Path) -> i32 {
             return exit::FAILURE;
         }
         tokens.push(token);
+        for (user_id, name) in USERS {
+            // Named, so the chat page shows Alice rather than User101.
+            let _ = sandbox.name_user(1_000_000 + n, *user_id, name);
+        }
     }
     let d = dir.display();
     let env_text = format!(

@@ -254,6 +254,27 @@ impl Sandbox {
         Ok(ids)
     }
 
+    /// Gives a user a name their messages to `bot_id` carry (otherwise
+    /// `User<id>`).
+    pub fn name_user(
+        &self,
+        bot_id: u64,
+        user_id: i64,
+        first_name: &str,
+    ) -> Result<(), SandboxError> {
+        let mut st = self.shared.lock();
+        let bot = st
+            .bots
+            .get_mut(&bot_id)
+            .ok_or(SandboxError::UnknownBot(bot_id))?;
+        bot.users.insert(
+            user_id,
+            json!({"id": user_id, "is_bot": false, "first_name": first_name,
+                   "username": first_name.to_ascii_lowercase()}),
+        );
+        Ok(())
+    }
+
     /// What the bot sent with seq > `since`, oldest first.
     pub fn sent_since(&self, bot_id: u64, since: u64) -> Vec<Value> {
         let st = self.shared.lock();

@@ -75,12 +75,42 @@ fn is_loopback_http(url: &str) -> bool {
         return false;
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    // No user info and nothing a URL parser might read differently.
+    if authority.contains(['@', '\\', '%']) {
+        return false;
+    }
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
     };
-    if host.contains('@') {
-        return false;
-    }
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_http;
+
+    #[test]
+    fn only_plain_http_to_loopback_is_fetched() {
+        for url in [
+            "http://127.0.0.1:8080/a.jpg",
+            "http://localhost/x",
+            "http://[::1]:9/y",
+            "http://127.1.2.3/",
+        ] {
+            assert!(is_loopback_http(url), "{url}");
+        }
+        for url in [
+            "https://127.0.0.1/a",
+            "http://example.com/a",
+            "http://10.0.0.1/a",
+            "http://user@127.0.0.1@evil.com/",
+            "http://127.0.0.1.evil.com/",
+            "ftp://127.0.0.1/",
+            "http://[::1]@evil.com/",
+            "http://127.0.0.1\\@evil.com/",
+        ] {
+            assert!(!is_loopback_http(url), "{url}");
+        }
+    }
 }
