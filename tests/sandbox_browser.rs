@@ -1,7 +1,8 @@
 //! The sandbox's chat page in a real headless Chromium, driven through
 //! chromedriver's WebDriver REST API: load the page, send a message, see
 //! the bot's formatted reply with its keyboard, press the button, see the
-//! edit. The bot is a small loop in this test speaking the Bot API.
+//! edit and the answer, see a deletion, send a file. The bot is a small
+//! loop in this test speaking the Bot API.
 //!
 //! Chromium and chromedriver come from Debian's packages (`chromium`,
 //! `chromium-driver`); when missing, the test installs them as root with
@@ -168,6 +169,14 @@ fn run_bot(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
                         json!({"chat_id": u["message"]["chat"]["id"], "parse_mode": "HTML",
                                "text": "pong <b>bold</b>",
                                "reply_markup": {"inline_keyboard": [[{"text": "Press me", "callback_data": "pressed"}]]}}),
+                    );
+                }
+                let m = &u["message"];
+                if m["photo"].is_array() || m["document"].is_object() {
+                    let name = m["document"]["file_name"].as_str().unwrap_or("a photo");
+                    call(
+                        "sendMessage",
+                        json!({"chat_id": m["chat"]["id"], "text": format!("got {name}")}),
                     );
                 }
                 let q = &u["callback_query"];
