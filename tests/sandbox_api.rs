@@ -1098,3 +1098,113 @@ fn events_long_poll_and_the_chat_page_is_served() {
         sb.sent(BOT).len() == 1
     });
 }
+
+#[test]
+fn the_remaining_methods_answer_and_refuse_as_telegram_does() {
+    let (sb, user_message) = setup();
+    let dice = ok(&sb, "sendDice", json!({"chat_id": USER}));
+    assert!(
+        (1..=6).contains(&dice["dice"]["value"].as_i64().unwrap_or(0)),
+        "{dice}"
+    );
+    let (status, note) = upload(
+        &sb,
+        "sendVideoNote",
+        &[("chat_id", &USER.to_string())],
+        &[("video_note", "n.mp4", b"mp4")],
+    );
+    assert_eq!(status, 200, "{note}");
+    assert!(note["result"]["video_note"]["length"].is_i64(), "{note}");
+    ok(
+        &sb,
+        "sendChatAction",
+        json!({"chat_id": USER, "action": "typing"}),
+    );
+    let a = ok(&sb, "sendMessage", json!({"chat_id": USER, "text": "a"}));
+    let b = ok(&sb, "sendMessage", json!({"chat_id": USER, "text": "b"}));
+    assert_eq!(
+        ok(
+            &sb,
+            "deleteMessages",
+            json!({"chat_id": USER, "message_ids": [a["message_id"], b["message_id"]]})
+        ),
+        json!(true)
+    );
+    refused(
+        &sb,
+        "deleteMessages",
+        json!({"chat_id": USER, "message_ids": []}),
+        400,
+        "Bad Request: message identifiers are not specified",
+    );
+    assert_eq!(
+        ok(&sb, "getChatMemberCount", json!({"chat_id": USER})),
+        json!(2)
+    );
+    assert_eq!(
+        ok(&sb, "getUserProfilePhotos", json!({"user_id": USER}))["total_count"],
+        0
+    );
+    ok(
+        &sb,
+        "unpinChatMessage",
+        json!({"chat_id": USER, "message_id": user_message}),
+    );
+    ok(&sb, "unpinChatMessage", json!({"chat_id": USER}));
+    assert_eq!(
+        ok(&sb, "getChatMenuButton", json!({})),
+        json!({"type": "commands"})
+    );
+    ok(
+        &sb,
+        "setChatMenuButton",
+        json!({"menu_button": {"type": "web_app", "text": "Open", "web_app": {"url": "https://example.org"}}}),
+    );
+    assert_eq!(ok(&sb, "getChatMenuButton", json!({}))["text"], "Open");
+    refused(
+        &sb,
+        "setWebhook",
+        json!({"url": "http://example.org/hook"}),
+        400,
+        "Bad Request: bad webhook: An HTTPS URL must be provided for webhook",
+    );
+    refused(
+        &sb,
+        "leaveChat",
+        json!({"chat_id": USER}),
+        400,
+        "Bad Request: chat member status can't be changed in private chats",
+    );
+    let group = -6006;
+    sb.control_post(
+        &format!("bots/{BOT}/members"),
+        json!({"chat_id": group, "user_id": USER, "action": "join", "bot": true}),
+    );
+    assert_eq!(ok(&sb, "leaveChat", json!({"chat_id": group})), json!(true));
+    refused(
+        &sb,
+        "getChat",
+        json!({"chat_id": group}),
+        400,
+        "Bad Request: chat not found",
+    );
+    refused(
+        &sb,
+        "sendMessage",
+        json!({"text": "x"}),
+        400,
+        "Bad Request: chat_id is empty",
+    );
+    refused(
+        &sb,
+        "editMessageText",
+        json!({"chat_id": USER, "message_id": "abc", "text": "x"}),
+        400,
+        "Bad Request: message_id is not a valid Integer",
+    );
+    let (status, body) = sb.call(TOKEN, "sendInvoice", json!({}));
+    assert_eq!(
+        (status, body["description"].as_str()),
+        (404, Some("Not Found: method not found"))
+    );
+}
