@@ -9,14 +9,28 @@ use serde_json::Value;
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// The parameters that take an InputFile.
+const FILE_FIELDS: [&str; 9] = [
+    "photo",
+    "document",
+    "video",
+    "audio",
+    "voice",
+    "animation",
+    "sticker",
+    "video_note",
+    "thumbnail",
+];
+
 /// Files given by URL: an `http://` URL on loopback is fetched (the
 /// sandbox never reaches beyond loopback); any other URL is left for the
 /// method to refuse as Telegram refuses a URL it cannot get.
 pub(super) fn fetch_loopback_urls(params: &mut http::Params) {
     let mut urls = vec![];
-    for (key, value) in &params.fields {
-        if let Some(text) = value.as_str() {
-            urls.push((key.clone(), text.to_string()));
+    // Only the parameters that carry files: a URL in a text is just text.
+    for key in FILE_FIELDS {
+        if let Some(text) = params.fields.get(key).and_then(Value::as_str) {
+            urls.push((key.to_string(), text.to_string()));
         }
     }
     if let Some(media) = params.json("media") {
