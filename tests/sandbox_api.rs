@@ -1207,3 +1207,40 @@ fn the_remaining_methods_answer_and_refuse_as_telegram_does() {
         (404, Some("Not Found: method not found"))
     );
 }
+
+#[test]
+fn the_in_process_sandbox_names_users_and_presses_buttons() {
+    use botfleet::sandbox::{Sandbox, SandboxOptions};
+    let sandbox = Sandbox::start(&SandboxOptions::default()).expect("sandbox starts");
+    sandbox.register_bot(TOKEN, "api_bot").expect("register");
+    sandbox.name_user(BOT, USER, "Ann").expect("name");
+    sandbox.inject_text(BOT, USER, USER, "hi").expect("inject");
+    let url = format!("{}/bot{TOKEN}/", sandbox.url());
+    let call = |method: &str, params: Value| -> Value {
+        let mut r = http()
+            .post(&format!("{url}{method}"))
+            .header("Content-Type", "application/json")
+            .send(params.to_string())
+            .expect("call");
+        body_json(&mut r)
+    };
+    let got = call("getUpdates", json!({}));
+    assert_eq!(
+        got["result"][0]["message"]["from"]["first_name"], "Ann",
+        "{got}"
+    );
+    let next = got["result"][0]["update_id"].as_i64().expect("id") + 1;
+    let m = call(
+        "sendMessage",
+        json!({"chat_id": USER, "text": "go?", "reply_markup": {"inline_keyboard": [[{"text": "Go", "callback_data": "go"}]]}}),
+    );
+    let message_id = m["result"]["message_id"].as_i64().expect("message_id");
+    let update_id = sandbox
+        .press(BOT, USER, USER, message_id, "go")
+        .expect("pressed");
+    let got = call("getUpdates", json!({"offset": next}));
+    assert_eq!(got["result"][0]["update_id"], json!(update_id));
+    assert_eq!(got["result"][0]["callback_query"]["data"], "go");
+    assert!(sandbox.press(BOT, USER, USER, message_id, "nope").is_err());
+    sandbox.shutdown();
+}

@@ -254,6 +254,39 @@ impl Sandbox {
         Ok(ids)
     }
 
+    /// A user presses the inline button with `data` on a message (the demo
+    /// uses it). Returns the callback query's update id.
+    pub fn press(
+        &self,
+        bot_id: u64,
+        user_id: i64,
+        chat_id: i64,
+        message_id: i64,
+        data: &str,
+    ) -> Result<i64, String> {
+        let mut st = self.shared.lock();
+        let press = methods::Press {
+            user_id,
+            chat_id,
+            message_id,
+            data: Some(data),
+            at: None,
+            ttl: state::CALLBACK_TTL,
+        };
+        let pressed = methods::press_button(&mut st, bot_id, &press);
+        self.shared.changed.notify_all();
+        pressed.map(|(_, update_id)| update_id)
+    }
+
+    /// What the bot sent with seq > `since`, oldest first.
+    pub fn sent_since(&self, bot_id: u64, since: u64) -> Vec<Value> {
+        let st = self.shared.lock();
+        st.bots
+            .get(&bot_id)
+            .map(|b| sent_after(b, since))
+            .unwrap_or_default()
+    }
+
     /// Gives a user a name their messages to `bot_id` carry (otherwise
     /// `User<id>`).
     pub fn name_user(
@@ -273,15 +306,6 @@ impl Sandbox {
                    "username": first_name.to_ascii_lowercase()}),
         );
         Ok(())
-    }
-
-    /// What the bot sent with seq > `since`, oldest first.
-    pub fn sent_since(&self, bot_id: u64, since: u64) -> Vec<Value> {
-        let st = self.shared.lock();
-        st.bots
-            .get(&bot_id)
-            .map(|b| sent_after(b, since))
-            .unwrap_or_default()
     }
 
     /// Stops the server threads and ends every waiting request.
