@@ -1105,6 +1105,8 @@ impl Supervisor {
         use std::os::unix::process::CommandExt;
         let parent_pid = std::process::id().to_string();
         let worker_env = self.config.worker_env();
+        let settings_keys: Vec<&str> = worker_env.iter().map(|(k, _)| k.as_str()).collect();
+        let settings_keys = settings_keys.join(",");
         let Some(slot) = self.slots.get_mut(&bot_id) else {
             return Err(std::io::Error::other("no such worker"));
         };
@@ -1113,7 +1115,8 @@ impl Supervisor {
             .env_remove("TELEGRAM_BOT_TOKENS")
             .env_remove("TELEGRAM_BOT_TOKEN")
             .env_remove("HEALTH_AUTH_TOKEN")
-            .envs(worker_env)
+            .envs(worker_env.iter().map(|(k, v)| (k, v)))
+            .env(crate::ipc::SETTINGS_KEYS_ENV, settings_keys)
             .env("BOT_TOKEN", slot.token.expose())
             .env("BOT_INDEX", slot.index.to_string())
             .env("BOTFLEET_PARENT_PID", parent_pid)
