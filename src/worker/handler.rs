@@ -305,7 +305,6 @@ mod tests {
                     label: "x".into(),
                     max_memory: None,
                     unset: &[],
-                    unset: &[],
                 },
                 || {}
             ),
