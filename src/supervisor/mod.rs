@@ -834,6 +834,10 @@ impl Supervisor {
             // flush_outgoing sends SETTINGS to every worker until each acks.
             self.settings_version = self.config.version().to_string();
             for slot in self.slots.values_mut() {
+                // Forget what each acknowledged: versions are content
+                // hashes, so after A → B → A a worker whose ack of B is
+                // still in flight would otherwise look current and stay on B.
+                slot.settings_version.clear();
                 slot.settings_sent = None;
             }
             self.flush_outgoing();
