@@ -398,9 +398,12 @@ impl Supervisor {
             let last = begun + self.policy.shutdown_timeout + Duration::from_secs(3);
             next = Some(next.map_or(last, |n| n.min(last)));
         }
+        // No memory checks once shutdown has begun (check_memory skips
+        // them, so their deadline would stay in the past and spin the loop).
         if let Some(m) = self
             .memory
             .next_deadline(self.config.settings.worker_max_rss)
+            .filter(|_| self.shutting_down.is_none())
         {
             next = Some(next.map_or(m, |n| n.min(m)));
         }
