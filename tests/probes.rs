@@ -281,7 +281,7 @@ fn a_fleet_past_the_soft_fd_limit_raises_it_and_all_become_ready() {
 
 #[test]
 fn a_thousand_bots_under_ulimit_1024_all_become_ready() {
-    // The case: 1,000 bots need ~2,064 descriptors, twice the
+    // The case: 1,000 bots need ~3,064 descriptors, three times the
     // common soft limit; before, 505 workers started and the rest looped
     // on EMFILE. About 10 s alone on a 2-core box.
     fleet_under_soft_limit(1000, 131_000, 1024, Duration::from_secs(600));
@@ -493,7 +493,7 @@ fn the_readme_command_table_lists_every_option_help_shows() {
 fn a_removed_setting_is_gone_from_the_worker_and_its_handlers_in_one_reload() {
     use common::fleet::{merged_env, render_env};
     use std::os::unix::fs::PermissionsExt;
-    let (sandbox, tokens) = SandboxProc::with_bots(&[13061], token, "probe");
+    let (sandbox, tokens) = SandboxProc::with_bots(&[13071], token, "probe");
     let scripts = temp_dir();
     let handler = scripts.join("env.sh");
     std::fs::write(
@@ -513,9 +513,9 @@ fn a_removed_setting_is_gone_from_the_worker_and_its_handlers_in_one_reload() {
     let fleet = Fleet::start_in(dir, env_file.clone());
     fleet.wait_ready(1);
     let reply = |text: &str, want: &str| {
-        let (_, m) = sandbox.send_text(13061, 42, 42, text);
+        let (_, m) = sandbox.send_text(13071, 42, 42, text);
         wait_until(Duration::from_secs(15), want, || {
-            common::replies_to(&sandbox.sent(13061), m)
+            common::replies_to(&sandbox.sent(13071), m)
                 .iter()
                 .any(|t| t.contains(want))
         });
