@@ -581,3 +581,32 @@ fn shutdown_with_worker_max_rss_mb_set_waits_without_spinning() {
         "the supervisor used {used} ticks in 3 s of grace"
     );
 }
+
+#[test]
+fn restarted_workers_leave_no_log_pipe_open_in_the_supervisor() {
+    let ids = [14_601, 14_602, 14_603, 14_604];
+    let (sandbox, tokens) = SandboxProc::with_bots(&ids, token, "fds");
+    let fleet = Fleet::start(&sandbox, &tokens, &[("RESTART_DELAY", "50")]);
+    fleet.wait_ready(ids.len());
+    let supervisor = fleet.child.as_ref().expect("the supervisor runs").id();
+    let fds = || {
+        common::fleet::rss_and_fds(supervisor)
+            .expect("/proc of the supervisor")
+            .1
+    };
+    let before = fds();
+    for round in 1..=3 {
+        for pid in fleet.workers() {
+            common::fleet::kill(pid, "KILL");
+        }
+        wait_until(Duration::from_secs(20), "every worker back", || {
+            fleet.count_in_logs(" ready as @") >= ids.len() * (round + 1)
+                && fleet.workers().len() == ids.len()
+        });
+    }
+    // Every closed stderr pipe (and stdin, stdout) was let go: three a
+    // worker, the same workers, give or take a probe's connection.
+    wait_until(Duration::from_secs(10), "the old pipes closed", || {
+        fds() <= before + 1
+    });
+}
