@@ -325,6 +325,9 @@ impl Supervisor {
                 }
             }
             if reconfigured {
+                // Bots added or removed change what is left for waiting
+                // health connections under the open-file limit.
+                health.set_max_pending(limits::health_connection_cap(self.slots.len()));
                 health.reconfigure(&self.config.settings);
                 self.record_health_addr(health.addr());
             }
