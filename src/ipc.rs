@@ -16,6 +16,12 @@ pub const EXIT_TOKEN_REJECTED: i32 = 78;
 /// not fix (its settings, its state dir): also not restarted until a change.
 pub const EXIT_PERMANENT: i32 = 79;
 
+/// The environment variable that names, comma-separated, the settings keys
+/// the supervisor put in a worker's environment at spawn: once SETTINGS
+/// arrive, a key listed here and missing from them was removed from `.env`,
+/// and the worker's handlers must not see its start-up value.
+pub const SETTINGS_KEYS_ENV: &str = "BOTFLEET_SETTINGS_KEYS";
+
 /// Counters a worker reports in each heartbeat.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counters {

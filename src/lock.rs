@@ -85,6 +85,11 @@ pub fn read_pid(path: &Path) -> Option<u32> {
 }
 
 /// Whether some process holds the lock at `path` right now.
+/// How often, and how far apart, a start retries a lock found held (a
+/// look by `is_held` lasts microseconds; a running supervisor, its life).
+const ACQUIRE_TRIES: u32 = 10;
+const ACQUIRE_RETRY: Duration = Duration::from_millis(20);
+
 pub fn is_held(path: &Path) -> bool {
     let Ok(file) = OpenOptions::new().read(true).write(true).open(path) else {
         return false;
@@ -130,7 +135,17 @@ impl InstanceLock {
     /// Takes the lock without waiting and writes our PID into the file.
     pub fn acquire(path: &Path) -> Result<InstanceLock, LockError> {
         let mut file = open(path)?;
-        if let Err(e) = file.try_lock_exclusive() {
+        // `health`, `status` and `stop` look with `is_held`, holding the
+        // lock for an instant: a start at that instant (a HEALTHCHECK every
+        // few seconds) tries again briefly instead of exiting 3.
+        let mut tries = 0;
+        let mut locked = file.try_lock_exclusive();
+        while locked.as_ref().is_err_and(is_contended) && tries < ACQUIRE_TRIES {
+            tries += 1;
+            std::thread::sleep(ACQUIRE_RETRY);
+            locked = file.try_lock_exclusive();
+        }
+        if let Err(e) = locked {
             if is_contended(&e) {
                 let mut text = String::new();
                 let pid = file
@@ -246,6 +261,27 @@ impl TokenLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_during_a_look_at_the_lock_waits_for_it() {
+        let path = scratch("look");
+        drop(InstanceLock::acquire(&path).expect("first start"));
+        // A stale lock file (a killed supervisor) that a probe is looking at.
+        std::fs::write(&path, "1\n").expect("stale lock file");
+        let look = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open it as is_held does");
+        look.try_lock_exclusive().expect("the probe's instant");
+        let probe = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(40));
+            drop(look);
+        });
+        let lock = InstanceLock::acquire(&path).expect("the start waits out the look");
+        probe.join().expect("the probe thread");
+        lock.release().expect("release");
+    }
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(

@@ -532,3 +532,81 @@ fn log_format_changes_live_on_a_reload() {
             .any(|v| v["source"] == "bot-0")
     });
 }
+
+/// CPU time (user + system) of `pid` in clock ticks (100 a second on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let rest = &stat[stat.rfind(')').expect("a (name)") + 1..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().expect("a number"))
+        .collect();
+    f[0] + f[1]
+}
+
+#[test]
+fn shutdown_with_worker_max_rss_mb_set_waits_without_spinning() {
+    let (sandbox, tokens) = SandboxProc::with_bots(&[14_501], token, "spin");
+    let mut fleet = Fleet::start(
+        &sandbox,
+        &tokens,
+        &[("WORKER_MAX_RSS_MB", "4096"), ("SHUTDOWN_TIMEOUT", "7000")],
+    );
+    fleet.wait_ready(1);
+    let supervisor = fleet.child.as_ref().expect("the supervisor runs").id();
+    let worker = fleet.workers()[0];
+    // A worker that does not stop on SIGTERM: the whole grace is waited out.
+    common::fleet::kill(worker, "STOP");
+    fleet.signal("TERM");
+    fleet.wait_log("Received SIGTERM", Duration::from_secs(5));
+    // Past the next memory check (every 2 s) that shutdown skips.
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = cpu_ticks(supervisor);
+    std::thread::sleep(Duration::from_secs(3)); // inside the 7 s grace
+    let used = cpu_ticks(supervisor) - before;
+    let still = fleet
+        .child
+        .as_mut()
+        .map(|c| matches!(c.try_wait(), Ok(None)));
+    assert_eq!(still, Some(true), "still in its grace: {}", fleet.logs());
+    assert!(
+        fleet.wait_exit(Duration::from_secs(15)).is_some(),
+        "the fleet stops after the grace"
+    );
+    // A spinning loop burns the whole 3 s (300 ticks); waiting costs ~0.
+    assert!(
+        used < 60,
+        "the supervisor used {used} ticks in 3 s of grace"
+    );
+}
+
+#[test]
+fn restarted_workers_leave_no_log_pipe_open_in_the_supervisor() {
+    let ids = [14_601, 14_602, 14_603, 14_604];
+    let (sandbox, tokens) = SandboxProc::with_bots(&ids, token, "fds");
+    let fleet = Fleet::start(&sandbox, &tokens, &[("RESTART_DELAY", "50")]);
+    fleet.wait_ready(ids.len());
+    let supervisor = fleet.child.as_ref().expect("the supervisor runs").id();
+    let fds = || {
+        common::fleet::rss_and_fds(supervisor)
+            .expect("/proc of the supervisor")
+            .1
+    };
+    let before = fds();
+    for round in 1..=3 {
+        for pid in fleet.workers() {
+            common::fleet::kill(pid, "KILL");
+        }
+        wait_until(Duration::from_secs(20), "every worker back", || {
+            fleet.count_in_logs(" ready as @") >= ids.len() * (round + 1)
+                && fleet.workers().len() == ids.len()
+        });
+    }
+    // Every closed stderr pipe (and stdin, stdout) was let go: three a
+    // worker, the same workers, give or take a probe's connection.
+    wait_until(Duration::from_secs(10), "the old pipes closed", || {
+        fds() <= before + 1
+    });
+}

@@ -281,7 +281,7 @@ fn a_fleet_past_the_soft_fd_limit_raises_it_and_all_become_ready() {
 
 #[test]
 fn a_thousand_bots_under_ulimit_1024_all_become_ready() {
-    // The case: 1,000 bots need ~2,064 descriptors, twice the
+    // The case: 1,000 bots need ~3,064 descriptors, three times the
     // common soft limit; before, 505 workers started and the rest looped
     // on EMFILE. About 10 s alone on a 2-core box.
     fleet_under_soft_limit(1000, 131_000, 1024, Duration::from_secs(600));
@@ -487,4 +487,61 @@ fn the_readme_command_table_lists_every_option_help_shows() {
             }
         }
     }
+}
+
+#[test]
+fn a_removed_setting_is_gone_from_the_worker_and_its_handlers_in_one_reload() {
+    use common::fleet::{merged_env, render_env};
+    use std::os::unix::fs::PermissionsExt;
+    let (sandbox, tokens) = SandboxProc::with_bots(&[13071], token, "probe");
+    let scripts = temp_dir();
+    let handler = scripts.join("env.sh");
+    std::fs::write(
+        &handler,
+        "#!/bin/sh\nprintf 'admins=%s key=%s\\n' \"${ADMIN_USER_IDS-unset}\" \"${MY_KEY-unset}\"\n",
+    )
+    .expect("write the handler");
+    std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let handler = handler.display().to_string();
+    let dir = temp_dir();
+    let keep = [("BOT_HANDLER", handler.as_str())];
+    let mut first: Vec<(&str, &str)> = keep.to_vec();
+    first.extend([("ADMIN_USER_IDS", "42"), ("MY_KEY", "hello")]);
+    let vars = merged_env(&sandbox, &dir, &tokens, &first);
+    let env_file = dir.join(".env");
+    std::fs::write(&env_file, render_env(&vars)).expect("write .env");
+    let fleet = Fleet::start_in(dir, env_file.clone());
+    fleet.wait_ready(1);
+    let reply = |text: &str, want: &str| {
+        let (_, m) = sandbox.send_text(13071, 42, 42, text);
+        wait_until(Duration::from_secs(15), want, || {
+            common::replies_to(&sandbox.sent(13071), m)
+                .iter()
+                .any(|t| t.contains(want))
+        });
+    };
+    reply("env?", "admins=42 key=hello");
+    reply("/config_status", "admins: 1");
+    // The same .env (same PORT, dirs) without the two lines.
+    let port = vars
+        .iter()
+        .find(|(k, _)| k == "PORT")
+        .map(|(_, v)| v.clone())
+        .expect("a PORT");
+    let mut second: Vec<(&str, &str)> = keep.to_vec();
+    second.extend([
+        ("ADMIN_USER_IDS", ""),
+        ("MY_KEY", ""),
+        ("PORT", port.as_str()),
+    ]);
+    let vars = merged_env(&sandbox, &fleet.dir, &tokens, &second);
+    let tmp = env_file.with_extension("tmp");
+    std::fs::write(&tmp, render_env(&vars)).expect("write the new .env");
+    std::fs::rename(&tmp, &env_file).expect("rename it into place");
+    fleet.wait_log("- Removed ADMIN_USER_IDS", Duration::from_secs(10));
+    fleet.wait_log("settings updated", Duration::from_secs(10));
+    let pids = fleet.workers();
+    reply("env?", "admins=unset key=unset");
+    reply("/config_status", "admins only");
+    assert_eq!(fleet.workers(), pids, "no restart for it");
 }

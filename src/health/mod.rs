@@ -225,6 +225,15 @@ impl Health {
         }
     }
 
+    /// Changes the cap on waiting connections (the supervisor lowers it when
+    /// a reload adds bots, so the fleet's pipes still fit the open-file limit).
+    pub fn set_max_pending(&mut self, n: usize) {
+        self.max_pending = n;
+        if let Some(server) = &self.server {
+            server.set_max_pending(n);
+        }
+    }
+
     /// The address the server listens on, if it could bind.
     pub fn addr(&self) -> Option<SocketAddr> {
         self.server.as_ref().map(Server::addr)

@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -264,6 +264,8 @@ pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 pub struct Server {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// Connections that may wait at once; a reload that adds bots lowers it.
+    max_pending: Arc<AtomicUsize>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -291,7 +293,7 @@ impl Server {
         handler: Handler,
         max_pending: usize,
     ) -> io::Result<Server> {
-        let max_pending = max_pending.clamp(1, MAX_PENDING);
+        let max_pending = Arc::new(AtomicUsize::new(max_pending.clamp(1, MAX_PENDING)));
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -316,10 +318,11 @@ impl Server {
             }
         }
         let reader_stop = Arc::clone(&stop);
+        let reader_cap = Arc::clone(&max_pending);
         let spawned = std::thread::Builder::new()
             .name("health-accept".into())
             .stack_size(256 * 1024)
-            .spawn(move || read_loop(&listener, &job_tx, &reader_stop, max_pending));
+            .spawn(move || read_loop(&listener, &job_tx, &reader_stop, &reader_cap));
         match spawned {
             Ok(t) => threads.push(t),
             Err(e) => {
@@ -330,8 +333,16 @@ impl Server {
         Ok(Server {
             addr,
             stop,
+            max_pending,
             threads,
         })
+    }
+
+    /// Changes how many connections may wait at once (clamped to
+    /// 1..=MAX_PENDING); the oldest beyond it go at the next accept.
+    pub fn set_max_pending(&self, n: usize) {
+        self.max_pending
+            .store(n.clamp(1, MAX_PENDING), Ordering::Relaxed);
     }
 
     /// The address actually bound.
@@ -403,7 +414,7 @@ fn read_loop(
     listener: &TcpListener,
     jobs: &SyncSender<Job>,
     stop: &AtomicBool,
-    max_pending: usize,
+    max_pending: &AtomicUsize,
 ) {
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut chunk = [0u8; 4096];
@@ -478,7 +489,8 @@ fn read_loop(
         }
         pending = still;
         if accept_paused.is_none() && ready.first().copied().unwrap_or(false) {
-            if let Err(e) = accept_all(listener, &mut pending, max_pending) {
+            let cap = max_pending.load(Ordering::Relaxed);
+            if let Err(e) = accept_all(listener, &mut pending, cap) {
                 accept_errors += 1;
                 if accept_errors == 1 || accept_errors % 1000 == 0 {
                     log::warn!(
@@ -515,11 +527,13 @@ fn accept_all(
                     buf: Vec::new(),
                     since: Instant::now(),
                 });
-                if pending.len() > max_pending {
-                    // The oldest waiting client has had the longest chance.
-                    if let Some(oldest) = pending.pop_front() {
-                        reject(oldest.stream, 503);
-                    }
+                // The oldest waiting clients have had the longest chance
+                // (all beyond the cap, which a reload may have lowered).
+                while pending.len() > max_pending {
+                    let Some(oldest) = pending.pop_front() else {
+                        break;
+                    };
+                    reject(oldest.stream, 503);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -533,6 +547,37 @@ fn accept_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lowered_connection_cap_sends_the_oldest_waiting_clients_away() {
+        use std::io::{Read, Write};
+        use std::net::TcpStream;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let handler: Handler = Arc::new(|_| Response::text(200, "text/plain", "ok\n".into()));
+        let server = Server::start(listener, handler, 100).expect("the server starts");
+        let addr = server.addr();
+        // Idle clients, all waiting under the cap of 100.
+        let idle: Vec<TcpStream> = (0..6)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        // Accepted in the order they connected, before or after this.
+        server.set_max_pending(2);
+        let mut last = TcpStream::connect(addr).expect("connect");
+        let answer = |mut s: &TcpStream| {
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("a read timeout");
+            let mut out = String::new();
+            let _eof_or_timeout = s.read_to_string(&mut out);
+            out
+        };
+        // The five oldest go at once (the newest one and `last` stay).
+        for s in &idle[..5] {
+            assert!(answer(s).starts_with("HTTP/1.1 503"), "sent away");
+        }
+        last.write_all(b"GET /x HTTP/1.1\r\n\r\n").expect("send");
+        assert!(answer(&last).starts_with("HTTP/1.1 200"), "served");
+        server.stop();
+    }
 
     #[test]
     fn parses_whole_requests_and_waits_for_partial_ones() {

@@ -33,7 +33,7 @@ struct FleetLogger {
     /// A worker writing to its supervisor: JSON lines, always on stderr.
     wire: bool,
     filter: RwLock<env_logger::Logger>,
-    secrets: RwLock<Vec<String>>,
+    secrets: RwLock<Secrets>,
     /// Index → bot id, so supervisor lines about `bot-N` carry its bot_id.
     bots: RwLock<HashMap<u32, u64>>,
     out: Mutex<Output>,
@@ -115,6 +115,55 @@ fn build_filter(spec: &str) -> env_logger::Logger {
         .build()
 }
 
+/// The registered secrets (each at least four bytes), indexed by their
+/// first four bytes, so a line is scanned once, a hash lookup a byte,
+/// instead of once a secret: with 3,000 bots the plain way cost about
+/// 0.5 ms a line (measured), a core at 2,000 lines a second.
+#[derive(Debug, Default)]
+struct Secrets {
+    all: Vec<String>,
+    by_prefix: HashMap<[u8; 4], Vec<usize>>,
+}
+
+impl Secrets {
+    fn prefix(bytes: &[u8]) -> Option<[u8; 4]> {
+        bytes.get(..4)?.try_into().ok()
+    }
+
+    fn add(&mut self, secret: &str) {
+        let Some(key) = Secrets::prefix(secret.as_bytes()) else {
+            return;
+        };
+        if self.all.iter().any(|x| x == secret) {
+            return;
+        }
+        self.by_prefix.entry(key).or_default().push(self.all.len());
+        self.all.push(secret.to_string());
+    }
+
+    /// The secrets in any text field of `line`, longest first (a longer
+    /// secret is masked whole before a shorter one inside it).
+    fn found_in(&self, line: &Line) -> Vec<String> {
+        let mut found: Vec<usize> = Vec::new();
+        for text in [line.msg.as_bytes(), line.ts.as_bytes()] {
+            for at in 0..text.len().saturating_sub(3) {
+                let Some(ids) = Secrets::prefix(&text[at..]).and_then(|k| self.by_prefix.get(&k))
+                else {
+                    continue;
+                };
+                for &id in ids {
+                    if text[at..].starts_with(self.all[id].as_bytes()) && !found.contains(&id) {
+                        found.push(id);
+                    }
+                }
+            }
+        }
+        let mut found: Vec<String> = found.into_iter().map(|id| self.all[id].clone()).collect();
+        found.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        found
+    }
+}
+
 impl FleetLogger {
     fn output(&self) -> std::sync::MutexGuard<'_, Output> {
         match self.out.lock() {
@@ -125,9 +174,12 @@ impl FleetLogger {
     }
 
     fn emit(&self, mut line: Line) {
-        match self.secrets.read() {
-            Ok(s) => line.scrub(&s),
-            Err(p) => line.scrub(&p.into_inner()),
+        let found = match self.secrets.read() {
+            Ok(s) => s.found_in(&line),
+            Err(p) => p.into_inner().found_in(&line),
+        };
+        if !found.is_empty() {
+            line.scrub(&found);
         }
         if self.wire {
             // The supervisor renders it; one write per line.
@@ -209,7 +261,7 @@ pub fn init(worker: Option<u32>, spec: &str) {
         worker,
         wire,
         filter: RwLock::new(filter),
-        secrets: RwLock::new(Vec::new()),
+        secrets: RwLock::new(Secrets::default()),
         bots: RwLock::new(HashMap::new()),
         out: Mutex::new(Output::new(LogFormat::Text)),
     };
@@ -288,9 +340,7 @@ pub fn add_secret(secret: &str) {
     }
     if let Some(l) = LOGGER.get() {
         if let Ok(mut s) = l.secrets.write() {
-            if !s.iter().any(|x| x == secret) {
-                s.push(secret.to_string());
-            }
+            s.add(secret);
         }
     }
 }
@@ -328,6 +378,36 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn finds_every_secret_in_a_line_longest_first() {
+        let mut s = Secrets::default();
+        for i in 0..3000 {
+            s.add(&format!("secret-{i:05}-abcdefghijklmnopqrstuvwxyz"));
+        }
+        s.add("LONGsecretLONG");
+        s.add("LONGsecret");
+        s.add("LONGsecret"); // twice is once
+        let mut line = Line::new(
+            "2026-01-01T00:00:00.000Zsecret-00007-abcdefghijklmnopqrstuvwxyz".into(),
+            log::Level::Info,
+            None,
+            "a secret-02999-abcdefghijklmnopqrstuvwxyz and LONGsecretLONG, LONGsecret at the end: LONGsecret".into(),
+        );
+        let found = s.found_in(&line);
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert_eq!(found[0].len(), found[1].len());
+        assert_eq!(found[2], "LONGsecretLONG");
+        assert_eq!(found[3], "LONGsecret");
+        line.scrub(&found);
+        assert_eq!(
+            line.msg, "a *** and ***, *** at the end: ***",
+            "every secret masked whole"
+        );
+        assert_eq!(line.ts, "2026-01-01T00:00:00.000Z***");
+        let clean = Line::new("t".into(), log::Level::Info, None, "nothing here".into());
+        assert!(s.found_in(&clean).is_empty());
+    }
 
     #[test]
     fn formats_utc_timestamps() {

@@ -69,7 +69,12 @@ fn rotate(spec: &FileSpec) -> std::io::Result<()> {
             _ => {}
         }
     }
-    std::fs::rename(&spec.path, numbered(&spec.path, 1))
+    match std::fs::rename(&spec.path, numbered(&spec.path, 1)) {
+        // Removed by hand (or by a logrotate that does not SIGHUP us): there
+        // is nothing to rotate, and the next open creates the file again.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 fn open(spec: &FileSpec) -> std::io::Result<Open> {
@@ -185,6 +190,27 @@ mod tests {
         assert!(!numbered(&path, 3).exists());
         let newest = std::fs::read_to_string(&path).expect("readable");
         assert!(newest.contains("line 0039"));
+        let _cleanup = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_removed_by_hand_is_created_again_at_rotation() {
+        let dir = tmp("removed");
+        let path = dir.join("bot.log");
+        let mut sink = Sink::default();
+        sink.set(Some(FileSpec {
+            path: path.clone(),
+            max_bytes: 40,
+            keep: 2,
+        }));
+        assert_eq!(sink.write(b"first line of the log\n"), None);
+        std::fs::remove_file(&path).expect("remove the log by hand");
+        // Past LOG_MAX_BYTES: a rotation of a file that is gone.
+        assert_eq!(sink.write(b"second line of the log\n"), None);
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("created again"),
+            "second line of the log\n"
+        );
         let _cleanup = std::fs::remove_dir_all(&dir);
     }
 

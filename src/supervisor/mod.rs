@@ -325,6 +325,9 @@ impl Supervisor {
                 }
             }
             if reconfigured {
+                // Bots added or removed change what is left for waiting
+                // health connections under the open-file limit.
+                health.set_max_pending(limits::health_connection_cap(self.slots.len()));
                 health.reconfigure(&self.config.settings);
                 self.record_health_addr(health.addr());
             }
@@ -398,9 +401,12 @@ impl Supervisor {
             let last = begun + self.policy.shutdown_timeout + Duration::from_secs(3);
             next = Some(next.map_or(last, |n| n.min(last)));
         }
+        // No memory checks once shutdown has begun (check_memory skips
+        // them, so their deadline would stay in the past and spin the loop).
         if let Some(m) = self
             .memory
             .next_deadline(self.config.settings.worker_max_rss)
+            .filter(|_| self.shutting_down.is_none())
         {
             next = Some(next.map_or(m, |n| n.min(m)));
         }
@@ -834,6 +840,10 @@ impl Supervisor {
             // flush_outgoing sends SETTINGS to every worker until each acks.
             self.settings_version = self.config.version().to_string();
             for slot in self.slots.values_mut() {
+                // Forget what each acknowledged: versions are content
+                // hashes, so after A → B → A a worker whose ack of B is
+                // still in flight would otherwise look current and stay on B.
+                slot.settings_version.clear();
                 slot.settings_sent = None;
             }
             self.flush_outgoing();
@@ -1105,6 +1115,8 @@ impl Supervisor {
         use std::os::unix::process::CommandExt;
         let parent_pid = std::process::id().to_string();
         let worker_env = self.config.worker_env();
+        let settings_keys: Vec<&str> = worker_env.iter().map(|(k, _)| k.as_str()).collect();
+        let settings_keys = settings_keys.join(",");
         let Some(slot) = self.slots.get_mut(&bot_id) else {
             return Err(std::io::Error::other("no such worker"));
         };
@@ -1113,7 +1125,8 @@ impl Supervisor {
             .env_remove("TELEGRAM_BOT_TOKENS")
             .env_remove("TELEGRAM_BOT_TOKEN")
             .env_remove("HEALTH_AUTH_TOKEN")
-            .envs(worker_env)
+            .envs(worker_env.iter().map(|(k, v)| (k, v)))
+            .env(crate::ipc::SETTINGS_KEYS_ENV, settings_keys)
             .env("BOT_TOKEN", slot.token.expose())
             .env("BOT_INDEX", slot.index.to_string())
             .env("BOTFLEET_PARENT_PID", parent_pid)

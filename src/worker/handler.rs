@@ -25,6 +25,7 @@ pub const WITHHELD: &[&str] = &[
     "TELEGRAM_BOT_TOKEN",
     "HEALTH_AUTH_TOKEN",
     "BOTFLEET_PARENT_PID",
+    crate::ipc::SETTINGS_KEYS_ENV,
 ];
 
 /// Why a run did not produce a reply.
@@ -73,6 +74,9 @@ pub struct Run<'a> {
     pub argv: &'a [String],
     /// Settings and the message's variables, set on top of our environment.
     pub env: &'a [(String, String)],
+    /// Settings removed from `.env` since the worker started: their
+    /// start-up values are not inherited.
+    pub unset: &'a [String],
     pub stdin: Vec<u8>,
     pub timeout: Duration,
     /// For log lines: `chat 42`.
@@ -91,7 +95,11 @@ pub fn run(run: Run<'_>, mut on_wait: impl FnMut()) -> Result<String, HandlerErr
     };
     let mut cmd = Command::new(program);
     cmd.args(args);
-    for key in WITHHELD {
+    for key in WITHHELD
+        .iter()
+        .copied()
+        .chain(run.unset.iter().map(String::as_str))
+    {
         cmd.env_remove(key);
     }
     for (k, v) in run.env {
@@ -261,6 +269,7 @@ mod tests {
                 timeout,
                 label: "test".into(),
                 max_memory: None,
+                unset: &[],
             },
             || {},
         )
@@ -295,6 +304,7 @@ mod tests {
                     timeout: Duration::from_secs(1),
                     label: "x".into(),
                     max_memory: None,
+                    unset: &[],
                 },
                 || {}
             ),

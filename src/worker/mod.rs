@@ -55,6 +55,10 @@ struct Shared {
     settings: RwLock<Arc<Settings>>,
     /// The latest settings as environment variables, for handlers.
     settings_env: RwLock<Vec<(String, String)>>,
+    /// The settings keys the supervisor set in our environment at spawn
+    /// (`ipc::SETTINGS_KEYS_ENV`): one missing from later SETTINGS was
+    /// removed from `.env`, so handlers must not inherit it.
+    start_keys: Vec<String>,
     index: u32,
     tracker: Arc<Tracker>,
     rates: Arc<Rates>,
@@ -173,6 +177,16 @@ pub fn main() -> i32 {
         return 0;
     }
     let env = |k: &str| std::env::var(k).ok();
+    let start_keys: Vec<String> = std::env::var(crate::ipc::SETTINGS_KEYS_ENV)
+        .unwrap_or_default()
+        .split(',')
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+        .collect();
+    let start_env: Vec<(String, String)> = start_keys
+        .iter()
+        .filter_map(|k| Some((k.clone(), std::env::var(k).ok()?)))
+        .collect();
     let settings = match Settings::from_lookup(&env) {
         Ok(s) => s,
         Err(e) => fatal(&format!("bad settings: {e}"), EXIT_PERMANENT),
@@ -200,7 +214,8 @@ pub fn main() -> i32 {
         started: Instant::now(),
         rates: Rates::new(settings.send_rate_per_chat, settings.send_rate_per_bot),
         settings: RwLock::new(Arc::new(settings.clone())),
-        settings_env: RwLock::new(Vec::new()),
+        settings_env: RwLock::new(start_env),
+        start_keys,
         index,
         tracker: Tracker::new(start),
         pool: OnceLock::new(),
@@ -261,7 +276,11 @@ fn on_parent_msg(shared: &Shared, msg: ParentMsg) {
             // Acknowledged on arrival, so the supervisor stops resending.
             emit(&WorkerMsg::SettingsAck { version });
             let map: HashMap<String, String> = env.iter().cloned().collect();
-            let lookup = |k: &str| map.get(k).cloned().or_else(|| std::env::var(k).ok());
+            // Only what the supervisor sent: a key removed from `.env` is
+            // gone, not read back from our start-up environment. (Known
+            // settings the supervisor took from its own environment are
+            // in `env` too.)
+            let lookup = |k: &str| map.get(k).cloned();
             match Settings::from_lookup(&lookup) {
                 Ok(s) => {
                     crate::logging::set_filter(&s.rust_log);
@@ -716,6 +735,13 @@ impl Bot {
             Ok(e) => e.clone(),
             Err(p) => p.into_inner().clone(),
         };
+        let unset: Vec<String> = self
+            .shared
+            .start_keys
+            .iter()
+            .filter(|k| !env.iter().any(|(e, _)| e == *k))
+            .cloned()
+            .collect();
         env.extend([
             ("BOT_INDEX".to_string(), self.shared.index.to_string()),
             ("BOT_USERNAME".to_string(), self.me.username.clone()),
@@ -739,6 +765,7 @@ impl Bot {
             timeout: settings.handler_timeout,
             label: format!("chat {}", msg.chat_id),
             max_memory: settings.handler_max_memory,
+            unset: &unset,
         };
         match handler::run(run, typing) {
             Ok(out) => {
