@@ -10,11 +10,13 @@
 //! before it holds the lock, confirm an update it has not handled, or pass
 //! its token to anything but the Bot API client.
 
+pub mod calls;
 pub mod commands;
 pub mod dispatch;
 pub mod handler;
 pub mod media;
 pub mod outbox;
+pub mod protocol;
 pub mod send;
 pub mod track;
 
@@ -140,7 +142,10 @@ pub fn main() -> i32 {
     let index: Option<u32> = std::env::var("BOT_INDEX").ok().and_then(|v| v.parse().ok());
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     crate::logging::init(
-        &format!("Worker bot-{}", index.map_or("?".to_string(), |i| i.to_string())),
+        &format!(
+            "Worker bot-{}",
+            index.map_or("?".to_string(), |i| i.to_string())
+        ),
         &spec,
     );
     let Some(index) = index else {
