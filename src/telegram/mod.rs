@@ -446,7 +446,11 @@ impl Client {
                 multipart::next_file(&boundary, field, name)
             };
             length += head.len() as u64 + meta.len();
-            reader = Box::new(reader.chain(io::Cursor::new(head)).chain(file.take(meta.len())));
+            reader = Box::new(
+                reader
+                    .chain(io::Cursor::new(head))
+                    .chain(file.take(meta.len())),
+            );
         }
         let trailer = multipart::trailer(&boundary);
         length += trailer.len() as u64;

@@ -27,6 +27,42 @@ pub const WITHHELD: &[&str] = &[
     "BOTFLEET_PARENT_PID",
 ];
 
+/// Who a handler runs as: when botfleet is root, HANDLER_USER's uid and
+/// gid; a root handler without one drops every capability.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Confinement {
+    pub user: Option<(u32, u32)>,
+    pub drop_capabilities: bool,
+}
+
+impl Confinement {
+    /// For HANDLER_USER (a name or uid); only applied when we are root.
+    pub fn for_user(handler_user: Option<&str>) -> Result<Confinement, std::io::Error> {
+        if !sys::is_root() {
+            return Ok(Confinement::default());
+        }
+        match handler_user {
+            Some(u) => Ok(Confinement {
+                user: Some(sys::lookup_user(u)?),
+                drop_capabilities: false,
+            }),
+            None => Ok(Confinement {
+                user: None,
+                drop_capabilities: true,
+            }),
+        }
+    }
+}
+
+/// Applies `c` to a handler command (before it is spawned).
+pub fn confine(cmd: &mut Command, c: &Confinement) {
+    if let Some((uid, gid)) = c.user {
+        sys::run_as(cmd, uid, gid);
+    } else if c.drop_capabilities {
+        sys::drop_capabilities(cmd);
+    }
+}
+
 /// Why a run did not produce a reply.
 #[derive(Debug)]
 pub enum HandlerError {

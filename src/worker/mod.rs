@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod handler;
 pub mod media;
 pub mod outbox;
+pub mod persistent;
 pub mod protocol;
 pub mod send;
 pub mod track;
