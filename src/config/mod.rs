@@ -50,6 +50,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "BOT_HANDLER",
     "HANDLER_TIMEOUT_SECS",
     "HANDLER_CONCURRENCY",
+    "BOT_HANDLER_MODE",
+    "HANDLER_USER",
     "PORT",
     "HEALTH_BIND",
     "HEALTH_AUTH_TOKEN",

@@ -48,6 +48,11 @@ pub struct Settings {
     pub handler_timeout: Duration,
     /// HANDLER_CONCURRENCY: handler runs at once per worker, at least 1.
     pub handler_concurrency: usize,
+    /// BOT_HANDLER_MODE=persistent: one long-lived protocol-1 handler per
+    /// worker instead of one run per update (`exec`, the default).
+    pub handler_persistent: bool,
+    /// HANDLER_USER: when botfleet runs as root, the user handlers run as.
+    pub handler_user: Option<String>,
     /// PORT of the health server.
     pub port: u16,
     /// HEALTH_BIND: the address the health server listens on.
@@ -99,6 +104,8 @@ impl Default for Settings {
             handler: None,
             handler_timeout: Duration::from_secs(30),
             handler_concurrency: 4,
+            handler_persistent: false,
+            handler_user: None,
             port: 8001,
             health_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             health_auth_token: None,
@@ -135,6 +142,8 @@ impl fmt::Debug for Settings {
             .field("handler", &self.handler)
             .field("handler_timeout", &self.handler_timeout)
             .field("handler_concurrency", &self.handler_concurrency)
+            .field("handler_persistent", &self.handler_persistent)
+            .field("handler_user", &self.handler_user)
             .field("port", &self.port)
             .field("health_bind", &self.health_bind)
             .field(
@@ -241,6 +250,22 @@ pub(crate) fn parse(lookup: &LocatedLookup<'_>) -> (Settings, Vec<Problem>, Vec<
     ));
     let handler_concurrency =
         p.integer("HANDLER_CONCURRENCY", d.handler_concurrency as u64, 1, 1024) as usize;
+    let handler_persistent = match p.raw("BOT_HANDLER_MODE") {
+        None => d.handler_persistent,
+        Some((v, location)) => match v.to_ascii_lowercase().as_str() {
+            "exec" => false,
+            "persistent" => true,
+            _ => {
+                let message = format!("{v:?} is not a handler mode (exec or persistent)");
+                p.fail("BOT_HANDLER_MODE", location, message);
+                d.handler_persistent
+            }
+        },
+    };
+    let handler_user = p
+        .raw("HANDLER_USER")
+        .map(|(v, _)| v.trim().to_string())
+        .filter(|v| !v.is_empty());
     let port = p.port("PORT").unwrap_or(d.port);
     let health_bind = p.ip("HEALTH_BIND").unwrap_or(d.health_bind);
     let health_auth_token = p.auth_token("HEALTH_AUTH_TOKEN");
@@ -305,6 +330,8 @@ pub(crate) fn parse(lookup: &LocatedLookup<'_>) -> (Settings, Vec<Problem>, Vec<
         handler,
         handler_timeout,
         handler_concurrency,
+        handler_persistent,
+        handler_user,
         port,
         health_bind,
         health_auth_token,
