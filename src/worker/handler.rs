@@ -113,6 +113,11 @@ pub struct Run<'a> {
     pub timeout: Duration,
     /// For log lines: `chat 42`.
     pub label: String,
+    /// The working directory (BOT_DATA_DIR); `None`: ours.
+    pub dir: Option<&'a std::path::Path>,
+    /// `env` is the whole environment (nothing of ours is inherited).
+    pub clear_env: bool,
+    pub confinement: Confinement,
 }
 
 /// Runs the handler; `on_wait` is called about every 4 s while it runs (the
@@ -125,6 +130,13 @@ pub fn run(run: Run<'_>, mut on_wait: impl FnMut()) -> Result<String, HandlerErr
     };
     let mut cmd = Command::new(program);
     cmd.args(args);
+    if run.clear_env {
+        cmd.env_clear();
+    }
+    if let Some(dir) = run.dir {
+        cmd.current_dir(dir);
+    }
+    confine(&mut cmd, &run.confinement);
     for key in WITHHELD {
         cmd.env_remove(key);
     }
@@ -291,6 +303,9 @@ mod tests {
                 stdin: b"{\"update_id\":1}".to_vec(),
                 timeout,
                 label: "test".into(),
+                dir: None,
+                clear_env: false,
+                confinement: Confinement::default(),
             },
             || {},
         )
@@ -323,12 +338,66 @@ mod tests {
                     env: &[],
                     stdin: vec![],
                     timeout: Duration::from_secs(1),
-                    label: "x".into()
+                    label: "x".into(),
+                    dir: None,
+                    clear_env: false,
+                    confinement: Confinement::default(),
                 },
                 || {}
             ),
             Err(HandlerError::Spawn(_))
         ));
+    }
+
+    #[test]
+    fn runs_in_its_dir_with_only_the_given_environment_and_leaves_no_process() {
+        let dir = std::env::temp_dir().join(format!("botfleet-exec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let out = run(
+            Run {
+                argv: &sh(
+                    "pwd; echo \"${HOME:-nohome} $A\"; sleep 300 & echo $! > bg.pid; echo hi",
+                ),
+                env: &[
+                    ("A".into(), "1".into()),
+                    ("PATH".into(), "/usr/bin:/bin".into()),
+                ],
+                stdin: vec![],
+                timeout: Duration::from_secs(10),
+                label: "t".into(),
+                dir: Some(&dir),
+                clear_env: true,
+                confinement: Confinement::default(),
+            },
+            || {},
+        )
+        .expect("runs");
+        let canon = dir.canonicalize().expect("canonical");
+        assert_eq!(out, format!("{}\nnohome 1\nhi\n", canon.display()));
+        // `sleep 300 &` went with its group (gone, or a zombie until its
+        // new parent reaps it).
+        let pid: u32 = std::fs::read_to_string(dir.join("bg.pid"))
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("a pid");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let alive = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    !s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(false)
+        };
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!alive(pid), "the background sleep outlived the run");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -730,6 +730,9 @@ impl Bot {
             stdin: update.to_string().into_bytes(),
             timeout: settings.handler_timeout,
             label: format!("chat {}", msg.chat_id),
+            dir: None,
+            clear_env: false,
+            confinement: handler::Confinement::default(),
         };
         match handler::run(run, typing) {
             Ok(out) => {
