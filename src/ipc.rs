@@ -1,7 +1,10 @@
 //! The wire between the supervisor and a worker: JSON lines. Worker to
 //! parent on the worker's stdout, parent to worker on its stdin; EOF on
 //! stdin means the parent is gone. This module owns the message types and
-//! their encoding; it must never do I/O of its own or carry a token.
+//! their encoding; it must never do I/O of its own. The one message that
+//! carries a token is [`ParentMsg::Start`], the first line on a worker's
+//! stdin (so the token is never in any process's environment); its `Debug`
+//! shows the bot id only.
 
 use serde_json::{json, Value};
 use std::fmt;
@@ -37,6 +40,13 @@ pub enum WorkerMsg {
 /// A message from the supervisor to a worker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParentMsg {
+    /// The first line a worker reads: its token and its whole environment
+    /// (settings and the handlers' environment); the worker takes nothing
+    /// from its own environment.
+    Start {
+        token: crate::token::Token,
+        env: Vec<(String, String)>,
+    },
     /// New settings: the whole worker environment, key by key.
     Settings { env: Vec<(String, String)> },
     /// The outcome of a reload the worker asked for, to tell the chat.
@@ -115,17 +125,29 @@ impl WorkerMsg {
     }
 }
 
+fn env_map(env: &[(String, String)]) -> serde_json::Map<String, Value> {
+    env.iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect()
+}
+
+fn env_list(v: &Value) -> Result<Vec<(String, String)>, DecodeError> {
+    Ok(v["env"]
+        .as_object()
+        .ok_or_else(|| DecodeError("no env".into()))?
+        .iter()
+        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+        .collect())
+}
+
 impl ParentMsg {
     /// One line of JSON, newline included.
     pub fn encode(&self) -> String {
         let v = match self {
-            ParentMsg::Settings { env } => {
-                let map: serde_json::Map<String, Value> = env
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect();
-                json!({"type": "SETTINGS", "env": map})
+            ParentMsg::Start { token, env } => {
+                json!({"type": "START", "token": token.expose(), "env": env_map(env)})
             }
+            ParentMsg::Settings { env } => json!({"type": "SETTINGS", "env": env_map(env)}),
             ParentMsg::ReloadResult { chat_id, text } => {
                 json!({"type": "RELOAD_RESULT", "chatId": chat_id, "text": text})
             }
@@ -140,6 +162,16 @@ impl ParentMsg {
         let v: Value = serde_json::from_str(line.trim())
             .map_err(|e| DecodeError(format!("not JSON ({e})")))?;
         match v["type"].as_str().unwrap_or("") {
+            "START" => {
+                let token = v["token"]
+                    .as_str()
+                    .and_then(|t| crate::token::Token::parse(t).ok())
+                    .ok_or_else(|| DecodeError("START without a valid token".into()))?;
+                Ok(ParentMsg::Start {
+                    token,
+                    env: env_list(&v)?,
+                })
+            }
             "SETTINGS" => {
                 let env = v["env"]
                     .as_object()
@@ -222,6 +254,14 @@ mod tests {
             text: "bot-2 failed".into(),
         };
         assert_eq!(ParentMsg::decode(&n.encode()), Ok(n));
+        let token = crate::token::Token::parse("123:Secret_x-y").expect("valid");
+        let s = ParentMsg::Start {
+            token,
+            env: vec![("A".into(), "1".into())],
+        };
+        assert_eq!(ParentMsg::decode(&s.encode()), Ok(s.clone()));
+        assert!(!format!("{s:?}").contains("Secret_x-y"), "Debug hides the token");
+        assert!(ParentMsg::decode("{\"type\":\"START\",\"token\":\"x\",\"env\":{}}").is_err());
         assert!(WorkerMsg::decode("garbage").is_err());
         assert!(WorkerMsg::decode("{\"type\":\"NOPE\"}").is_err());
         assert!(ParentMsg::decode("{}").is_err());

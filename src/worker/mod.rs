@@ -258,6 +258,7 @@ fn start_threads(shared: &Arc<Shared>, poll_timeout_secs: u64) -> std::io::Resul
 
 fn on_parent_msg(shared: &Shared, msg: ParentMsg) {
     match msg {
+        ParentMsg::Start { .. } => log::warn!("a second START from the supervisor was ignored"),
         ParentMsg::Settings { env } => {
             let map: HashMap<String, String> = env.iter().cloned().collect();
             let lookup = |k: &str| map.get(k).cloned().or_else(|| std::env::var(k).ok());
