@@ -260,7 +260,10 @@ mod tests {
             env: vec![("A".into(), "1".into())],
         };
         assert_eq!(ParentMsg::decode(&s.encode()), Ok(s.clone()));
-        assert!(!format!("{s:?}").contains("Secret_x-y"), "Debug hides the token");
+        assert!(
+            !format!("{s:?}").contains("Secret_x-y"),
+            "Debug hides the token"
+        );
         assert!(ParentMsg::decode("{\"type\":\"START\",\"token\":\"x\",\"env\":{}}").is_err());
         assert!(WorkerMsg::decode("garbage").is_err());
         assert!(WorkerMsg::decode("{\"type\":\"NOPE\"}").is_err());

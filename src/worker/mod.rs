@@ -18,6 +18,7 @@ pub mod media;
 pub mod outbox;
 pub mod persistent;
 pub mod protocol;
+pub mod respond;
 pub mod send;
 pub mod track;
 
