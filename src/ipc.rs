@@ -22,6 +22,15 @@ pub struct Counters {
     pub last_update_ms: Option<u64>,
     /// Whether the last getUpdates ended in a 409 conflict.
     pub conflict: bool,
+    /// Updates in the inbox not done yet.
+    pub inbox_depth: u64,
+    /// Milliseconds since the Unix epoch when the oldest update not done
+    /// was fetched.
+    pub oldest_pending_ms: Option<u64>,
+    /// The inbox journal's size in bytes.
+    pub journal_bytes: u64,
+    /// Why fetching is paused (inbox at its cap, disk full), if it is.
+    pub fetch_paused: Option<String>,
 }
 
 /// A message from a worker to the supervisor.
@@ -85,6 +94,10 @@ impl WorkerMsg {
                 "lastPollOkMs": c.last_poll_ok_ms,
                 "lastUpdateMs": c.last_update_ms,
                 "conflict": c.conflict,
+                "inboxDepth": c.inbox_depth,
+                "oldestPendingMs": c.oldest_pending_ms,
+                "journalBytes": c.journal_bytes,
+                "fetchPaused": c.fetch_paused,
             }),
             WorkerMsg::Fatal { reason } => json!({"type": "FATAL", "reason": reason}),
             WorkerMsg::ReloadRequest { chat_id } => {
@@ -111,6 +124,10 @@ impl WorkerMsg {
                 last_poll_ok_ms: opt_u64(&v["lastPollOkMs"]),
                 last_update_ms: opt_u64(&v["lastUpdateMs"]),
                 conflict: v["conflict"].as_bool().unwrap_or(false),
+                inbox_depth: v["inboxDepth"].as_u64().unwrap_or(0),
+                oldest_pending_ms: opt_u64(&v["oldestPendingMs"]),
+                journal_bytes: v["journalBytes"].as_u64().unwrap_or(0),
+                fetch_paused: v["fetchPaused"].as_str().map(str::to_string),
             })),
             "FATAL" => Ok(WorkerMsg::Fatal {
                 reason: v["reason"].as_str().unwrap_or("unknown").to_string(),
@@ -215,6 +232,10 @@ mod tests {
                 last_poll_ok_ms: Some(1_700_000_000_000),
                 last_update_ms: None,
                 conflict: true,
+                inbox_depth: 7,
+                oldest_pending_ms: Some(1_700_000_000_001),
+                journal_bytes: 4096,
+                fetch_paused: Some("the inbox is full".into()),
             }),
             WorkerMsg::Fatal {
                 reason: "token rejected".into(),

@@ -182,10 +182,26 @@ impl Client {
         offset: Option<i64>,
         timeout_secs: u64,
     ) -> Result<Vec<Value>, ApiError> {
+        self.get_updates_with(offset, timeout_secs, UPDATES_LIMIT as usize, None)
+    }
+
+    /// getUpdates with a `limit` (1..=100) and, when given, an explicit
+    /// `allowed_updates` list.
+    pub fn get_updates_with(
+        &self,
+        offset: Option<i64>,
+        timeout_secs: u64,
+        limit: usize,
+        allowed_updates: Option<&[String]>,
+    ) -> Result<Vec<Value>, ApiError> {
         let method = "getUpdates";
-        let mut params = json!({ "timeout": timeout_secs, "limit": UPDATES_LIMIT });
+        let limit = limit.clamp(1, UPDATES_LIMIT as usize);
+        let mut params = json!({ "timeout": timeout_secs, "limit": limit });
         if let Some(offset) = offset {
             params["offset"] = json!(offset);
+        }
+        if let Some(allowed) = allowed_updates {
+            params["allowed_updates"] = json!(allowed);
         }
         // A caller may poll longer than the timeout the client was made for.
         let timeout = self
