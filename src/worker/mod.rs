@@ -200,10 +200,18 @@ pub fn main() -> i32 {
         log::error!("`botfleet worker` is started by `botfleet run`, not by hand");
         return crate::cli::exit::USAGE;
     };
-    let token = match std::env::var("BOT_TOKEN").map(|t| Token::parse(&t)) {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => fatal(&format!("BOT_TOKEN is malformed: {e}"), EXIT_PERMANENT),
-        Err(_) => fatal("BOT_TOKEN is not set", EXIT_PERMANENT),
+    // Nothing a handler could read through /proc (environ, memory).
+    if let Err(e) = crate::sys::set_not_dumpable() {
+        log::warn!("cannot make the worker non-dumpable: {e}");
+    }
+    // The first line on stdin: the token and the whole environment. The
+    // worker takes no setting from its own environment.
+    let (token, env) = match read_start() {
+        Ok(start) => start,
+        Err(e) => fatal(
+            &format!("no START from the supervisor: {e}"),
+            EXIT_PERMANENT,
+        ),
     };
     crate::logging::add_secret(token.secret());
     if let Err(e) = crate::sys::die_with_parent() {
@@ -220,8 +228,8 @@ pub fn main() -> i32 {
         log::warn!("the supervisor is already gone; exiting");
         return 0;
     }
-    let env = |k: &str| std::env::var(k).ok();
-    let settings = match Settings::from_lookup(&env) {
+    let map: HashMap<String, String> = env.iter().cloned().collect();
+    let settings = match Settings::from_lookup(&|k: &str| map.get(k).cloned()) {
         Ok(s) => s,
         Err(e) => fatal(&format!("bad settings: {e}"), EXIT_PERMANENT),
     };
@@ -241,7 +249,7 @@ pub fn main() -> i32 {
         started: Instant::now(),
         rates: Rates::new(rate_set(&settings)),
         settings: RwLock::new(Arc::new(settings.clone())),
-        settings_env: RwLock::new(Vec::new()),
+        settings_env: RwLock::new(env),
         index,
         inbox: OnceLock::new(),
         bot_id: token.bot_id(),
@@ -252,6 +260,22 @@ pub fn main() -> i32 {
         fatal(&format!("cannot start threads: {e}"), 1);
     }
     run(shared, token, settings)
+}
+
+/// Reads START, the first line the supervisor writes.
+fn read_start() -> Result<(Token, Vec<(String, String)>), String> {
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(0) => return Err("stdin closed".into()),
+        Ok(_) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    match ParentMsg::decode(&line) {
+        Ok(ParentMsg::Start { token, env }) => Ok((token, env)),
+        Ok(_) => Err("another message came first".into()),
+        // The error names the field, never the value.
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn start_threads(shared: &Arc<Shared>, poll_timeout_secs: u64) -> std::io::Result<()> {
@@ -310,7 +334,8 @@ fn on_parent_msg(shared: &Shared, msg: ParentMsg) {
         ParentMsg::Start { .. } => log::warn!("a second START from the supervisor was ignored"),
         ParentMsg::Settings { env } => {
             let map: HashMap<String, String> = env.iter().cloned().collect();
-            let lookup = |k: &str| map.get(k).cloned().or_else(|| std::env::var(k).ok());
+            // Only what the supervisor sent: a key removed from .env is gone.
+            let lookup = |k: &str| map.get(k).cloned();
             match Settings::from_lookup(&lookup) {
                 Ok(s) => {
                     crate::logging::set_filter(&s.rust_log);
