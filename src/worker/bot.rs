@@ -4,8 +4,12 @@
 //! ticket, so the update is done only once its replies are out. It must
 //! never send around the send path or hand the token to a handler.
 
+use super::calls::{self, Output, Prepared};
 use super::commands::{self, parse_command, parse_update, Incoming, Skip};
-use super::handler;
+use super::handler::{self, Confinement};
+use super::persistent::{Answer, Persistent, Spec};
+use super::protocol::{BotIdentity, CallResult};
+use super::respond::{self, Out};
 use super::media;
 use super::send::{Content, Outgoing, SendPath};
 use super::track::Ticket;
@@ -33,6 +37,52 @@ pub(super) struct Bot {
     pub(super) send: SendPath,
     pub(super) media: PathBuf,
     pub(super) refused: Mutex<HashMap<i64, Instant>>,
+    /// STATE_DIR/data/bot-N: the handler's working directory, BOT_DATA_DIR.
+    pub(super) data_dir: PathBuf,
+    /// HANDLER_USER resolved (the name it was resolved from, and the result).
+    pub(super) confinement: Mutex<Option<(Option<String>, Confinement)>>,
+    /// The persistent handler, while BOT_HANDLER_MODE=persistent.
+    pub(super) persistent: Mutex<Option<Arc<Persistent>>>,
+}
+
+/// Where a handler's answer for one update goes: the send path, with the
+/// update's ticket (the update is done once every call is over).
+struct Sink<'a> {
+    bot: &'a Bot,
+    ticket: &'a Ticket,
+    reply_to: Option<i64>,
+}
+
+impl Out for Sink<'_> {
+    fn text(&self, chat_id: i64, text: &str) {
+        self.bot
+            .reply(chat_id, text, self.reply_to, Some(self.ticket));
+    }
+
+    fn call(&self, call: Prepared, queue_chat: i64) -> CallResult {
+        let files = call
+            .uploads
+            .into_iter()
+            .map(|u| (u.field, u.path, u.file_name))
+            .collect();
+        let method = call.method;
+        match self.bot.send.call(
+            queue_chat,
+            &method,
+            Value::Object(call.params),
+            files,
+            Some(self.ticket.clone()),
+        ) {
+            Ok(result) => CallResult::Ok(result),
+            Err((code, description)) => {
+                self.bot.shared.error();
+                CallResult::Err {
+                    error_code: i64::from(code),
+                    description,
+                }
+            }
+        }
+    }
 }
 
 /// The chat key an update is scheduled under: its chat, or for updates
@@ -114,17 +164,233 @@ impl Bot {
     pub(super) fn handle(&self, update: &Value, ticket: &Ticket) {
         match parse_update(update) {
             Ok(msg) => self.on_message(&msg, update, ticket),
-            // Types not handled yet are done at once (the handler will
-            // route them).
-            Err(Skip::NotAMessage) => {
-                log::debug!("update {} is not a message: done", ticket.update_id())
-            }
+            Err(Skip::NotAMessage) => self.on_other(update, ticket),
             Err(Skip::Malformed(why)) => log::warn!("skipping a malformed update: {why}"),
         }
     }
 }
 
 impl Bot {
+    /// Any update that is not a message (an edit, a button press, a
+    /// channel post, a member change, ...): to the handler, when the user
+    /// behind it is allowed. A stranger's button press gets a short
+    /// refusal on the button; nothing else of theirs is answered.
+    fn on_other(&self, update: &Value, ticket: &Ticket) {
+        let settings = self.shared.settings();
+        let user = calls::user_of(update).or_else(|| calls::chat_of(update));
+        if let Some(user) = user.filter(|u| !settings.is_allowed(*u)) {
+            log::info!("refused an update from user {user} (not in ALLOWED_USER_IDS)");
+            if let Some(refusal) = respond::refusal_answer(update) {
+                let sink = Sink {
+                    bot: self,
+                    ticket,
+                    reply_to: None,
+                };
+                sink.call(refusal, calls::chat_of(update).unwrap_or(user));
+            }
+            return;
+        }
+        let sink = Sink {
+            bot: self,
+            ticket,
+            reply_to: None,
+        };
+        match settings.handler.as_ref() {
+            Some(argv) if !(argv.len() == 1 && argv[0] == BUILTIN_ECHO) => {
+                self.run_program(argv, update, &settings, ticket, None)
+            }
+            // Nothing handles it: a pressed button still stops spinning.
+            _ => {
+                respond::carry_out(Output::Empty, update, &self.data_dir, &sink);
+            }
+        }
+    }
+
+    /// HANDLER_USER as a confinement (resolved once per value).
+    fn confinement(&self, settings: &Settings) -> Confinement {
+        let mut cached = lock(&self.confinement);
+        if let Some((user, c)) = cached.as_ref() {
+            if *user == settings.handler_user {
+                return c.clone();
+            }
+        }
+        let c = match Confinement::for_user(settings.handler_user.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("HANDLER_USER: {e}; handlers run without capabilities instead");
+                Confinement {
+                    user: None,
+                    drop_capabilities: crate::sys::is_root(),
+                }
+            }
+        };
+        if let Some((uid, gid)) = c.user {
+            if let Err(e) = std::os::unix::fs::chown(&self.data_dir, Some(uid), Some(gid)) {
+                log::warn!("cannot give {} to HANDLER_USER: {e}", self.data_dir.display());
+            }
+        }
+        *cached = Some((settings.handler_user.clone(), c.clone()));
+        c
+    }
+
+    /// The persistent handler for these settings: started, or told about
+    /// new ones; None in exec mode (a running one is stopped).
+    pub(super) fn persistent(&self, settings: &Settings) -> Option<Arc<Persistent>> {
+        let argv = settings
+            .handler
+            .as_ref()
+            .filter(|a| settings.handler_persistent && !(a.len() == 1 && a[0] == BUILTIN_ECHO));
+        let mut slot = lock(&self.persistent);
+        let Some(argv) = argv else {
+            if let Some(old) = slot.take() {
+                old.stop();
+            }
+            return None;
+        };
+        let base = match self.shared.settings_env.read() {
+            Ok(e) => e.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let spec = Spec {
+            argv: argv.clone(),
+            env: respond::env_for(
+                &base,
+                (self.shared.index, &self.me.username),
+                &self.data_dir,
+                None,
+            ),
+            dir: self.data_dir.clone(),
+            bot: BotIdentity {
+                id: self.me.id,
+                username: self.me.username.clone(),
+                index: self.shared.index,
+            },
+            timeout: settings.handler_timeout,
+            concurrency: settings.handler_concurrency,
+            confinement: self.confinement(settings),
+        };
+        if let Some(p) = slot.as_ref() {
+            p.update(spec);
+            return Some(Arc::clone(p));
+        }
+        match Persistent::start(spec) {
+            Ok(p) => {
+                let p = Arc::new(p);
+                *slot = Some(Arc::clone(&p));
+                Some(p)
+            }
+            Err(e) => {
+                log::error!("cannot start the persistent handler's manager: {e}");
+                None
+            }
+        }
+    }
+
+    /// Stops the persistent handler (EOF, SIGTERM, SIGKILL; bounded).
+    pub(super) fn stop_handler(&self) {
+        let p = lock(&self.persistent).take();
+        if let Some(p) = p {
+            p.stop();
+        }
+    }
+
+    /// Runs BOT_HANDLER for an update (exec or persistent) and carries out
+    /// its answer through the send path.
+    fn run_program(
+        &self,
+        argv: &[String],
+        update: &Value,
+        settings: &Settings,
+        ticket: &Ticket,
+        reply_to: Option<i64>,
+    ) {
+        let sink = Sink {
+            bot: self,
+            ticket,
+            reply_to,
+        };
+        let chat = calls::chat_of(update);
+        let failed = |timeout: bool| {
+            self.shared.error();
+            if let Some(chat) = chat {
+                self.reply(chat, respond::error_text(timeout), reply_to, Some(ticket));
+            }
+            respond::carry_out(Output::Empty, update, &self.data_dir, &sink);
+        };
+        if let Some(p) = self.persistent(settings) {
+            let (id, answer) = p.handle(update);
+            match answer {
+                Answer::Calls(list) => {
+                    let results =
+                        respond::carry_out(Output::Calls(list), update, &self.data_dir, &sink);
+                    p.results(&id, &results);
+                }
+                Answer::Error(message) => {
+                    log::error!(
+                        "the handler failed update {} in chat {chat:?}: {message}",
+                        ticket.update_id()
+                    );
+                    failed(false);
+                }
+                Answer::Timeout => {
+                    log::error!(
+                        "the handler did not answer update {} in chat {chat:?} within {} s",
+                        ticket.update_id(),
+                        settings.handler_timeout.as_secs()
+                    );
+                    failed(true);
+                }
+                // The worker is stopping: the update is not done; it stays
+                // in the inbox and is handled again after the restart.
+                Answer::Stopped => std::mem::forget(ticket.clone()),
+            }
+            return;
+        }
+        let base = match self.shared.settings_env.read() {
+            Ok(e) => e.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let env = respond::env_for(
+            &base,
+            (self.shared.index, &self.me.username),
+            &self.data_dir,
+            Some(update),
+        );
+        let typing = || {
+            if let Some(chat) = chat {
+                if let Err(e) = self.client.send_chat_action(chat, "typing") {
+                    log::debug!("typing action failed: {e}");
+                }
+            }
+        };
+        typing();
+        let run = handler::Run {
+            argv,
+            env: &env,
+            stdin: update.to_string().into_bytes(),
+            timeout: settings.handler_timeout,
+            label: match chat {
+                Some(c) => format!("chat {c}"),
+                None => format!("update {}", ticket.update_id()),
+            },
+            dir: Some(&self.data_dir),
+            clear_env: true,
+            confinement: self.confinement(settings),
+        };
+        match handler::run(run, typing) {
+            Ok(out) => {
+                respond::carry_out(calls::parse_output(&out), update, &self.data_dir, &sink);
+            }
+            Err(e) => {
+                log::error!(
+                    "handler for update {} in chat {chat:?}: {e}",
+                    ticket.update_id()
+                );
+                failed(matches!(e, handler::HandlerError::Timeout(_)));
+            }
+        }
+    }
+
     /// Queues a reply (split at 4096 characters) on the send path.
     fn reply(&self, chat_id: i64, text: &str, reply_to: Option<i64>, ticket: Option<&Ticket>) {
         for (i, part) in handler::split_message(text, 4096).into_iter().enumerate() {
@@ -256,58 +522,7 @@ impl Bot {
             }
             return;
         }
-        let mut env: Vec<(String, String)> = match self.shared.settings_env.read() {
-            Ok(e) => e.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
-        env.extend([
-            ("BOT_INDEX".to_string(), self.shared.index.to_string()),
-            ("BOT_USERNAME".to_string(), self.me.username.clone()),
-            ("CHAT_ID".to_string(), msg.chat_id.to_string()),
-            ("USER_ID".to_string(), msg.user_id.to_string()),
-            (
-                "MESSAGE_TEXT".to_string(),
-                msg.text.clone().unwrap_or_default(),
-            ),
-        ]);
-        let typing = || {
-            if let Err(e) = self.client.send_chat_action(msg.chat_id, "typing") {
-                log::debug!("typing action failed: {e}");
-            }
-        };
-        typing();
-        let run = handler::Run {
-            argv,
-            env: &env,
-            stdin: update.to_string().into_bytes(),
-            timeout: settings.handler_timeout,
-            label: format!("chat {}", msg.chat_id),
-            dir: None,
-            clear_env: false,
-            confinement: handler::Confinement::default(),
-        };
-        match handler::run(run, typing) {
-            Ok(out) => {
-                if !out.trim().is_empty() {
-                    self.reply(msg.chat_id, &out, reply_to, Some(ticket));
-                }
-            }
-            Err(e) => {
-                self.shared.error();
-                log::error!(
-                    "handler for update {} in chat {}: {e}",
-                    msg.update_id,
-                    msg.chat_id
-                );
-                let text = match e {
-                    handler::HandlerError::Timeout(_) => {
-                        "⚠️ Sorry, that took too long and was stopped."
-                    }
-                    _ => "⚠️ Sorry, something went wrong handling that message.",
-                };
-                self.reply(msg.chat_id, text, reply_to, Some(ticket));
-            }
-        }
+        self.run_program(argv, update, settings, ticket, reply_to);
     }
 
     fn receive_file(&self, msg: &Incoming, message: &Value, kind: &str, ticket: &Ticket) {

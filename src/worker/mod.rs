@@ -69,6 +69,8 @@ struct Shared {
     pool: OnceLock<dispatch::Pool>,
     /// The send path, once the bot is up (parent messages use it too).
     send: OnceLock<SendPath>,
+    /// The bot, once it is up (a stop ends its persistent handler).
+    bot: OnceLock<Arc<Bot>>,
 }
 
 fn now_ms() -> u64 {
@@ -144,6 +146,9 @@ fn exit_now(shared: &Shared, why: &str, code: i32, grace: Duration) -> ! {
                 grace.as_millis()
             );
         }
+    }
+    if let Some(bot) = shared.bot.get() {
+        bot.stop_handler();
     }
     if let Some(inbox) = shared.inbox.get() {
         let mut ib = lock(inbox);
@@ -255,6 +260,7 @@ pub fn main() -> i32 {
         bot_id: token.bot_id(),
         pool: OnceLock::new(),
         send: OnceLock::new(),
+        bot: OnceLock::new(),
     });
     if let Err(e) = start_threads(&shared, settings.poll_timeout_secs) {
         fatal(&format!("cannot start threads: {e}"), 1);
@@ -443,6 +449,16 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
         username: me.username.clone(),
     });
     log::info!("ready as @{} (bot id {})", me.username, me.id);
+    // The handler's own directory: its working directory and BOT_DATA_DIR,
+    // kept across restarts, never wiped.
+    let data_dir = settings
+        .state_dir
+        .join("data")
+        .join(format!("bot-{}", shared.index));
+    if let Err(e) = std::fs::create_dir_all(&data_dir) {
+        log::error!("cannot create the handler's directory {}: {e}", data_dir.display());
+    }
+    let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
     let bot = Arc::new(Bot {
         client,
         me,
@@ -450,7 +466,16 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
         send,
         media,
         refused: Mutex::new(HashMap::new()),
+        data_dir,
+        confinement: Mutex::new(None),
+        persistent: Mutex::new(None),
     });
+    // A persistent handler starts with the bot, so its start-up is not
+    // paid by the first update.
+    bot.persistent(&settings);
+    if shared.bot.set(Arc::clone(&bot)).is_err() {
+        log::debug!("the bot was already set");
+    }
     if !pending.is_empty() {
         log::info!(
             "{} updates in the inbox were not done: handling them again, in order",

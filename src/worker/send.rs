@@ -44,10 +44,12 @@ pub enum Content {
         caption: Option<String>,
     },
     /// Any Bot API method with its JSON parameters (`chat_id` is the
-    /// queue's; the result is reported).
+    /// queue's; the result is reported), and file parts to upload
+    /// (field, path, file name) as multipart.
     Call {
         method: String,
         params: Value,
+        files: Vec<(String, PathBuf, String)>,
     },
 }
 
@@ -58,6 +60,8 @@ pub struct Outcome {
     pub tag: u64,
     /// None when sent; the last error otherwise.
     pub error: Option<String>,
+    /// The Bot API's error code of that error (0 when sent).
+    pub error_code: u16,
     /// The Bot API's `result` when sent.
     pub result: Option<Value>,
 }
@@ -346,20 +350,24 @@ impl SendPath {
 
     /// Sends any Bot API call through the send path (in order with the
     /// chat's other messages, paced, 429s waited out) and waits for its
-    /// result. `ticket` keeps the update in hand until the call is over.
+    /// result, or the error's Bot API code and text. `files` are uploaded
+    /// as multipart (field, path, file name). `ticket` keeps the update in
+    /// hand until the call is over.
     pub fn call(
         &self,
         chat_id: i64,
         method: &str,
         params: Value,
+        files: Vec<(String, PathBuf, String)>,
         ticket: Option<Ticket>,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, (u16, String)> {
         let (tx, rx) = mpsc::channel();
         self.send(Outgoing {
             chat_id,
             content: Content::Call {
                 method: method.to_string(),
                 params,
+                files,
             },
             reply_to: None,
             ticket,
@@ -371,8 +379,12 @@ impl SendPath {
                 result,
                 ..
             }) => Ok(result.unwrap_or(Value::Null)),
-            Ok(Outcome { error: Some(e), .. }) => Err(e),
-            Err(_) => Err("the send path dropped the call".to_string()),
+            Ok(Outcome {
+                error: Some(e),
+                error_code,
+                ..
+            }) => Err((error_code, e)),
+            Err(_) => Err((500, "the send path dropped the call".to_string())),
         }
     }
 
@@ -475,7 +487,14 @@ fn deliver(client: &Client, msg: &Outgoing) -> Result<Option<Value>, ApiError> {
         Content::Text(text) => client
             .send_message(msg.chat_id, text, msg.reply_to)
             .map(|_| None),
-        Content::Call { method, params } => client.call(method, params).map(Some),
+        Content::Call {
+            method,
+            params,
+            files,
+        } => match (files.is_empty(), params.as_object()) {
+            (false, Some(fields)) => client.call_with_files(method, fields, files).map(Some),
+            _ => client.call(method, params).map(Some),
+        },
         Content::Document {
             path,
             file_name,
@@ -486,12 +505,17 @@ fn deliver(client: &Client, msg: &Outgoing) -> Result<Option<Value>, ApiError> {
     }
 }
 
-fn finish(item: Item, error: Option<String>, result: Option<Value>) {
+fn finish(item: Item, error: Option<(String, u16)>, result: Option<Value>) {
     if let Some((tx, tag)) = &item.msg.report {
+        let (error, error_code) = match error {
+            Some((e, code)) => (Some(e), code),
+            None => (None, 0),
+        };
         let outcome = Outcome {
             chat_id: item.msg.chat_id,
             tag: *tag,
             error,
+            error_code,
             result,
         };
         if tx.send(outcome).is_err() {
@@ -506,7 +530,8 @@ enum After {
     Sent(Option<Value>),
     /// Back to the head of its chat, not before this long from now.
     Retry(Duration),
-    Failed(String),
+    /// Given up: the error and its Bot API error code.
+    Failed(String, u16),
 }
 
 fn run(shared: &Arc<(Mutex<Queue>, Condvar)>, spawner: &Arc<Spawner>) {
@@ -586,7 +611,7 @@ fn run(shared: &Arc<(Mutex<Queue>, Condvar)>, spawner: &Arc<Spawner>) {
             Err(e) => {
                 (spawner.on_error)();
                 log::warn!("cannot send in chat {chat_id}: {e}");
-                After::Failed(e.to_string())
+                After::Failed(e.to_string(), e.error_code())
             }
         };
         // Under one lock: a message going back to the head of its chat must
@@ -600,9 +625,9 @@ fn run(shared: &Arc<(Mutex<Queue>, Condvar)>, spawner: &Arc<Spawner>) {
                 done_sending(&mut lock(m), chat_id, Instant::now());
                 finish(item, None, result);
             }
-            After::Failed(text) => {
+            After::Failed(text, code) => {
                 done_sending(&mut lock(m), chat_id, Instant::now());
-                finish(item, Some(text), None);
+                finish(item, Some((text, code)), None);
             }
         }
     }
