@@ -15,7 +15,12 @@
 //! fakes, it fakes the way the real server behaves. A registered token is
 //! never printed or logged; only the fixed demo tokens are.
 
+mod control;
+pub mod format;
 mod http;
+pub mod markup;
+mod methods;
+mod page;
 mod server;
 mod state;
 
@@ -157,6 +162,7 @@ impl Sandbox {
             state.limits = Limits {
                 per_chat_per_sec: 1,
                 per_bot_per_sec: 30,
+                per_group_per_min: 20,
             };
         }
         let shared = Arc::new(Shared {
@@ -447,8 +453,10 @@ fn handle(shared: &Arc<Shared>, request: server::Request) {
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let path = path.to_string();
     let query = query.to_string();
-    if let Some(rest) = path.strip_prefix("/_sandbox/") {
-        control(shared, request, rest, &query);
+    if path == "/" || path == "/index.html" {
+        send(request, page::index());
+    } else if let Some(rest) = path.strip_prefix("/_sandbox/") {
+        control::control(shared, request, rest, &query);
     } else if let Some(rest) = path.strip_prefix("/file/bot") {
         download(shared, request, rest);
     } else if let Some(rest) = path.strip_prefix("/bot") {
@@ -554,19 +562,7 @@ fn close_without_reply(_shared: &Shared, request: server::Request) {
 
 /// The canonical spelling of a method the sandbox serves.
 fn canonical_method(lower: &str) -> Option<&'static str> {
-    const METHODS: [&str; 10] = [
-        "getMe",
-        "getUpdates",
-        "sendMessage",
-        "sendDocument",
-        "getFile",
-        "setMyCommands",
-        "getMyCommands",
-        "deleteWebhook",
-        "setWebhook",
-        "sendChatAction",
-    ];
-    METHODS
+    methods::METHODS
         .iter()
         .find(|m| m.eq_ignore_ascii_case(lower))
         .copied()
@@ -604,7 +600,7 @@ fn bot_api(shared: &Arc<Shared>, mut request: server::Request, rest: &str, query
         return apply_fault(shared, request, &fault);
     }
     let content_type = header(&request, "Content-Type").to_string();
-    let params = match http::parse_params(query, &content_type, &body) {
+    let mut params = match http::parse_params(query, &content_type, &body) {
         Ok(p) => p,
         Err(http::ParseError::Json) => {
             return send(request, bad_request("can't parse JSON object"))
@@ -618,7 +614,7 @@ fn bot_api(shared: &Arc<Shared>, mut request: server::Request, rest: &str, query
         let known = st
             .bots
             .get(&bot_id)
-            .is_some_and(|b| !b.revoked && b.token == token.expose());
+            .is_some_and(|b| !b.revoked && !b.logged_out && b.token == token.expose());
         if !known {
             drop(st);
             return send(request, api_err(401, "Unauthorized"));
@@ -627,226 +623,17 @@ fn bot_api(shared: &Arc<Shared>, mut request: server::Request, rest: &str, query
     let Some(method) = canonical else {
         return send(request, api_err(404, "Not Found: method not found"));
     };
+    fetch_loopback_urls(&mut params);
     if method == "getUpdates" {
         return get_updates(shared, request, bot_id, &params);
     }
     let reply = {
         let mut st = shared.lock();
-        let reply = call(&mut st, bot_id, method, &params);
+        let reply = methods::call(&mut st, bot_id, method, &params);
         shared.changed.notify_all();
         reply
     };
     send(request, reply);
-}
-
-/// A chat_id parameter: Ok(None) when missing, Err when not a known shape.
-fn chat_id_param(params: &http::Params) -> Result<i64, Reply> {
-    match params.int("chat_id") {
-        None => Err(bad_request("chat_id is empty")),
-        Some(Err(())) => Err(bad_request("chat not found")),
-        Some(Ok(id)) => Ok(id),
-    }
-}
-
-fn reply_to_param(params: &http::Params) -> Option<i64> {
-    if let Some(Ok(id)) = params.int("reply_to_message_id") {
-        return Some(id);
-    }
-    params
-        .json("reply_parameters")
-        .and_then(|v| v.get("message_id").and_then(|m| m.as_i64()))
-}
-
-/// Every method but getUpdates: runs under the lock, never blocks.
-fn call(st: &mut State, bot_id: u64, method: &str, params: &http::Params) -> Reply {
-    let limits = st.limits;
-    match method {
-        "getMe" => {
-            let bot = &st.bots[&bot_id];
-            let mut me = bot.user();
-            me["can_join_groups"] = json!(true);
-            me["can_read_all_group_messages"] = json!(false);
-            me["supports_inline_queries"] = json!(false);
-            api_ok(me)
-        }
-        "setMyCommands" => {
-            let Some(commands) = params.json("commands").filter(|c| c.is_array()) else {
-                return bad_request("parameter \"commands\" is required");
-            };
-            let valid = commands.as_array().is_some_and(|list| {
-                list.iter().all(|c| {
-                    c["command"]
-                        .as_str()
-                        .is_some_and(|s| (1..=32).contains(&s.len()))
-                        && c["description"].as_str().is_some_and(|s| !s.is_empty())
-                })
-            });
-            if !valid {
-                return bad_request("BOT_COMMAND_INVALID");
-            }
-            st.bots.get_mut(&bot_id).expect("authorized bot").commands = commands;
-            api_ok(json!(true))
-        }
-        "getMyCommands" => api_ok(st.bots[&bot_id].commands.clone()),
-        "deleteWebhook" => {
-            let bot = st.bots.get_mut(&bot_id).expect("authorized bot");
-            bot.webhook = None;
-            if params.text("drop_pending_updates").as_deref() == Some("true") {
-                bot.pending.clear();
-            }
-            api_ok(json!(true))
-        }
-        "setWebhook" => {
-            let bot = st.bots.get_mut(&bot_id).expect("authorized bot");
-            let url = params.text("url").unwrap_or_default();
-            if url.is_empty() {
-                bot.webhook = None;
-            } else {
-                bot.webhook = Some(url);
-                bot.poll_generation += 1;
-                bot.poll_terminated_by = state::CONFLICT_WEBHOOK_SET;
-            }
-            api_ok(json!(true))
-        }
-        "sendChatAction" => {
-            let chat_id = match chat_id_param(params) {
-                Ok(c) => c,
-                Err(r) => return r,
-            };
-            if let Some((code, description)) = st.bots[&bot_id].cannot_send_to(chat_id) {
-                return api_err(code, description);
-            }
-            api_ok(json!(true))
-        }
-        "sendMessage" => send_message(st, bot_id, params, limits),
-        "sendDocument" => send_document(st, bot_id, params, limits),
-        "getFile" => {
-            let file_id = params.text("file_id").unwrap_or_default();
-            if file_id.is_empty() {
-                return bad_request("file_id is empty");
-            }
-            let Some(file) = st.files.get(&file_id).filter(|f| f.owner == bot_id) else {
-                return bad_request("invalid file_id");
-            };
-            if file.bytes.len() > state::MAX_GET_FILE_BYTES {
-                return bad_request("file is too big");
-            }
-            api_ok(
-                json!({"file_id": file.file_id, "file_unique_id": file.file_unique_id,
-                          "file_size": file.bytes.len(), "file_path": file.file_path}),
-            )
-        }
-        _ => api_err(404, "Not Found: method not found"),
-    }
-}
-
-fn outgoing_message(bot: &Bot, chat_id: i64, message_id: i64, reply_to: Option<i64>) -> Value {
-    let mut m = json!({"message_id": message_id, "from": bot.user(),
-                       "chat": state::chat_json(chat_id, chat_id), "date": state::unix_now()});
-    if let Some(r) = reply_to {
-        m["reply_to_message"] = json!({"message_id": r, "chat": state::chat_json(chat_id, chat_id),
-                                       "date": state::unix_now()});
-    }
-    m
-}
-
-fn send_message(st: &mut State, bot_id: u64, params: &http::Params, limits: Limits) -> Reply {
-    let chat_id = match chat_id_param(params) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let text = params.text("text").unwrap_or_default();
-    if text.trim().is_empty() {
-        return bad_request("message text is empty");
-    }
-    if text.chars().count() > state::MAX_TEXT_CHARS {
-        return bad_request("message is too long");
-    }
-    let bot = st.bots.get_mut(&bot_id).expect("authorized bot");
-    if let Some((code, description)) = bot.cannot_send_to(chat_id) {
-        return api_err(code, description);
-    }
-    if let Err(retry_after) = bot.flood_check(chat_id, limits, Instant::now()) {
-        return api_429(retry_after);
-    }
-    let reply_to = reply_to_param(params);
-    let mut fields = Map::new();
-    fields.insert("text".into(), json!(text));
-    if let Some(r) = reply_to {
-        fields.insert("reply_to_message_id".into(), json!(r));
-    }
-    let message_id = bot.record_sent("sendMessage", chat_id, fields);
-    let mut m = outgoing_message(bot, chat_id, message_id, reply_to);
-    m["text"] = json!(text);
-    api_ok(m)
-}
-
-fn send_document(st: &mut State, bot_id: u64, params: &http::Params, limits: Limits) -> Reply {
-    let chat_id = match chat_id_param(params) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let caption = params.text("caption");
-    if caption.as_deref().is_some_and(|c| c.chars().count() > 1024) {
-        return bad_request("message caption is too long");
-    }
-    if let Some((code, description)) = st.bots[&bot_id].cannot_send_to(chat_id) {
-        return api_err(code, description);
-    }
-    // The file: an uploaded part, `attach://name`, or an existing file_id.
-    let upload = match (params.files.get("document"), params.text("document")) {
-        (Some(part), _) => Some(part.clone()),
-        (None, Some(text)) if text.starts_with("attach://") => {
-            match params.files.get(&text["attach://".len()..]) {
-                Some(part) => Some(part.clone()),
-                None => return bad_request("wrong file identifier/HTTP URL specified"),
-            }
-        }
-        (None, Some(text)) if text.starts_with("http://") || text.starts_with("https://") => {
-            // The sandbox never reaches the network.
-            return bad_request("failed to get HTTP URL content");
-        }
-        (None, Some(_)) => None,
-        (None, None) => return bad_request("there is no document in the request"),
-    };
-    if let Err(retry_after) = st
-        .bots
-        .get_mut(&bot_id)
-        .expect("authorized bot")
-        .flood_check(chat_id, limits, Instant::now())
-    {
-        return api_429(retry_after);
-    }
-    let file_id = match upload {
-        Some(part) => st.store_file(bot_id, "document", &part.file_name, part.bytes),
-        None => {
-            let id = params.text("document").unwrap_or_default();
-            if st.files.get(&id).is_none_or(|f| f.owner != bot_id) {
-                return bad_request("wrong file identifier/HTTP URL specified");
-            }
-            id
-        }
-    };
-    let document = st.file_json(&file_id, "document");
-    let mut fields = Map::new();
-    fields.insert("file_id".into(), json!(file_id));
-    fields.insert("file_name".into(), document["file_name"].clone());
-    fields.insert("file_size".into(), document["file_size"].clone());
-    if let Some(c) = &caption {
-        fields.insert("caption".into(), json!(c));
-    }
-    let reply_to = reply_to_param(params);
-    if let Some(r) = reply_to {
-        fields.insert("reply_to_message_id".into(), json!(r));
-    }
-    let bot = st.bots.get_mut(&bot_id).expect("authorized bot");
-    let message_id = bot.record_sent("sendDocument", chat_id, fields);
-    let mut m = outgoing_message(bot, chat_id, message_id, reply_to);
-    m["document"] = document;
-    if let Some(c) = caption {
-        m["caption"] = json!(c);
-    }
-    api_ok(m)
 }
 
 /// How a getUpdates call ends.
@@ -902,20 +689,25 @@ fn get_updates(shared: &Arc<Shared>, request: server::Request, bot_id: u64, para
     bot.poll_ticket += 1;
     let ticket = bot.poll_ticket;
     bot.poll_peers.push((ticket, request.raw_fd()));
-    // A tight loop of short polls with the same offset is slowed down.
-    let mut hold = None;
-    if timeout == 0 {
-        if let Some((last_offset, at)) = bot.last_short_poll {
-            let since = arrived.duration_since(at);
-            if last_offset == offset && since < REPEAT_WINDOW {
-                hold = Some(arrived + REPEAT_WINDOW);
-                if since < Duration::from_millis(500) {
-                    limit = 1;
-                }
+    // A tight loop repeating one offset is slowed down, as the real server
+    // does it (Client.cpp process_get_updates_query), for short and long
+    // polls alike: within 3 s of the last poll's start a timeout under 3 s
+    // becomes 3 s (a poll with nothing to deliver waits 3 s), and within
+    // 0.5 s the answer is cut to one update.
+    let mut wait_secs = timeout;
+    let same_offset = offset.unwrap_or(0);
+    if let Some((last_offset, at)) = bot.last_short_poll {
+        let since = arrived.duration_since(at);
+        if last_offset.unwrap_or(0) == same_offset {
+            if timeout < 3 && since < REPEAT_WINDOW {
+                wait_secs = 3;
+            }
+            if since < Duration::from_millis(500) {
+                limit = 1;
             }
         }
-        bot.last_short_poll = Some((offset, arrived));
     }
+    bot.last_short_poll = Some((offset, arrived));
     // A long poll ends the one waiting before it.
     let generation = if timeout > 0 {
         bot.poll_generation += 1;
@@ -926,22 +718,12 @@ fn get_updates(shared: &Arc<Shared>, request: server::Request, bot_id: u64, para
         None
     };
     bot.confirm(offset);
-    let deadline = arrived + Duration::from_secs(timeout);
+    let deadline = arrived + Duration::from_secs(wait_secs);
     let end = loop {
         if shared.stopping() {
             break PollEnd::Drop;
         }
         let now = Instant::now();
-        if let Some(until) = hold {
-            if now < until {
-                st = shared
-                    .changed
-                    .wait_timeout(st, until - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-                continue;
-            }
-        }
         let bot = st.bots.get_mut(&bot_id).expect("bots are never removed");
         if bot.revoked {
             break PollEnd::Reply(api_err(401, "Unauthorized"));
@@ -991,6 +773,80 @@ fn get_updates(shared: &Arc<Shared>, request: server::Request, bot_id: u64, para
     }
 }
 
+/// Files given by URL: an `http://` URL on loopback is fetched (the
+/// sandbox never reaches beyond loopback); any other URL is left for the
+/// method to refuse as Telegram refuses a URL it cannot get.
+fn fetch_loopback_urls(params: &mut http::Params) {
+    let mut urls = vec![];
+    for (key, value) in &params.fields {
+        if let Some(text) = value.as_str() {
+            urls.push((key.clone(), text.to_string()));
+        }
+    }
+    if let Some(media) = params.json("media") {
+        let items = match media {
+            Value::Array(list) => list,
+            other => vec![other],
+        };
+        for item in items {
+            if let Some(text) = item["media"].as_str() {
+                urls.push(("media".into(), text.to_string()));
+            }
+        }
+    }
+    for (_, url) in urls {
+        if !is_loopback_http(&url) {
+            continue;
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .http_status_as_error(false)
+            .proxy(None)
+            .build()
+            .into();
+        let Ok(mut response) = agent.get(&url).call() else {
+            continue;
+        };
+        if response.status().as_u16() != 200 {
+            continue;
+        }
+        let Ok(bytes) = response
+            .body_mut()
+            .with_config()
+            .limit(state::MAX_UPLOAD_BYTES)
+            .read_to_vec()
+        else {
+            continue;
+        };
+        let file_name = url
+            .split(['?', '#'])
+            .next()
+            .and_then(|p| p.rsplit('/').next())
+            .filter(|n| !n.is_empty())
+            .unwrap_or("file")
+            .to_string();
+        params
+            .files
+            .insert(methods::url_part(&url), http::FilePart { file_name, bytes });
+    }
+}
+
+/// Whether `url` is `http://` to 127.0.0.0/8, `localhost` or `[::1]`.
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if host.contains('@') {
+        return false;
+    }
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `GET /file/bot<token>/<file_path>`.
 fn download(shared: &Arc<Shared>, request: server::Request, rest: &str) {
     let Some((token_text, file_path)) = rest.split_once('/') else {
@@ -1032,236 +888,4 @@ fn download(shared: &Arc<Shared>, request: server::Request, rest: &str) {
         ),
         None => send(request, api_err(404, "Not Found")),
     }
-}
-
-/// `/_sandbox/...`: JSON in and out, never faulted.
-fn control(shared: &Arc<Shared>, mut request: server::Request, rest: &str, query: &str) {
-    let method = request.method().to_ascii_uppercase();
-    let Some(body) = read_body(&mut request, MAX_CONTROL_BODY_BYTES) else {
-        return send(request, control_err(413, "body too large"));
-    };
-    let query: Map<String, Value> = http::parse_urlencoded(query)
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
-    let params = http::Params {
-        fields: query.into_iter().collect(),
-        files: Default::default(),
-    };
-    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
-    let json_body = || -> Result<Value, Reply> {
-        if body.iter().all(|b| b.is_ascii_whitespace()) {
-            return Ok(json!({}));
-        }
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(v @ Value::Object(_)) => Ok(v),
-            _ => Err(control_err(400, "the body must be a JSON object")),
-        }
-    };
-    let reply = match (method.as_str(), parts.as_slice()) {
-        ("POST", ["bots"]) => match json_body() {
-            Err(r) => r,
-            Ok(v) => {
-                let token = v["token"].as_str().unwrap_or("");
-                match crate::token::Token::parse(token) {
-                    Err(_) => control_err(400, "token must be <digits>:<secret>"),
-                    Ok(t) => {
-                        let mut st = shared.lock();
-                        register(&mut st, &t, v["username"].as_str().unwrap_or(""));
-                        let bot = &st.bots[&t.bot_id()];
-                        control_ok(json!({"id": bot.id, "username": bot.username}))
-                    }
-                }
-            }
-        },
-        ("GET", ["stats"]) => {
-            let st = shared.lock();
-            let bots: Map<String, Value> = st
-                .bots
-                .values()
-                .map(|b| (b.id.to_string(), b.stats()))
-                .collect();
-            control_ok(
-                json!({"calls": st.calls, "faults_injected": st.faults_injected,
-                              "bots": bots}),
-            )
-        }
-        ("GET", ["files", file_id]) => {
-            let file_id = http::percent_decode(file_id);
-            let bytes = shared.lock().files.get(&file_id).map(|f| f.bytes.clone());
-            match bytes {
-                Some(bytes) => Reply {
-                    status: 200,
-                    content_type: "application/octet-stream",
-                    body: bytes.to_vec(),
-                    retry_after: None,
-                },
-                None => control_err(404, "no such file"),
-            }
-        }
-        ("POST", ["faults"]) => match json_body() {
-            Err(r) => r,
-            Ok(v) => add_fault(shared, &v),
-        },
-        ("DELETE", ["faults"]) => {
-            shared.lock().faults.clear();
-            control_ok(json!(true))
-        }
-        ("POST", ["limits"]) => match json_body() {
-            Err(r) => r,
-            Ok(v) => {
-                let get = |k: &str| v[k].as_u64().unwrap_or(0).min(u64::from(u32::MAX)) as u32;
-                let limits = Limits {
-                    per_chat_per_sec: get("per_chat_per_sec"),
-                    per_bot_per_sec: get("per_bot_per_sec"),
-                };
-                shared.lock().limits = limits;
-                control_ok(json!({"per_chat_per_sec": limits.per_chat_per_sec,
-                                  "per_bot_per_sec": limits.per_bot_per_sec}))
-            }
-        },
-        (verb, ["bots", id, action]) => match id.parse::<u64>() {
-            Err(_) => control_err(404, "no such bot"),
-            Ok(bot_id) => bot_control(shared, verb, bot_id, action, &params, &body, json_body),
-        },
-        _ => control_err(404, "no such control endpoint"),
-    };
-    send(request, reply);
-}
-
-fn add_fault(shared: &Shared, v: &Value) -> Reply {
-    let kind_text = match &v["kind"] {
-        Value::String(s) => s.to_ascii_lowercase(),
-        Value::Number(n) => n.to_string(),
-        _ => String::new(),
-    };
-    let Some(kind) = FaultKind::parse(&kind_text) else {
-        return control_err(
-            400,
-            "kind must be one of 500, 502, 429, 409, 401, malformed, drop, hang",
-        );
-    };
-    let probability = v["probability"].as_f64();
-    if probability.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
-        return control_err(400, "probability must be between 0 and 1");
-    }
-    let fault = Fault {
-        kind,
-        bot_id: v["bot_id"].as_u64(),
-        method: v["method"].as_str().map(|m| m.to_ascii_lowercase()),
-        remaining: v["count"].as_u64().unwrap_or(1).max(1),
-        probability,
-        retry_after: v["retry_after"].as_u64().unwrap_or(3),
-        hang_ms: v["hang_ms"].as_u64().unwrap_or(120_000),
-    };
-    shared.lock().faults.push(fault);
-    control_ok(json!(true))
-}
-
-fn bot_control(
-    shared: &Arc<Shared>,
-    verb: &str,
-    bot_id: u64,
-    action: &str,
-    query: &http::Params,
-    body: &[u8],
-    json_body: impl Fn() -> Result<Value, Reply>,
-) -> Reply {
-    let mut st = shared.lock();
-    if !st.bots.contains_key(&bot_id) {
-        return control_err(404, "no such bot");
-    }
-    let reply = match (verb, action) {
-        ("POST", "revoke") => {
-            st.bots.get_mut(&bot_id).expect("checked").revoked = true;
-            control_ok(json!(true))
-        }
-        ("POST", "messages") => match json_body() {
-            Err(r) => r,
-            Ok(v) => {
-                let Some(user_id) = v["user_id"].as_i64() else {
-                    return control_err(400, "user_id is required");
-                };
-                let chat_id = v["chat_id"].as_i64().unwrap_or(user_id);
-                let mut content = Map::new();
-                content.insert("text".into(), json!(v["text"].as_str().unwrap_or("")));
-                let bot = st.bots.get_mut(&bot_id).expect("checked");
-                let (update_id, message_id) = bot.push_user_message(user_id, chat_id, content);
-                control_ok(json!({"update_id": update_id, "message_id": message_id,
-                    "at_us": crate::sys::monotonic_usec().unwrap_or(0)}))
-            }
-        },
-        ("POST", "files") => {
-            let Some(Ok(user_id)) = query.int("user_id") else {
-                return control_err(400, "user_id is required");
-            };
-            let chat_id = match query.int("chat_id") {
-                Some(Ok(c)) => c,
-                _ => user_id,
-            };
-            let kind = query.text("kind").unwrap_or_else(|| "document".into());
-            if !["document", "photo", "audio", "video", "voice"].contains(&kind.as_str()) {
-                return control_err(400, "kind must be document, photo, audio, video or voice");
-            }
-            let file_name = query.text("file_name").unwrap_or_else(|| "file.bin".into());
-            let file_id = st.store_file(bot_id, &kind, &file_name, body.to_vec());
-            let mut content = Map::new();
-            if kind == "photo" {
-                // Telegram sends several sizes, largest last.
-                let thumb_bytes = body[..body.len() / 10].to_vec();
-                let thumb = st.store_file(bot_id, "photo", &file_name, thumb_bytes);
-                let mut small = st.file_json(&thumb, "photo");
-                small["width"] = json!(128);
-                small["height"] = json!(96);
-                content.insert(
-                    "photo".into(),
-                    json!([small, st.file_json(&file_id, "photo")]),
-                );
-            } else {
-                content.insert(kind.clone(), st.file_json(&file_id, &kind));
-            }
-            if let Some(caption) = query.text("caption") {
-                content.insert("caption".into(), json!(caption));
-            }
-            let bot = st.bots.get_mut(&bot_id).expect("checked");
-            let (update_id, message_id) = bot.push_user_message(user_id, chat_id, content);
-            control_ok(json!({"update_id": update_id, "message_id": message_id,
-                              "file_id": file_id}))
-        }
-        ("POST", "updates") => match json_body() {
-            Err(r) => r,
-            Ok(Value::Object(mut update)) => {
-                update.remove("update_id");
-                let bot = st.bots.get_mut(&bot_id).expect("checked");
-                control_ok(json!({"update_id": bot.push_update(update)}))
-            }
-            Ok(_) => control_err(400, "the body must be a JSON object"),
-        },
-        ("POST", "chats") => match json_body() {
-            Err(r) => r,
-            Ok(v) => match v["chat_id"].as_i64() {
-                Some(chat_id) => {
-                    let bot = st.bots.get_mut(&bot_id).expect("checked");
-                    bot.chats.insert(chat_id);
-                    if v["blocked"] == json!(true) {
-                        bot.blocked.insert(chat_id);
-                    } else {
-                        bot.blocked.remove(&chat_id);
-                    }
-                    control_ok(json!(true))
-                }
-                None => control_err(400, "chat_id is required"),
-            },
-        },
-        ("GET", "sent") => {
-            let since = match query.int("since") {
-                Some(Ok(s)) => s.max(0) as u64,
-                _ => 0,
-            };
-            control_ok(Value::Array(sent_after(&st.bots[&bot_id], since)))
-        }
-        _ => control_err(404, "no such control endpoint"),
-    };
-    shared.changed.notify_all();
-    reply
 }

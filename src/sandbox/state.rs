@@ -94,7 +94,26 @@ pub struct Fault {
 pub struct Limits {
     pub per_chat_per_sec: u32,
     pub per_bot_per_sec: u32,
+    /// Messages a minute to one group (negative chat id), Telegram's 20.
+    pub per_group_per_min: u32,
 }
+
+/// A callback query a button press created, waiting for its answer.
+#[derive(Debug, Clone)]
+pub struct PendingCallback {
+    pub created: Instant,
+    /// How long an answer is accepted (Telegram's is about 15 s).
+    pub ttl: Duration,
+    pub answered: bool,
+    pub chat_id: i64,
+}
+
+/// How long Telegram accepts answerCallbackQuery after the press.
+pub const CALLBACK_TTL: Duration = Duration::from_secs(15);
+/// Events kept per bot for the chat page and `/_sandbox/.../events`.
+const MAX_EVENTS: usize = 10_000;
+/// The update types Telegram sends when allowed_updates is empty or unset.
+pub const NOT_BY_DEFAULT: [&str; 3] = ["chat_member", "message_reaction", "message_reaction_count"];
 
 /// One registered bot and everything the sandbox knows about it. No
 /// `Debug`: it holds the token, which must never be printed.
@@ -136,6 +155,24 @@ pub struct Bot {
     pub last_short_poll: Option<(Option<i64>, Instant)>,
     pub chat_sends: HashMap<i64, VecDeque<Instant>>,
     pub bot_sends: VecDeque<Instant>,
+    pub group_sends: HashMap<i64, VecDeque<Instant>>,
+    /// Every message in the bot's chats, the users' and its own, as the
+    /// Bot API's Message (edits applied), by (chat_id, message_id).
+    pub messages: BTreeMap<(i64, i64), Value>,
+    /// Callback queries by id.
+    pub callbacks: HashMap<String, PendingCallback>,
+    pub next_callback: u64,
+    /// What happened in the bot's chats, for the chat page: messages,
+    /// edits, deletions, callback answers, each with a `seq`.
+    pub events: VecDeque<Value>,
+    pub next_event: u64,
+    /// Members of each group the bot is in (user ids).
+    pub members: HashMap<i64, std::collections::BTreeSet<i64>>,
+    /// Users' names as they wrote them, by user id.
+    pub users: HashMap<i64, Value>,
+    pub menu_button: Value,
+    pub registered_at: Instant,
+    pub logged_out: bool,
 }
 
 /// The 409 a superseded poll gets.
@@ -177,6 +214,113 @@ impl Bot {
             last_short_poll: None,
             chat_sends: HashMap::new(),
             bot_sends: VecDeque::new(),
+            group_sends: HashMap::new(),
+            messages: BTreeMap::new(),
+            callbacks: HashMap::new(),
+            next_callback: 0,
+            events: VecDeque::new(),
+            next_event: 0,
+            members: HashMap::new(),
+            users: HashMap::new(),
+            menu_button: json!({"type": "commands"}),
+            registered_at: Instant::now(),
+            logged_out: false,
+        }
+    }
+
+    /// Records an event for the chat page; returns its seq.
+    pub fn event(&mut self, kind: &str, chat_id: i64, mut body: Map<String, Value>) -> u64 {
+        self.next_event += 1;
+        body.insert("seq".into(), json!(self.next_event));
+        body.insert("kind".into(), json!(kind));
+        body.insert("chat_id".into(), json!(chat_id));
+        self.events.push_back(Value::Object(body));
+        while self.events.len() > MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.next_event
+    }
+
+    /// Stores a message and records it as an event of `kind`.
+    pub fn store_message(&mut self, kind: &str, message: &Value) {
+        let chat_id = message["chat"]["id"].as_i64().unwrap_or(0);
+        let message_id = message["message_id"].as_i64().unwrap_or(0);
+        self.messages.insert((chat_id, message_id), message.clone());
+        let mut body = Map::new();
+        body.insert("message".into(), message.clone());
+        self.event(kind, chat_id, body);
+    }
+
+    /// A new message id (one sequence per bot, shared by all its chats).
+    pub fn alloc_message_id(&mut self) -> i64 {
+        let id = self.next_message_id;
+        self.next_message_id += 1;
+        id
+    }
+
+    /// A user as Telegram shows them (the name they wrote with, or a
+    /// made-up one).
+    pub fn user_json(&self, user_id: i64) -> Value {
+        self.users.get(&user_id).cloned().unwrap_or_else(|| {
+            json!({"id": user_id, "is_bot": false, "first_name": format!("User{user_id}"),
+                   "username": format!("user{user_id}")})
+        })
+    }
+
+    /// Makes what a user wrote (any update) known: the chat, the user,
+    /// and the message itself.
+    pub fn learn_from_update(&mut self, update: &Map<String, Value>) {
+        for key in [
+            "message",
+            "edited_message",
+            "channel_post",
+            "business_message",
+        ] {
+            if let Some(m) = update.get(key).filter(|m| m.is_object()) {
+                if let Some(chat_id) = m["chat"]["id"].as_i64() {
+                    self.chats.insert(chat_id);
+                    self.blocked.remove(&chat_id);
+                    let leaving = m["left_chat_member"].is_object();
+                    if let (Some(uid), true) = (m["from"]["id"].as_i64(), chat_id < 0 && !leaving) {
+                        self.members.entry(chat_id).or_default().insert(uid);
+                    }
+                    if m["message_id"].as_i64().is_some() {
+                        self.messages
+                            .insert((chat_id, m["message_id"].as_i64().unwrap_or(0)), m.clone());
+                    }
+                }
+                if let Some(uid) = m["from"]["id"].as_i64() {
+                    self.users.entry(uid).or_insert_with(|| m["from"].clone());
+                }
+            }
+        }
+        for key in [
+            "callback_query",
+            "inline_query",
+            "message_reaction",
+            "my_chat_member",
+            "chat_member",
+        ] {
+            if let Some(from) = update.get(key).map(|u| {
+                if u["from"].is_object() {
+                    u["from"].clone()
+                } else {
+                    u["user"].clone()
+                }
+            }) {
+                if let Some(uid) = from["id"].as_i64() {
+                    self.users.entry(uid).or_insert(from);
+                }
+            }
+            if let Some(chat_id) = update.get(key).and_then(|u| {
+                u["chat"]["id"]
+                    .as_i64()
+                    .or(u["message"]["chat"]["id"].as_i64())
+            }) {
+                if key != "my_chat_member" {
+                    self.chats.insert(chat_id);
+                }
+            }
         }
     }
 
@@ -192,8 +336,11 @@ impl Bot {
         let update_id = self.next_update_id;
         self.next_update_id += 1;
         let kind = update.keys().find(|k| *k != "update_id").cloned();
-        let allowed = self.allowed_updates.is_empty()
-            || kind.is_some_and(|k| self.allowed_updates.contains(&k));
+        let allowed = match &kind {
+            None => true,
+            Some(k) if self.allowed_updates.is_empty() => !NOT_BY_DEFAULT.contains(&k.as_str()),
+            Some(k) => self.allowed_updates.contains(k),
+        };
         if allowed {
             update.insert("update_id".into(), json!(update_id));
             self.pending.push_back(Value::Object(update));
@@ -209,21 +356,36 @@ impl Bot {
         chat_id: i64,
         content: Map<String, Value>,
     ) -> (i64, i64) {
-        let message_id = self.next_message_id;
-        self.next_message_id += 1;
-        self.chats.insert(chat_id);
+        let message_id = self.alloc_message_id();
         let mut message = Map::new();
         message.insert("message_id".into(), json!(message_id));
-        message.insert(
-            "from".into(),
-            json!({"id": user_id, "is_bot": false, "first_name": format!("User{user_id}"),
-                   "username": format!("user{user_id}")}),
-        );
+        message.insert("from".into(), self.user_json(user_id));
         message.insert("chat".into(), chat_json(chat_id, user_id));
         message.insert("date".into(), json!(unix_now()));
         message.extend(content);
+        if let Some(text) = message.get("text").and_then(Value::as_str) {
+            let found = crate::sandbox::format::detect(text);
+            if !found.is_empty() && !message.contains_key("entities") {
+                message.insert(
+                    "entities".into(),
+                    crate::sandbox::format::entities_json(&found),
+                );
+            }
+        }
+        if let Some(caption) = message.get("caption").and_then(Value::as_str) {
+            let found = crate::sandbox::format::detect(caption);
+            if !found.is_empty() {
+                message.insert(
+                    "caption_entities".into(),
+                    crate::sandbox::format::entities_json(&found),
+                );
+            }
+        }
+        let message = Value::Object(message);
         let mut update = Map::new();
-        update.insert("message".into(), Value::Object(message));
+        update.insert("message".into(), message.clone());
+        self.learn_from_update(&update);
+        self.store_message("message", &message);
         (self.push_update(update), message_id)
     }
 
@@ -305,15 +467,38 @@ impl Bot {
         if limits.per_bot_per_sec > 0 && self.bot_sends.len() >= limits.per_bot_per_sec as usize {
             return Err(retry(&self.bot_sends).max(1));
         }
-        chat.push_back(now);
+        if chat_id < 0 && limits.per_group_per_min > 0 {
+            let minute = Duration::from_secs(60);
+            let group = self.group_sends.entry(chat_id).or_default();
+            while group
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= minute)
+            {
+                group.pop_front();
+            }
+            if group.len() >= limits.per_group_per_min as usize {
+                let oldest = group.front().copied().unwrap_or(now);
+                let left = minute.saturating_sub(now.duration_since(oldest));
+                return Err((left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1));
+            }
+            group.push_back(now);
+        }
+        if let Some(chat) = self.chat_sends.get_mut(&chat_id) {
+            chat.push_back(now);
+        }
         self.bot_sends.push_back(now);
         Ok(())
     }
 
-    /// Records a message the bot sent and returns its message_id.
-    pub fn record_sent(&mut self, method: &str, chat_id: i64, fields: Map<String, Value>) -> i64 {
-        let message_id = self.next_message_id;
-        self.next_message_id += 1;
+    /// Records what the bot did to a message (sent, edited, deleted) in
+    /// `sent`, with its send time.
+    pub fn record_sent(
+        &mut self,
+        method: &str,
+        chat_id: i64,
+        message_id: i64,
+        fields: Map<String, Value>,
+    ) {
         let mut entry = Map::new();
         entry.insert("seq".into(), json!(self.sent.len() as u64 + 1));
         // CLOCK_MONOTONIC, comparable with a benchmark driver's clock.
@@ -321,6 +506,15 @@ impl Bot {
             "at_us".into(),
             json!(crate::sys::monotonic_usec().unwrap_or(0)),
         );
+        // Wall-clock send time, milliseconds since the epoch.
+        entry.insert(
+            "sent_at_ms".into(),
+            json!(SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)),
+        );
+        entry.insert("date".into(), json!(unix_now()));
         entry.insert("method".into(), json!(method));
         entry.insert("chat_id".into(), json!(chat_id));
         entry.insert("message_id".into(), json!(message_id));
@@ -334,8 +528,10 @@ impl Bot {
         ] {
             entry.insert(key.into(), fields.get(key).cloned().unwrap_or(Value::Null));
         }
+        for (k, v) in fields {
+            entry.entry(k).or_insert(v);
+        }
         self.sent.push(Value::Object(entry));
-        message_id
     }
 
     /// This bot's part of `/_sandbox/stats`.
@@ -420,6 +616,21 @@ impl State {
                 bytes: Arc::new(bytes),
             },
         );
+        file_id
+    }
+
+    /// Stores bytes already held (another size of a photo) as a file.
+    pub fn store_file_shared(
+        &mut self,
+        owner: u64,
+        kind: &str,
+        file_name: &str,
+        bytes: Arc<Vec<u8>>,
+    ) -> String {
+        let file_id = self.store_file(owner, kind, file_name, Vec::new());
+        if let Some(f) = self.files.get_mut(&file_id) {
+            f.bytes = bytes;
+        }
         file_id
     }
 
@@ -565,6 +776,7 @@ mod tests {
         let limits = Limits {
             per_chat_per_sec: 1,
             per_bot_per_sec: 2,
+            per_group_per_min: 0,
         };
         let now = Instant::now();
         assert!(bot.flood_check(1, limits, now).is_ok());
@@ -574,6 +786,42 @@ mod tests {
         assert!(bot
             .flood_check(1, limits, now + Duration::from_millis(1001))
             .is_ok());
+    }
+
+    #[test]
+    fn group_limit_is_per_minute() {
+        let mut bot = Bot::new(1, "1:x", "b");
+        let limits = Limits {
+            per_group_per_min: 20,
+            ..Limits::default()
+        };
+        let now = Instant::now();
+        for n in 0..20 {
+            assert!(bot
+                .flood_check(-5, limits, now + Duration::from_millis(n))
+                .is_ok());
+        }
+        let retry = bot.flood_check(-5, limits, now + Duration::from_secs(10));
+        assert_eq!(retry, Err(50));
+        assert!(
+            bot.flood_check(5, limits, now).is_ok(),
+            "private chats are not paced"
+        );
+        assert!(bot
+            .flood_check(-5, limits, now + Duration::from_secs(61))
+            .is_ok());
+    }
+
+    #[test]
+    fn default_allowed_updates_leave_out_member_and_reaction_updates() {
+        let mut bot = Bot::new(1, "1:x", "b");
+        let mut u = Map::new();
+        u.insert("chat_member".into(), json!({}));
+        bot.push_update(u.clone());
+        assert!(!bot.has_pending());
+        bot.allowed_updates = vec!["chat_member".into()];
+        bot.push_update(u);
+        assert!(bot.has_pending());
     }
 
     #[test]
