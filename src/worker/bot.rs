@@ -7,10 +7,10 @@
 use super::calls::{self, Output, Prepared};
 use super::commands::{self, parse_command, parse_update, Incoming, Skip};
 use super::handler::{self, Confinement};
+use super::media;
 use super::persistent::{Answer, Persistent, Spec};
 use super::protocol::{BotIdentity, CallResult};
 use super::respond::{self, Out};
-use super::media;
 use super::send::{Content, Outgoing, SendPath};
 use super::track::Ticket;
 use super::{emit, lock, Shared};
@@ -226,7 +226,10 @@ impl Bot {
         };
         if let Some((uid, gid)) = c.user {
             if let Err(e) = std::os::unix::fs::chown(&self.data_dir, Some(uid), Some(gid)) {
-                log::warn!("cannot give {} to HANDLER_USER: {e}", self.data_dir.display());
+                log::warn!(
+                    "cannot give {} to HANDLER_USER: {e}",
+                    self.data_dir.display()
+                );
             }
         }
         *cached = Some((settings.handler_user.clone(), c.clone()));

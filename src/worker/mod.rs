@@ -456,7 +456,10 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
         .join("data")
         .join(format!("bot-{}", shared.index));
     if let Err(e) = std::fs::create_dir_all(&data_dir) {
-        log::error!("cannot create the handler's directory {}: {e}", data_dir.display());
+        log::error!(
+            "cannot create the handler's directory {}: {e}",
+            data_dir.display()
+        );
     }
     let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
     let bot = Arc::new(Bot {
