@@ -251,6 +251,31 @@ impl Sandbox {
         Ok(ids)
     }
 
+    /// A user presses the inline button with `data` on a message (the demo
+    /// uses it). Returns the callback query's update id.
+    pub fn press(
+        &self,
+        bot_id: u64,
+        user_id: i64,
+        chat_id: i64,
+        message_id: i64,
+        data: &str,
+    ) -> Result<i64, String> {
+        let mut st = self.shared.lock();
+        let pressed = methods::press_button(
+            &mut st,
+            bot_id,
+            user_id,
+            chat_id,
+            message_id,
+            Some(data),
+            None,
+            state::CALLBACK_TTL,
+        );
+        self.shared.changed.notify_all();
+        pressed.map(|(_, update_id)| update_id)
+    }
+
     /// What the bot sent with seq > `since`, oldest first.
     pub fn sent_since(&self, bot_id: u64, since: u64) -> Vec<Value> {
         let st = self.shared.lock();

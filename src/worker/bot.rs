@@ -170,6 +170,24 @@ impl Bot {
     }
 }
 
+/// BOT_HANDLER with every word that names an existing file relative to
+/// botfleet's working directory made absolute: handlers run in their data
+/// directory, and `python3 handler.py` must still find `./handler.py`.
+fn absolute_argv(argv: &[String]) -> Vec<String> {
+    let cwd = std::env::current_dir().ok();
+    argv.iter()
+        .map(|w| {
+            let p = std::path::Path::new(w);
+            match &cwd {
+                Some(cwd) if p.is_relative() && !w.is_empty() && p.is_file() => {
+                    cwd.join(p).display().to_string()
+                }
+                _ => w.clone(),
+            }
+        })
+        .collect()
+}
+
 impl Bot {
     /// Any update that is not a message (an edit, a button press, a
     /// channel post, a member change, ...): to the handler, when the user
@@ -255,7 +273,7 @@ impl Bot {
             Err(p) => p.into_inner().clone(),
         };
         let spec = Spec {
-            argv: argv.clone(),
+            argv: absolute_argv(argv),
             env: respond::env_for(
                 &base,
                 (self.shared.index, &self.me.username),
@@ -367,8 +385,9 @@ impl Bot {
             }
         };
         typing();
+        let argv = absolute_argv(argv);
         let run = handler::Run {
-            argv,
+            argv: &argv,
             env: &env,
             stdin: update.to_string().into_bytes(),
             timeout: settings.handler_timeout,
