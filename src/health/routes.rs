@@ -204,7 +204,14 @@ pub fn worker_health(
             "no successful getUpdates for {} s",
             secs.round() as u64
         )),
-        _ => Ok(()),
+        _ => match ago(now, w.counters.oldest_pending_ms) {
+            Some(secs) if secs > threshold.as_secs_f64() => Err(format!(
+                "the oldest update not done is {} s old ({} in the inbox)",
+                secs.round() as u64,
+                w.counters.inbox_depth
+            )),
+            _ => Ok(()),
+        },
     }
 }
 
@@ -246,6 +253,10 @@ pub fn health_json(
             "last_poll_ago": ago(now, w.counters.last_poll_ok_ms).map(round3),
             "last_update_ago": ago(now, w.counters.last_update_ms).map(round3),
             "rss_bytes": w.pid.and_then(rss),
+            "inbox_depth": w.counters.inbox_depth,
+            "oldest_pending_age": ago(now, w.counters.oldest_pending_ms).map(round3),
+            "journal_bytes": w.counters.journal_bytes,
+            "fetch_paused": w.counters.fetch_paused,
         }));
     }
     let status = if view.shutting_down {
