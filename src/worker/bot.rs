@@ -415,3 +415,28 @@ fn config_status(settings: &Settings) -> String {
         settings.send_rate_per_bot,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::chat_key;
+    use serde_json::json;
+
+    #[test]
+    fn every_update_type_has_its_chat_key() {
+        let chat =
+            |kind: &str| json!({"update_id": 1, kind: {"chat": {"id": -7}, "from": {"id": 3}}});
+        for kind in [
+            "message",
+            "edited_message",
+            "channel_post",
+            "my_chat_member",
+        ] {
+            assert_eq!(chat_key(&chat(kind)), -7, "{kind}");
+        }
+        let cb = json!({"callback_query": {"from": {"id": 3}, "message": {"chat": {"id": -9}}}});
+        assert_eq!(chat_key(&cb), -9, "a callback goes with its message's chat");
+        let inline = json!({"inline_query": {"from": {"id": 3}, "query": "x"}});
+        assert_eq!(chat_key(&inline), 3, "an inline query goes with its user");
+        assert_eq!(chat_key(&json!({"update_id": 2})), 0);
+    }
+}

@@ -85,6 +85,8 @@ pub struct Inbox {
     next: Option<i64>,
     /// Lines in the file (for the compaction ratio).
     lines: u64,
+    /// `done` records written since the last fsync.
+    dirty: bool,
 }
 
 /// The directory of a bot's inbox.
@@ -218,6 +220,7 @@ impl Inbox {
                 seq,
                 next,
                 lines,
+                dirty: false,
             },
             pending: entries,
             other_url,
@@ -294,6 +297,7 @@ impl Inbox {
         }
         self.bytes += text.len() as u64;
         self.lines += ids.len() as u64 + 1;
+        self.dirty = false;
         for id in &ids {
             self.seq += 1;
             self.order.insert(self.seq, (*id, now_ms));
@@ -317,6 +321,7 @@ impl Inbox {
             Ok(()) => {
                 self.bytes += line.len() as u64;
                 self.lines += 1;
+                self.dirty = true;
                 Ok(true)
             }
             Err(e) => {
@@ -333,7 +338,18 @@ impl Inbox {
 
     /// Flushes everything written to the disk.
     pub fn sync(&mut self) -> Result<(), InboxError> {
-        self.file.sync_data().map_err(io_err(&self.path))
+        self.file.sync_data().map_err(io_err(&self.path))?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Flushes `done` records not yet on the disk (a quiet bot's: under
+    /// load the next batch's fsync carries them).
+    pub fn sync_if_dirty(&mut self) -> Result<(), InboxError> {
+        if self.dirty {
+            self.sync()?;
+        }
+        Ok(())
     }
 
     /// True when compaction would pay off: the file is big and mostly done.
@@ -394,6 +410,7 @@ impl Inbox {
         self.file = file;
         self.bytes = text.len() as u64;
         self.lines = lines;
+        self.dirty = false;
         Ok(())
     }
 }

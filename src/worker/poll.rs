@@ -136,6 +136,10 @@ pub(super) fn poll_loop(bot: &Arc<Bot>) -> i32 {
                     c.conflict = false;
                 }
                 if updates.is_empty() {
+                    // A quiet moment: put the latest done records on disk.
+                    if let Err(e) = lock(inbox).sync_if_dirty() {
+                        log::debug!("cannot sync the inbox: {e}");
+                    }
                     continue;
                 }
                 let ids: Vec<i64> = updates
