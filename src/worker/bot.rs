@@ -84,8 +84,18 @@ impl Bot {
     /// Takes an update that is in the inbox: a ticket that records it done
     /// (and frees its chat) when its last clone drops, and a job in its
     /// chat's queue.
-    pub(super) fn take(self: &Arc<Bot>, id: i64, update: Value) {
+    pub(super) fn take(self: &Arc<Bot>, id: i64, raw: String) {
+        // Queued as text (a fraction of a parsed update's memory), parsed
+        // when its turn comes.
+        let update: Value = match serde_json::from_str(&raw) {
+            Ok(v) => v,
+            Err(e) => {
+                log::warn!("update {id} in the inbox is not JSON ({e}); recorded done");
+                Value::Null
+            }
+        };
         let chat = chat_key(&update);
+        drop(update);
         let Some(pool) = self.shared.pool.get() else {
             log::error!("update {id} arrived before the scheduler; it stays in the inbox");
             return;
@@ -106,7 +116,11 @@ impl Bot {
             release.release(chat);
         });
         let bot = Arc::clone(self);
-        pool.submit(chat, move || bot.handle(&update, &ticket));
+        pool.submit(chat, move || {
+            let update: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+            drop(raw);
+            bot.handle(&update, &ticket);
+        });
     }
 
     /// Handles one update (the job the scheduler runs); the ticket drops
