@@ -204,7 +204,14 @@ pub fn worker_health(
             "no successful getUpdates for {} s",
             secs.round() as u64
         )),
-        _ => Ok(()),
+        _ => match ago(now, w.counters.oldest_pending_ms) {
+            Some(secs) if secs > threshold.as_secs_f64() => Err(format!(
+                "the oldest update not done is {} s old ({} in the inbox)",
+                secs.round() as u64,
+                w.counters.inbox_depth
+            )),
+            _ => Ok(()),
+        },
     }
 }
 
@@ -246,6 +253,10 @@ pub fn health_json(
             "last_poll_ago": ago(now, w.counters.last_poll_ok_ms).map(round3),
             "last_update_ago": ago(now, w.counters.last_update_ms).map(round3),
             "rss_bytes": w.pid.and_then(rss),
+            "inbox_depth": w.counters.inbox_depth,
+            "oldest_pending_age": ago(now, w.counters.oldest_pending_ms).map(round3),
+            "journal_bytes": w.counters.journal_bytes,
+            "fetch_paused": w.counters.fetch_paused,
         }));
     }
     let status = if view.shutting_down {
@@ -339,5 +350,35 @@ mod tests {
         let (status, body) = health_json(&view, &live, now, &rss);
         assert_eq!((status, body["status"].as_str()), (503, Some("stopping")));
         assert!(!body.to_string().contains("tok"), "no token in /health");
+    }
+
+    #[test]
+    fn an_old_update_not_done_makes_a_polling_worker_unhealthy() {
+        let now = SystemTime::now();
+        let live = Live {
+            auth_token: None,
+            unhealthy_threshold: Duration::from_secs(10),
+        };
+        let mut w = worker("ready", Some(ms_of(now) - 1000));
+        w.counters.inbox_depth = 12;
+        w.counters.oldest_pending_ms = Some(ms_of(now) - 5000);
+        w.counters.fetch_paused = Some("the inbox holds 12 updates".into());
+        let mut view = FleetView {
+            started: Some(now),
+            workers: vec![w],
+            ..FleetView::default()
+        };
+        let rss = |_: u32| None;
+        let (status, body) = health_json(&view, &live, now, &rss);
+        assert_eq!(status, 200);
+        let w = &body["workers"][0];
+        assert_eq!(w["inbox_depth"], 12);
+        assert_eq!(w["oldest_pending_age"], 5.0);
+        assert_eq!(w["fetch_paused"], "the inbox holds 12 updates");
+        view.workers[0].counters.oldest_pending_ms = Some(ms_of(now) - 20_000);
+        let (status, body) = health_json(&view, &live, now, &rss);
+        assert_eq!(status, 503);
+        let reason = body["workers"][0]["reason"].as_str().unwrap_or("");
+        assert!(reason.contains("oldest update not done"), "{reason}");
     }
 }

@@ -134,8 +134,18 @@ impl Bot {
     /// Takes an update that is in the inbox: a ticket that records it done
     /// (and frees its chat) when its last clone drops, and a job in its
     /// chat's queue.
-    pub(super) fn take(self: &Arc<Bot>, id: i64, update: Value) {
+    pub(super) fn take(self: &Arc<Bot>, id: i64, raw: String) {
+        // Queued as text (a fraction of a parsed update's memory), parsed
+        // when its turn comes.
+        let update: Value = match serde_json::from_str(&raw) {
+            Ok(v) => v,
+            Err(e) => {
+                log::warn!("update {id} in the inbox is not JSON ({e}); recorded done");
+                Value::Null
+            }
+        };
         let chat = chat_key(&update);
+        drop(update);
         let Some(pool) = self.shared.pool.get() else {
             log::error!("update {id} arrived before the scheduler; it stays in the inbox");
             return;
@@ -156,7 +166,11 @@ impl Bot {
             release.release(chat);
         });
         let bot = Arc::clone(self);
-        pool.submit(chat, move || bot.handle(&update, &ticket));
+        pool.submit(chat, move || {
+            let update: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+            drop(raw);
+            bot.handle(&update, &ticket);
+        });
     }
 
     /// Handles one update (the job the scheduler runs); the ticket drops
@@ -654,4 +668,29 @@ fn config_status(settings: &Settings) -> String {
         settings.send_rate_per_chat,
         settings.send_rate_per_bot,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chat_key;
+    use serde_json::json;
+
+    #[test]
+    fn every_update_type_has_its_chat_key() {
+        let chat =
+            |kind: &str| json!({"update_id": 1, kind: {"chat": {"id": -7}, "from": {"id": 3}}});
+        for kind in [
+            "message",
+            "edited_message",
+            "channel_post",
+            "my_chat_member",
+        ] {
+            assert_eq!(chat_key(&chat(kind)), -7, "{kind}");
+        }
+        let cb = json!({"callback_query": {"from": {"id": 3}, "message": {"chat": {"id": -9}}}});
+        assert_eq!(chat_key(&cb), -9, "a callback goes with its message's chat");
+        let inline = json!({"inline_query": {"from": {"id": 3}, "query": "x"}});
+        assert_eq!(chat_key(&inline), 3, "an inline query goes with its user");
+        assert_eq!(chat_key(&json!({"update_id": 2})), 0);
+    }
 }

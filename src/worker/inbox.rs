@@ -1,7 +1,9 @@
 //! The bot's durable inbox: `STATE_DIR/inbox-<botid>/journal`, an
 //! append-only file of JSON lines (format in docs/inbox.md). The poll loop
-//! appends each getUpdates batch with one fsync and only then confirms the
-//! batch to Telegram with the next offset; a job's `done` record is appended
+//! appends each getUpdates batch with one write, fsyncs it (through
+//! `sync_handle`, outside the inbox's lock, while the batch is already being
+//! handled) and only then confirms the batch to Telegram with the next
+//! offset; a job's `done` record is appended
 //! when its update is handled and every reply is out. At start-up the
 //! updates without a `done` record are handed back, in journal order.
 //! Compaction rewrites the file with only the updates not done (temp file,
@@ -18,6 +20,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The journal's version, in its header line.
 const VERSION: u64 = 1;
@@ -75,6 +78,8 @@ pub struct Inbox {
     path: PathBuf,
     api_url: String,
     file: File,
+    /// A second handle on the journal, to fsync without the inbox's lock.
+    sync_handle: Arc<File>,
     bytes: u64,
     /// Not-done updates by journal order: sequence → (id, fetched at ms).
     order: BTreeMap<u64, (i64, u64)>,
@@ -85,6 +90,8 @@ pub struct Inbox {
     next: Option<i64>,
     /// Lines in the file (for the compaction ratio).
     lines: u64,
+    /// `done` records written since the last fsync.
+    dirty: bool,
 }
 
 /// The directory of a bot's inbox.
@@ -203,6 +210,7 @@ impl Inbox {
         let mut file = file;
         file.seek(SeekFrom::Start(good_len))
             .map_err(io_err(&path))?;
+        let sync_handle = Arc::new(file.try_clone().map_err(io_err(&path))?);
         let entries = order
             .values()
             .filter_map(|(id, _)| updates.remove(id).map(|update| Entry { id: *id, update }))
@@ -212,12 +220,14 @@ impl Inbox {
                 path,
                 api_url: api_url.to_string(),
                 file,
+                sync_handle,
                 bytes: good_len,
                 order,
                 pending,
                 seq,
                 next,
                 lines,
+                dirty: false,
             },
             pending: entries,
             other_url,
@@ -251,37 +261,35 @@ impl Inbox {
         self.bytes
     }
 
-    /// Appends a batch and the next offset with one write and one fsync.
-    /// Updates without an id, or already in the inbox, are left out; the
-    /// ids written come back in order. On an error nothing of the batch
+    /// Appends a batch and the next offset with one write; the caller
+    /// fsyncs it (`sync_handle`) before it confirms the batch. Updates
+    /// without an id, or already in the inbox, are left out; the ones
+    /// written come back in order, with their JSON text (a compact form to
+    /// hold until they are handled). On an error nothing of the batch
     /// counts (the file is cut back), so the caller must not confirm it.
     pub fn append(
         &mut self,
         updates: &[Value],
         next: i64,
         now_ms: u64,
-    ) -> Result<Vec<i64>, InboxError> {
+    ) -> Result<Vec<(i64, String)>, InboxError> {
         let mut text = String::new();
-        let mut ids = Vec::new();
+        let mut written: Vec<(i64, String)> = Vec::new();
         for u in updates {
             let Some(id) = u["update_id"].as_i64() else {
                 continue;
             };
-            if self.pending.contains_key(&id) || ids.contains(&id) {
+            if self.pending.contains_key(&id) || written.iter().any(|(i, _)| *i == id) {
                 continue;
             }
-            text.push_str(&json!({"at": now_ms, "update": u}).to_string());
-            text.push('\n');
-            ids.push(id);
+            let raw = u.to_string();
+            text.push_str(&format!("{{\"at\":{now_ms},\"update\":{raw}}}\n"));
+            written.push((id, raw));
         }
         text.push_str(&json!({ "next": next }).to_string());
         text.push('\n');
         let before = self.bytes;
-        let written = self
-            .file
-            .write_all(text.as_bytes())
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = written {
+        if let Err(e) = self.file.write_all(text.as_bytes()) {
             // Cut back a partial write so the file ends on a whole line.
             let cut = self
                 .file
@@ -293,14 +301,15 @@ impl Inbox {
             return Err(io_err(&self.path)(e));
         }
         self.bytes += text.len() as u64;
-        self.lines += ids.len() as u64 + 1;
-        for id in &ids {
+        self.lines += written.len() as u64 + 1;
+        self.dirty = true;
+        for (id, _) in &written {
             self.seq += 1;
             self.order.insert(self.seq, (*id, now_ms));
             self.pending.insert(*id, self.seq);
         }
         self.next = Some(next);
-        Ok(ids)
+        Ok(written)
     }
 
     /// Records an update as done (not fsynced: the next batch's fsync or
@@ -317,6 +326,7 @@ impl Inbox {
             Ok(()) => {
                 self.bytes += line.len() as u64;
                 self.lines += 1;
+                self.dirty = true;
                 Ok(true)
             }
             Err(e) => {
@@ -331,9 +341,26 @@ impl Inbox {
         }
     }
 
+    /// A handle to fsync the journal with, outside the inbox's lock (an
+    /// fsync on it covers every write made before through any handle).
+    pub fn sync_handle(&self) -> Arc<File> {
+        Arc::clone(&self.sync_handle)
+    }
+
     /// Flushes everything written to the disk.
     pub fn sync(&mut self) -> Result<(), InboxError> {
-        self.file.sync_data().map_err(io_err(&self.path))
+        self.file.sync_data().map_err(io_err(&self.path))?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Flushes `done` records not yet on the disk (a quiet bot's: under
+    /// load the next batch's fsync carries them).
+    pub fn sync_if_dirty(&mut self) -> Result<(), InboxError> {
+        if self.dirty {
+            self.sync()?;
+        }
+        Ok(())
     }
 
     /// True when compaction would pay off: the file is big and mostly done.
@@ -391,9 +418,11 @@ impl Inbox {
             .open(&self.path)
             .map_err(io_err(&self.path))?;
         file.seek(SeekFrom::End(0)).map_err(io_err(&self.path))?;
+        self.sync_handle = Arc::new(file.try_clone().map_err(io_err(&self.path))?);
         self.file = file;
         self.bytes = text.len() as u64;
         self.lines = lines;
+        self.dirty = false;
         Ok(())
     }
 }
@@ -432,11 +461,14 @@ mod tests {
         let mut o = Inbox::open(&dir, URL).expect("opens");
         assert!(o.pending.is_empty() && o.other_url.is_none());
         assert_eq!(o.inbox.next_offset(), None);
-        let ids = o
+        let written = o
             .inbox
             .append(&[up(10, 1), up(11, 2), up(12, 1)], 13, 1000)
             .expect("append");
+        let ids: Vec<i64> = written.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [10, 11, 12]);
+        let back: Value = serde_json::from_str(&written[0].1).expect("JSON");
+        assert_eq!(back, up(10, 1), "the text is the update");
         assert!(o.inbox.done(11).expect("done"));
         assert!(!o.inbox.done(11).expect("twice"), "done once only");
         o.inbox
@@ -540,11 +572,12 @@ mod tests {
         let dir = scratch("dup");
         let mut o = Inbox::open(&dir, URL).expect("opens");
         o.inbox.append(&[up(1, 1)], 2, 0).expect("append");
-        let ids = o
+        let written = o
             .inbox
             .append(&[up(1, 1), up(2, 1), json!({"x": 1})], 3, 0)
             .expect("append");
-        assert_eq!(ids, [2]);
+        assert_eq!(written.len(), 1);
+        assert_eq!(written[0].0, 2);
         assert_eq!(o.inbox.depth(), 2);
         fs::remove_dir_all(&dir).ok();
     }

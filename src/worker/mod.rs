@@ -486,7 +486,7 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
         );
     }
     for entry in pending {
-        bot.take(entry.id, entry.update);
+        bot.take(entry.id, entry.update.to_string());
     }
     poll::poll_loop(&bot)
 }

@@ -1,7 +1,8 @@
-//! Fetching: the poll loop. It long-polls getUpdates with the inbox's next
-//! offset, writes each batch to the inbox (one fsync) and only then hands
-//! the updates to the scheduler; the next getUpdates confirms the batch to
-//! Telegram. It stops fetching (and says why) while the inbox is at
+//! Fetching: the poll loop. It long-polls getUpdates, writes each batch to
+//! the inbox, hands the updates to the scheduler and fsyncs the journal
+//! (one fsync per batch, while the batch is already being handled); only
+//! then does the next getUpdates confirm the batch to Telegram (a crash
+//! before the fsync repeats at most that batch: Telegram still has it). It stops fetching (and says why) while the inbox is at
 //! INBOX_MAX_UPDATES or cannot be written, and resumes by itself. Ids below
 //! the offset sent mean the server's ids restarted: it logs once and
 //! resynchronises. It must never confirm a batch that is not in the
@@ -11,7 +12,6 @@ use super::bot::Bot;
 use super::{fatal, lock, now_ms, TOKEN_REJECTED};
 use crate::supervisor::machine::EXIT_TOKEN_REJECTED;
 use crate::telegram::ApiError;
-use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +73,9 @@ pub(super) fn poll_loop(bot: &Arc<Bot>) -> i32 {
     // Set after a failed journal write: when to try again.
     let mut write_failed: Option<(String, Instant)> = None;
     let mut resyncs = 0u64;
+    // The offset of the last batch known to be on disk: what getUpdates
+    // may confirm.
+    let mut confirmed = lock(inbox).next_offset();
     loop {
         shared.mark_alive();
         if shared.stopping.load(Ordering::SeqCst) {
@@ -88,7 +91,7 @@ pub(super) fn poll_loop(bot: &Arc<Bot>) -> i32 {
                     log::warn!("cannot compact the inbox: {e}");
                 }
             }
-            (ib.depth(), ib.next_offset())
+            (ib.depth(), confirmed)
         };
         if depth >= cap {
             set_paused(
@@ -136,6 +139,10 @@ pub(super) fn poll_loop(bot: &Arc<Bot>) -> i32 {
                     c.conflict = false;
                 }
                 if updates.is_empty() {
+                    // A quiet moment: put the latest done records on disk.
+                    if let Err(e) = lock(inbox).sync_if_dirty() {
+                        log::debug!("cannot sync the inbox: {e}");
+                    }
                     continue;
                 }
                 let ids: Vec<i64> = updates
@@ -165,20 +172,35 @@ pub(super) fn poll_loop(bot: &Arc<Bot>) -> i32 {
                 } else {
                     offset.map_or(max + 1, |o| o.max(max + 1))
                 };
-                let written = lock(inbox).append(&updates, next, now_ms());
+                let (written, handle) = {
+                    let mut ib = lock(inbox);
+                    (ib.append(&updates, next, now_ms()), ib.sync_handle())
+                };
                 match written {
-                    Ok(ids) => {
-                        if write_failed.take().is_some() {
-                            set_paused(bot, None);
+                    Ok(written) => {
+                        // The parsed batch goes; each job holds its text.
+                        drop(updates);
+                        for (id, raw) in written {
+                            bot.take(id, raw);
                         }
-                        let by_id: std::collections::HashMap<i64, Value> = updates
-                            .into_iter()
-                            .filter_map(|u| u["update_id"].as_i64().map(|id| (id, u)))
-                            .collect();
-                        let mut by_id = by_id;
-                        for id in ids {
-                            if let Some(update) = by_id.remove(&id) {
-                                bot.take(id, update);
+                        match handle.sync_data() {
+                            Ok(()) => {
+                                confirmed = Some(next);
+                                if write_failed.take().is_some() {
+                                    set_paused(bot, None);
+                                }
+                            }
+                            Err(e) => {
+                                // Not confirmed: Telegram sends the batch
+                                // again and the inbox skips what it holds.
+                                shared.error();
+                                let why = format!("cannot sync the inbox ({e})");
+                                if write_failed.is_none() {
+                                    log::error!("{why}: the batch stays with Telegram");
+                                }
+                                write_failed =
+                                    Some((why.clone(), Instant::now() + Duration::from_secs(2)));
+                                set_paused(bot, Some(why));
                             }
                         }
                     }

@@ -853,6 +853,42 @@ mod tests {
     }
 
     #[test]
+    fn a_group_is_paced_at_the_group_rate_with_a_burst_of_one() {
+        let now = Instant::now();
+        let mut q = queue(now);
+        for n in 0..3 {
+            push(&mut q, item(-100, n), now);
+            push(&mut q, item(5, 10 + n), now);
+        }
+        let rates = RateSet {
+            per_chat: 1.0,
+            per_group: 0.33,
+            per_bot: 0.0,
+        };
+        let mut sent = vec![];
+        while let Ok(it) = pick(&mut q, rates, now) {
+            sent.push(it.msg.chat_id);
+            done_sending(&mut q, it.msg.chat_id, now);
+        }
+        assert_eq!(
+            sent.iter().filter(|c| **c == -100).count(),
+            1,
+            "one to the group"
+        );
+        assert_eq!(
+            sent.iter().filter(|c| **c == 5).count(),
+            3,
+            "the private burst"
+        );
+        let Err(Some(next)) = pick(&mut q, rates, now) else {
+            panic!("the group's next must wait")
+        };
+        let wait = next.duration_since(now).as_secs_f64();
+        assert!((2.9..=3.1).contains(&wait), "about 3 s, not {wait}");
+        // 20 a minute at most: 1 + 0.33 · 60 = 20.8.
+    }
+
+    #[test]
     fn pacing_holds_for_a_trickle_too() {
         // One message at a time, each sent before the next arrives: the
         // chat's bucket must survive its empty queue.
