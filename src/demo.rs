@@ -73,6 +73,10 @@ pub fn run(dir: &Path) -> i32 {
             return exit::FAILURE;
         }
         tokens.push(token);
+        for (user_id, name) in USERS {
+            // Named, so the chat page shows Alice rather than User101.
+            let _ = sandbox.name_user(1_000_000 + n, *user_id, name);
+        }
     }
     let d = dir.display();
     let env_text = format!(
@@ -108,9 +112,11 @@ pub fn run(dir: &Path) -> i32 {
     eprintln!(
         "\nbotfleet demo: {BOTS} bots against the built-in sandbox Bot API at {}.\n\
          Simulated users talk to them below; Ctrl-C stops everything.\n\
+         Chat with the bots yourself in a browser: {}/\n\
          The demo's config is {} (edit it live).\n\
          To run your own bots: cp .env.example .env, put your tokens from @BotFather in\n\
          TELEGRAM_BOT_TOKENS, and run `make run` again.\n",
+        sandbox.url(),
         sandbox.url(),
         env_file.display()
     );

@@ -530,25 +530,29 @@ fn edits_and_deletions_answer_as_telegram_does() {
     );
 }
 
-/// Serves `body` once per connection on a loopback port, for URL files.
-fn serve_bytes(body: &'static [u8]) -> (u16, std::thread::JoinHandle<()>) {
+/// Answers one connection on a loopback port with `response` (a whole
+/// HTTP response), for files given by URL.
+fn serve_once(response: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let handle = std::thread::spawn(move || {
         if let Ok((mut stream, _)) = listener.accept() {
             let mut head = [0u8; 2048];
             let _ = stream.read(&mut head);
-            let _ = stream.write_all(
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                )
-                .as_bytes(),
-            );
-            let _ = stream.write_all(body);
+            let _ = stream.write_all(&response);
         }
     });
     (port, handle)
+}
+
+fn serve_bytes(body: &[u8]) -> (u16, std::thread::JoinHandle<()>) {
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(body);
+    serve_once(response)
 }
 
 #[test]
@@ -630,6 +634,19 @@ fn media_by_upload_file_id_and_url_with_photo_sizes() {
         400,
         "Bad Request: failed to get HTTP URL content",
     );
+    // A loopback URL that redirects elsewhere is not followed.
+    let (port, server) = serve_once(
+        b"HTTP/1.1 302 Found\r\nLocation: http://example.com/x.jpg\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_vec(),
+    );
+    refused(
+        &sb,
+        "sendPhoto",
+        json!({"chat_id": USER, "photo": format!("http://127.0.0.1:{port}/moved.jpg")}),
+        400,
+        "Bad Request: failed to get HTTP URL content",
+    );
+    server.join().expect("redirecting server");
     refused(
         &sb,
         "sendPhoto",
@@ -1047,10 +1064,9 @@ fn events_long_poll_and_the_chat_page_is_served() {
         page.contains("<title>botfleet sandbox chat</title>"),
         "{page}"
     );
-    assert!(
-        !page.contains("http://") && !page.contains("https://"),
-        "no external assets"
-    );
+    for external in ["<script src", "<link", "@import", "src=\"http", "url(http"] {
+        assert!(!page.contains(external), "no external assets: {external}");
+    }
     let bots = control_get(&sb, "bots");
     assert_eq!(bots, json!([{"id": BOT, "username": "api_bot"}]));
     let chat = control_get(&sb, &format!("bots/{BOT}/chat?chat_id={USER}"));
@@ -1080,4 +1096,151 @@ fn events_long_poll_and_the_chat_page_is_served() {
     wait_until(Duration::from_secs(5), "the sent record", || {
         sb.sent(BOT).len() == 1
     });
+}
+
+#[test]
+fn the_remaining_methods_answer_and_refuse_as_telegram_does() {
+    let (sb, user_message) = setup();
+    let dice = ok(&sb, "sendDice", json!({"chat_id": USER}));
+    assert!(
+        (1..=6).contains(&dice["dice"]["value"].as_i64().unwrap_or(0)),
+        "{dice}"
+    );
+    let (status, note) = upload(
+        &sb,
+        "sendVideoNote",
+        &[("chat_id", &USER.to_string())],
+        &[("video_note", "n.mp4", b"mp4")],
+    );
+    assert_eq!(status, 200, "{note}");
+    assert!(note["result"]["video_note"]["length"].is_i64(), "{note}");
+    ok(
+        &sb,
+        "sendChatAction",
+        json!({"chat_id": USER, "action": "typing"}),
+    );
+    let a = ok(&sb, "sendMessage", json!({"chat_id": USER, "text": "a"}));
+    let b = ok(&sb, "sendMessage", json!({"chat_id": USER, "text": "b"}));
+    assert_eq!(
+        ok(
+            &sb,
+            "deleteMessages",
+            json!({"chat_id": USER, "message_ids": [a["message_id"], b["message_id"]]})
+        ),
+        json!(true)
+    );
+    refused(
+        &sb,
+        "deleteMessages",
+        json!({"chat_id": USER, "message_ids": []}),
+        400,
+        "Bad Request: message identifiers are not specified",
+    );
+    assert_eq!(
+        ok(&sb, "getChatMemberCount", json!({"chat_id": USER})),
+        json!(2)
+    );
+    assert_eq!(
+        ok(&sb, "getUserProfilePhotos", json!({"user_id": USER}))["total_count"],
+        0
+    );
+    ok(
+        &sb,
+        "unpinChatMessage",
+        json!({"chat_id": USER, "message_id": user_message}),
+    );
+    ok(&sb, "unpinChatMessage", json!({"chat_id": USER}));
+    assert_eq!(
+        ok(&sb, "getChatMenuButton", json!({})),
+        json!({"type": "commands"})
+    );
+    ok(
+        &sb,
+        "setChatMenuButton",
+        json!({"menu_button": {"type": "web_app", "text": "Open", "web_app": {"url": "https://example.org"}}}),
+    );
+    assert_eq!(ok(&sb, "getChatMenuButton", json!({}))["text"], "Open");
+    refused(
+        &sb,
+        "setWebhook",
+        json!({"url": "http://example.org/hook"}),
+        400,
+        "Bad Request: bad webhook: An HTTPS URL must be provided for webhook",
+    );
+    refused(
+        &sb,
+        "leaveChat",
+        json!({"chat_id": USER}),
+        400,
+        "Bad Request: chat member status can't be changed in private chats",
+    );
+    let group = -6006;
+    sb.control_post(
+        &format!("bots/{BOT}/members"),
+        json!({"chat_id": group, "user_id": USER, "action": "join", "bot": true}),
+    );
+    assert_eq!(ok(&sb, "leaveChat", json!({"chat_id": group})), json!(true));
+    refused(
+        &sb,
+        "getChat",
+        json!({"chat_id": group}),
+        400,
+        "Bad Request: chat not found",
+    );
+    refused(
+        &sb,
+        "sendMessage",
+        json!({"text": "x"}),
+        400,
+        "Bad Request: chat_id is empty",
+    );
+    refused(
+        &sb,
+        "editMessageText",
+        json!({"chat_id": USER, "message_id": "abc", "text": "x"}),
+        400,
+        "Bad Request: message_id is not a valid Integer",
+    );
+    let (status, body) = sb.call(TOKEN, "sendInvoice", json!({}));
+    assert_eq!(
+        (status, body["description"].as_str()),
+        (404, Some("Not Found: method not found"))
+    );
+}
+
+#[test]
+fn the_in_process_sandbox_names_users_and_presses_buttons() {
+    use botfleet::sandbox::{Sandbox, SandboxOptions};
+    let sandbox = Sandbox::start(&SandboxOptions::default()).expect("sandbox starts");
+    sandbox.register_bot(TOKEN, "api_bot").expect("register");
+    sandbox.name_user(BOT, USER, "Ann").expect("name");
+    sandbox.inject_text(BOT, USER, USER, "hi").expect("inject");
+    let url = format!("{}/bot{TOKEN}/", sandbox.url());
+    let call = |method: &str, params: Value| -> Value {
+        let mut r = http()
+            .post(&format!("{url}{method}"))
+            .header("Content-Type", "application/json")
+            .send(params.to_string())
+            .expect("call");
+        body_json(&mut r)
+    };
+    let got = call("getUpdates", json!({}));
+    assert_eq!(
+        got["result"][0]["message"]["from"]["first_name"], "Ann",
+        "{got}"
+    );
+    let next = got["result"][0]["update_id"].as_i64().expect("id") + 1;
+    let m = call(
+        "sendMessage",
+        json!({"chat_id": USER, "text": "go?", "reply_markup": {"inline_keyboard": [[{"text": "Go", "callback_data": "go"}]]}}),
+    );
+    let message_id = m["result"]["message_id"].as_i64().expect("message_id");
+    let update_id = sandbox
+        .press(BOT, USER, USER, message_id, "go")
+        .expect("pressed");
+    let got = call("getUpdates", json!({"offset": next}));
+    assert_eq!(got["result"][0]["update_id"], json!(update_id));
+    assert_eq!(got["result"][0]["callback_query"]["data"], "go");
+    assert!(sandbox.press(BOT, USER, USER, message_id, "nope").is_err());
+    sandbox.shutdown();
 }

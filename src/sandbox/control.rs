@@ -283,9 +283,15 @@ fn bot_control(
                     .as_u64()
                     .map_or(state::CALLBACK_TTL, Duration::from_millis);
                 learn_user(st.bots.get_mut(&bot_id).expect("checked"), user_id, &v);
-                match methods::press_button(
-                    &mut st, bot_id, user_id, chat_id, message_id, data, at, ttl,
-                ) {
+                let press = methods::Press {
+                    user_id,
+                    chat_id,
+                    message_id,
+                    data,
+                    at,
+                    ttl,
+                };
+                match methods::press_button(&mut st, bot_id, &press) {
                     Ok((id, update_id)) => {
                         control_ok(json!({"callback_query_id": id, "update_id": update_id}))
                     }

@@ -47,6 +47,15 @@ pub fn parse(raw: Option<&Value>) -> Result<Option<Value>, String> {
                         return Err(bad("BUTTON_DATA_INVALID"));
                     }
                 }
+                if let Some(url) = b["url"].as_str() {
+                    let lower = url.to_ascii_lowercase();
+                    let scheme_ok = ["http://", "https://", "tg://"]
+                        .iter()
+                        .any(|p| lower.starts_with(p) && lower.len() > p.len());
+                    if !scheme_ok {
+                        return Err(bad("BUTTON_URL_INVALID"));
+                    }
+                }
                 out_row.push(b);
             }
             out_rows.push(Value::Array(out_row));

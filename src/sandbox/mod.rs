@@ -16,16 +16,19 @@
 //! never printed or logged; only the fixed demo tokens are.
 
 mod control;
+mod faults;
 pub mod format;
 mod http;
 pub mod markup;
 mod methods;
 mod page;
+mod poll;
 mod server;
 mod state;
+mod urlfetch;
 
 use serde_json::{json, Map, Value};
-use state::{Bot, Fault, FaultKind, Limits, State};
+use state::{Bot, Limits, State};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -262,16 +265,15 @@ impl Sandbox {
         data: &str,
     ) -> Result<i64, String> {
         let mut st = self.shared.lock();
-        let pressed = methods::press_button(
-            &mut st,
-            bot_id,
+        let press = methods::Press {
             user_id,
             chat_id,
             message_id,
-            Some(data),
-            None,
-            state::CALLBACK_TTL,
-        );
+            data: Some(data),
+            at: None,
+            ttl: state::CALLBACK_TTL,
+        };
+        let pressed = methods::press_button(&mut st, bot_id, &press);
         self.shared.changed.notify_all();
         pressed.map(|(_, update_id)| update_id)
     }
@@ -283,6 +285,27 @@ impl Sandbox {
             .get(&bot_id)
             .map(|b| sent_after(b, since))
             .unwrap_or_default()
+    }
+
+    /// Gives a user a name their messages to `bot_id` carry (otherwise
+    /// `User<id>`).
+    pub fn name_user(
+        &self,
+        bot_id: u64,
+        user_id: i64,
+        first_name: &str,
+    ) -> Result<(), SandboxError> {
+        let mut st = self.shared.lock();
+        let bot = st
+            .bots
+            .get_mut(&bot_id)
+            .ok_or(SandboxError::UnknownBot(bot_id))?;
+        bot.users.insert(
+            user_id,
+            json!({"id": user_id, "is_bot": false, "first_name": first_name,
+                   "username": first_name.to_ascii_lowercase()}),
+        );
+        Ok(())
     }
 
     /// Stops the server threads and ends every waiting request.
@@ -360,6 +383,7 @@ pub fn serve_forever(opts: SandboxOptions) -> Result<(), SandboxError> {
     let sandbox = Sandbox::start(&opts)?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "sandbox listening on {}", sandbox.url());
+    let _ = writeln!(out, "chat page: {}/", sandbox.url());
     for n in 1..=opts.demo_bots {
         // Demo tokens are fixed and public; no other token is ever printed.
         let _ = writeln!(out, "demo bot {n} token {}", demo_bot(n).0);
@@ -491,100 +515,6 @@ fn handle(shared: &Arc<Shared>, request: server::Request) {
     }
 }
 
-/// Ends the request the way a fault says; false when the fault is not
-/// one that replies (it has been handled anyway).
-fn apply_fault(shared: &Shared, request: server::Request, fault: &Fault) {
-    let reply = match fault.kind {
-        FaultKind::Internal500 => api_err(500, "Internal Server Error"),
-        FaultKind::BadGateway502 => Reply {
-            status: 502,
-            content_type: "text/html",
-            body: b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n".to_vec(),
-            retry_after: None,
-        },
-        FaultKind::TooMany429 => api_429(fault.retry_after),
-        FaultKind::Conflict409 => api_err(409, state::CONFLICT_OTHER_POLL),
-        FaultKind::Unauthorized401 => api_err(401, "Unauthorized"),
-        FaultKind::Malformed => Reply {
-            status: 200,
-            content_type: "application/json",
-            body: br#"{"ok":true,"result":["#.to_vec(),
-            retry_after: None,
-        },
-        FaultKind::NoCode => Reply {
-            status: 500,
-            content_type: "application/json",
-            body: br#"{"ok":false,"description":"Internal error"}"#.to_vec(),
-            retry_after: None,
-        },
-        FaultKind::Huge => {
-            let mut body = br#"{"ok":true,"result":[],"padding":""#.to_vec();
-            body.resize(body.len() + 20 * 1024 * 1024, b'x');
-            body.extend_from_slice(br#""}"#);
-            Reply {
-                status: 200,
-                content_type: "application/json",
-                body,
-                retry_after: None,
-            }
-        }
-        FaultKind::Html => Reply {
-            status: 200,
-            content_type: "text/html",
-            body: b"<!DOCTYPE html><html><body><h1>Please log in to the Wi-Fi</h1></body></html>".to_vec(),
-            retry_after: None,
-        },
-        FaultKind::Endless => {
-            // A chunked 200 whose body goes on until the client gives up (or
-            // the sandbox stops): the client must cap what it reads.
-            let endless = Endless { sent: 0 };
-            let response = server::Response::new(
-                server::StatusCode(200),
-                vec![],
-                endless,
-                None,
-                None,
-            );
-            if request.respond(response).is_err() {
-                // The client hung up, which is what it should do.
-            }
-            return;
-        }
-        FaultKind::Drop => return close_without_reply(shared, request),
-        FaultKind::Hang => {
-            shared.sleep(Duration::from_millis(fault.hang_ms));
-            return close_without_reply(shared, request);
-        }
-    };
-    send(request, reply);
-}
-
-/// The body of the `endless` fault: `[` then spaces, with no end in sight
-/// (it stops after 1 GiB, far past any cap a client should have).
-struct Endless {
-    sent: u64,
-}
-
-impl std::io::Read for Endless {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.sent >= 1 << 30 || buf.is_empty() {
-            return Ok(0);
-        }
-        let n = buf.len().min(64 * 1024);
-        buf[..n].fill(b' ');
-        if self.sent == 0 {
-            buf[0] = b'[';
-        }
-        self.sent += n as u64;
-        Ok(n)
-    }
-}
-
-/// Closes the request's connection without writing a byte.
-fn close_without_reply(_shared: &Shared, request: server::Request) {
-    request.close();
-}
-
 /// The canonical spelling of a method the sandbox serves.
 fn canonical_method(lower: &str) -> Option<&'static str> {
     methods::METHODS
@@ -622,7 +552,7 @@ fn bot_api(shared: &Arc<Shared>, mut request: server::Request, rest: &str, query
     };
     let fault = shared.lock().take_fault(bot_id, &lower);
     if let Some(fault) = fault {
-        return apply_fault(shared, request, &fault);
+        return faults::apply_fault(shared, request, &fault);
     }
     let content_type = header(&request, "Content-Type").to_string();
     let mut params = match http::parse_params(query, &content_type, &body) {
@@ -648,9 +578,9 @@ fn bot_api(shared: &Arc<Shared>, mut request: server::Request, rest: &str, query
     let Some(method) = canonical else {
         return send(request, api_err(404, "Not Found: method not found"));
     };
-    fetch_loopback_urls(&mut params);
+    urlfetch::fetch_loopback_urls(&mut params);
     if method == "getUpdates" {
-        return get_updates(shared, request, bot_id, &params);
+        return poll::get_updates(shared, request, bot_id, &params);
     }
     let reply = {
         let mut st = shared.lock();
@@ -659,217 +589,6 @@ fn bot_api(shared: &Arc<Shared>, mut request: server::Request, rest: &str, query
         reply
     };
     send(request, reply);
-}
-
-/// How a getUpdates call ends.
-enum PollEnd {
-    Reply(Reply),
-    /// A 409 that must be answered this much later.
-    Late(Reply, Duration),
-    Drop,
-}
-
-fn get_updates(shared: &Arc<Shared>, request: server::Request, bot_id: u64, params: &http::Params) {
-    let offset = match params.int("offset") {
-        Some(Ok(o)) => Some(o),
-        Some(Err(())) => return send(request, bad_request("wrong parameter offset specified")),
-        None => None,
-    };
-    let mut limit = match params.int("limit") {
-        Some(Ok(l)) => l.clamp(1, 100) as usize,
-        _ => 100,
-    };
-    let timeout = match params.int("timeout") {
-        Some(Ok(t)) => t.clamp(0, 50) as u64,
-        _ => 0,
-    };
-    let allowed = params.json("allowed_updates").and_then(|v| {
-        v.as_array().map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect::<Vec<_>>()
-        })
-    });
-    let arrived = Instant::now();
-    let mut st = shared.lock();
-    let bot = st.bots.get_mut(&bot_id).expect("authorized bot");
-    if bot.webhook.is_some() {
-        drop(st);
-        return send(request, api_err(409, state::CONFLICT_WEBHOOK_ACTIVE));
-    }
-    if let Some(allowed) = allowed {
-        bot.allowed_updates = allowed;
-    }
-    // Two polls overlap only if the older one's client is still there: a
-    // client that died (its socket closed) is not polling any more, and the
-    // real server's front end drops such a request at once too.
-    let live_others = bot
-        .poll_peers
-        .iter()
-        .filter(|(_, fd)| !crate::sys::peer_closed(*fd))
-        .count() as u64;
-    bot.current_get_updates += 1;
-    bot.last_get_updates_at_us = crate::sys::monotonic_usec().unwrap_or(0);
-    bot.max_concurrent_get_updates = bot.max_concurrent_get_updates.max(live_others + 1);
-    bot.poll_ticket += 1;
-    let ticket = bot.poll_ticket;
-    bot.poll_peers.push((ticket, request.raw_fd()));
-    // A tight loop repeating one offset is slowed down, as the real server
-    // does it (Client.cpp process_get_updates_query), for short and long
-    // polls alike: within 3 s of the last poll's start a timeout under 3 s
-    // becomes 3 s (a poll with nothing to deliver waits 3 s), and within
-    // 0.5 s the answer is cut to one update.
-    let mut wait_secs = timeout;
-    let same_offset = offset.unwrap_or(0);
-    if let Some((last_offset, at)) = bot.last_short_poll {
-        let since = arrived.duration_since(at);
-        if last_offset.unwrap_or(0) == same_offset {
-            if timeout < 3 && since < REPEAT_WINDOW {
-                wait_secs = 3;
-            }
-            if since < Duration::from_millis(500) {
-                limit = 1;
-            }
-        }
-    }
-    bot.last_short_poll = Some((offset, arrived));
-    // A long poll ends the one waiting before it.
-    let generation = if timeout > 0 {
-        bot.poll_generation += 1;
-        bot.poll_terminated_by = state::CONFLICT_OTHER_POLL;
-        shared.changed.notify_all();
-        Some(bot.poll_generation)
-    } else {
-        None
-    };
-    bot.confirm(offset);
-    let deadline = arrived + Duration::from_secs(wait_secs);
-    let end = loop {
-        if shared.stopping() {
-            break PollEnd::Drop;
-        }
-        let now = Instant::now();
-        let bot = st.bots.get_mut(&bot_id).expect("bots are never removed");
-        if bot.revoked {
-            break PollEnd::Reply(api_err(401, "Unauthorized"));
-        }
-        if generation.is_some_and(|g| g != bot.poll_generation) {
-            let reason = bot.poll_terminated_by;
-            let reply = api_err(409, reason);
-            if reason == state::CONFLICT_OTHER_POLL {
-                let repeat = bot
-                    .last_conflict
-                    .is_some_and(|t| now.duration_since(t) < REPEAT_WINDOW);
-                bot.last_conflict = Some(now);
-                if repeat {
-                    break PollEnd::Late(reply, REPEAT_WINDOW);
-                }
-            }
-            break PollEnd::Reply(reply);
-        }
-        if bot.has_pending() {
-            break PollEnd::Reply(api_ok(Value::Array(bot.deliver(limit))));
-        }
-        if now >= deadline {
-            break PollEnd::Reply(api_ok(json!([])));
-        }
-        st = shared
-            .changed
-            .wait_timeout(st, deadline - now)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
-    };
-    if let Some(bot) = st.bots.get_mut(&bot_id) {
-        bot.current_get_updates -= 1;
-        bot.poll_peers.retain(|(t, _)| *t != ticket);
-    }
-    drop(st);
-    match end {
-        PollEnd::Reply(reply) => send(request, reply),
-        PollEnd::Late(reply, delay) => {
-            shared.sleep(delay);
-            if shared.stopping() {
-                close_without_reply(shared, request);
-            } else {
-                send(request, reply);
-            }
-        }
-        PollEnd::Drop => close_without_reply(shared, request),
-    }
-}
-
-/// Files given by URL: an `http://` URL on loopback is fetched (the
-/// sandbox never reaches beyond loopback); any other URL is left for the
-/// method to refuse as Telegram refuses a URL it cannot get.
-fn fetch_loopback_urls(params: &mut http::Params) {
-    let mut urls = vec![];
-    for (key, value) in &params.fields {
-        if let Some(text) = value.as_str() {
-            urls.push((key.clone(), text.to_string()));
-        }
-    }
-    if let Some(media) = params.json("media") {
-        let items = match media {
-            Value::Array(list) => list,
-            other => vec![other],
-        };
-        for item in items {
-            if let Some(text) = item["media"].as_str() {
-                urls.push(("media".into(), text.to_string()));
-            }
-        }
-    }
-    for (_, url) in urls {
-        if !is_loopback_http(&url) {
-            continue;
-        }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(5)))
-            .http_status_as_error(false)
-            .proxy(None)
-            .build()
-            .into();
-        let Ok(mut response) = agent.get(&url).call() else {
-            continue;
-        };
-        if response.status().as_u16() != 200 {
-            continue;
-        }
-        let Ok(bytes) = response
-            .body_mut()
-            .with_config()
-            .limit(state::MAX_UPLOAD_BYTES)
-            .read_to_vec()
-        else {
-            continue;
-        };
-        let file_name = url
-            .split(['?', '#'])
-            .next()
-            .and_then(|p| p.rsplit('/').next())
-            .filter(|n| !n.is_empty())
-            .unwrap_or("file")
-            .to_string();
-        params
-            .files
-            .insert(methods::url_part(&url), http::FilePart { file_name, bytes });
-    }
-}
-
-/// Whether `url` is `http://` to 127.0.0.0/8, `localhost` or `[::1]`.
-fn is_loopback_http(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    if host.contains('@') {
-        return false;
-    }
-    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `GET /file/bot<token>/<file_path>`.
@@ -884,7 +603,7 @@ fn download(shared: &Arc<Shared>, request: server::Request, rest: &str) {
     let mut st = shared.lock();
     if let Some(fault) = st.take_fault(token.bot_id(), "file") {
         drop(st);
-        return apply_fault(shared, request, &fault);
+        return faults::apply_fault(shared, request, &fault);
     }
     let known = st
         .bots
