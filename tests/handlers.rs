@@ -466,3 +466,62 @@ fn a_setting_removed_from_env_is_gone_from_workers_and_handlers() {
         texts(&sb, 15_008, USER)
     );
 }
+
+/// A persistent handler in sh: starts a `sleep 300` of its own, ignores
+/// updates whose text is "ignore", answers "ok" to the rest.
+const SILENT_SOMETIMES: &str = r#"#!/bin/sh
+read hello
+sleep 300 &
+while read line; do
+  case "$line" in *'"type":"update"'*) ;; *) continue;; esac
+  id=${line#*\"id\":\"}; id=${id%%\"*}
+  case "$line" in *'"text":"ignore"'*) continue;; esac
+  echo "{\"type\":\"reply\",\"id\":\"$id\",\"calls\":[{\"method\":\"sendMessage\",\"text\":\"ok\"}]}"
+done
+"#;
+
+#[test]
+fn a_missed_deadline_gets_the_error_and_a_stop_leaves_no_process() {
+    let (sb, tokens) = one_bot(15_009);
+    let dir = temp_dir();
+    let h = script(&dir, "silent.sh", SILENT_SOMETIMES);
+    let mut fleet = Fleet::start(
+        &sb,
+        &tokens,
+        &[
+            ("BOT_HANDLER", h.to_str().expect("utf-8")),
+            ("BOT_HANDLER_MODE", "persistent"),
+            ("HANDLER_TIMEOUT_SECS", "1"),
+        ],
+    );
+    fleet.wait_ready(1);
+    let data = data_dir(&fleet)
+        .canonicalize()
+        .expect("the data dir exists");
+    sb.send_text(15_009, USER, USER, "ignore");
+    wait_until(Duration::from_secs(15), "the timeout error", || {
+        texts(&sb, 15_009, USER)
+            .iter()
+            .any(|t| t.contains("too long"))
+    });
+    fleet.wait_log("stays silent; restarting it", Duration::from_secs(10));
+    sb.send_text(15_009, USER, USER, "hi");
+    wait_until(Duration::from_secs(15), "the next update answered", || {
+        texts(&sb, 15_009, USER).iter().any(|t| t == "ok")
+    });
+    wait_until(
+        Duration::from_secs(5),
+        "the handler's own sleep running",
+        || sleeps_in(&data, "300").len() == 1,
+    );
+    fleet.signal("TERM");
+    assert!(
+        fleet.wait_exit(Duration::from_secs(15)).is_some(),
+        "the fleet stops"
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "no sleep left after the stop",
+        || sleeps_in(&data, "300").is_empty(),
+    );
+}
