@@ -525,3 +525,47 @@ fn a_missed_deadline_gets_the_error_and_a_stop_leaves_no_process() {
         || sleeps_in(&data, "300").is_empty(),
     );
 }
+
+#[test]
+fn as_root_handler_user_runs_handlers_as_that_user() {
+    // Only as root: `id -u` of this test process.
+    let me = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("id runs");
+    if String::from_utf8_lossy(&me.stdout).trim() != "0" {
+        eprintln!("skipped: not root");
+        return;
+    }
+    let (sb, tokens) = one_bot(15_010);
+    let dir = temp_dir();
+    let h = script(
+        &dir,
+        "who.sh",
+        "#!/bin/sh\necho uid=$(id -u) > who\ncat who\n",
+    );
+    let fleet = Fleet::start(
+        &sb,
+        &tokens,
+        &[
+            ("BOT_HANDLER", h.to_str().expect("utf-8")),
+            ("HANDLER_USER", "nobody"),
+        ],
+    );
+    fleet.wait_ready(1);
+    sb.send_text(15_010, USER, USER, "who");
+    wait_until(Duration::from_secs(15), "the handler's uid", || {
+        texts(&sb, 15_010, USER)
+            .iter()
+            .any(|t| t.starts_with("uid="))
+    });
+    let uid = texts(&sb, 15_010, USER)
+        .into_iter()
+        .find(|t| t.starts_with("uid="))
+        .expect("a uid line");
+    assert_ne!(uid.trim(), "uid=0", "not root");
+    assert!(
+        data_dir(&fleet).join("who").is_file(),
+        "it can write its own data dir"
+    );
+}
