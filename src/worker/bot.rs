@@ -322,10 +322,10 @@ impl Bot {
     }
 
     /// Stops the persistent handler (EOF, SIGTERM, SIGKILL; bounded).
-    pub(super) fn stop_handler(&self) {
+    pub(super) fn stop_handler(&self, grace: Duration) {
         let p = lock(&self.persistent).take();
         if let Some(p) = p {
-            p.stop();
+            p.stop_within(grace);
         }
     }
 

@@ -132,6 +132,7 @@ fn rate_set(s: &Settings) -> RateSet {
 /// no new update starts; what is not done stays in the inbox and is handled
 /// after the restart. Handlers die with us (PR_SET_PDEATHSIG).
 fn exit_now(shared: &Shared, why: &str, code: i32, grace: Duration) -> ! {
+    let stop_started = Instant::now();
     shared.stopping.store(true, Ordering::SeqCst);
     if let Some(pool) = shared.pool.get() {
         pool.stop();
@@ -148,7 +149,11 @@ fn exit_now(shared: &Shared, why: &str, code: i32, grace: Duration) -> ! {
         }
     }
     if let Some(bot) = shared.bot.get() {
-        bot.stop_handler();
+        // EOF, then SIGTERM, then SIGKILL: bounded by what is left of the
+        // grace (the supervisor SIGKILLs at SHUTDOWN_TIMEOUT; an orphaned
+        // worker stops within 2 s).
+        let left = grace.saturating_sub(stop_started.elapsed()) / 2;
+        bot.stop_handler(left.clamp(Duration::from_millis(100), persistent::STOP_GRACE));
     }
     if let Some(inbox) = shared.inbox.get() {
         let mut ib = lock(inbox);

@@ -36,8 +36,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A process up this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
-/// Stop: how long after EOF before SIGTERM, and after SIGTERM before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Stop: how long after EOF before SIGTERM, and after SIGTERM before
+/// SIGKILL, unless the caller has less time ([`Persistent::stop_within`]).
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
 /// After a missed deadline, a process that writes nothing for this long is
 /// restarted.
 const SILENT_GRACE: Duration = Duration::from_secs(2);
@@ -87,6 +88,8 @@ struct State {
     pending: HashMap<String, Pending>,
     next_id: u64,
     stopping: bool,
+    /// EOF to SIGTERM, and SIGTERM to SIGKILL, when stopping.
+    stop_grace: Duration,
     last_line: Instant,
     overdue_since: Option<Instant>,
 }
@@ -139,6 +142,7 @@ impl Persistent {
                 pending: HashMap::new(),
                 next_id: 1,
                 stopping: false,
+                stop_grace: STOP_GRACE,
                 last_line: Instant::now(),
                 overdue_since: None,
             }),
@@ -233,7 +237,16 @@ impl Persistent {
     /// Stops the process (EOF, SIGTERM, SIGKILL; bounded) and the manager;
     /// updates still waiting are answered `Stopped`.
     pub fn stop(&self) {
-        self.shared.lock().stopping = true;
+        self.stop_within(STOP_GRACE);
+    }
+
+    /// `stop` with `grace` from EOF to SIGTERM and from SIGTERM to SIGKILL.
+    pub fn stop_within(&self, grace: Duration) {
+        {
+            let mut st = self.shared.lock();
+            st.stopping = true;
+            st.stop_grace = grace;
+        }
         self.shared.cv.notify_all();
         let handle = self
             .manager
@@ -268,6 +281,7 @@ fn manage(shared: &Arc<Shared>) {
         let mut st = shared.lock();
         if st.stopping {
             st.writer = None;
+            let grace = st.stop_grace;
             let waiting: Vec<Pending> = st.pending.drain().map(|(_, p)| p).collect();
             drop(st);
             shared.cv.notify_all();
@@ -275,7 +289,7 @@ fn manage(shared: &Arc<Shared>) {
                 if p.tx.send(Answer::Stopped).is_err() {}
             }
             if let Some(r) = running.take() {
-                stop_process(r);
+                stop_process(r, grace);
             }
             return;
         }
@@ -512,7 +526,7 @@ fn read_answers(shared: &Shared, generation: u64, stdout: std::process::ChildStd
 }
 
 /// EOF on stdin (the writer is gone), then SIGTERM, then SIGKILL, bounded.
-fn stop_process(mut r: Running) {
+fn stop_process(mut r: Running, grace: Duration) {
     let waited = |child: &mut Child, d: Duration| {
         let until = Instant::now() + d;
         while Instant::now() < until {
@@ -523,11 +537,11 @@ fn stop_process(mut r: Running) {
         }
         false
     };
-    if !waited(&mut r.child, STOP_GRACE) {
+    if !waited(&mut r.child, grace) {
         if let Err(e) = sys::signal_group(r.child.id(), sys::Signal::Term) {
             log::debug!("SIGTERM to the handler group: {e}");
         }
-        if !waited(&mut r.child, STOP_GRACE) {
+        if !waited(&mut r.child, grace) {
             log::warn!("the persistent handler ignored SIGTERM; killing it");
         }
     }
