@@ -293,6 +293,10 @@ fn an_offset_that_cannot_be_written_is_logged_and_the_bot_keeps_serving() {
     fleet.wait_log(&named, Duration::from_secs(10));
     ping_answered(&sandbox, id, Duration::from_secs(10));
     assert_eq!(fleet.workers(), pid, "the worker was not restarted");
-    assert_eq!(fleet.count_in_logs(&named), 1, "logged once, not per update");
+    assert_eq!(
+        fleet.count_in_logs(&named),
+        1,
+        "logged once, not per update"
+    );
     assert_no_panic(&fleet);
 }
