@@ -386,3 +386,32 @@ fn replies_to_a_group_keep_the_group_rate() {
         }
     }
 }
+
+#[test]
+fn another_api_url_starts_the_bot_afresh_and_says_so() {
+    let id = 91009;
+    let (first, tokens) = one_bot(id);
+    let mut fleet = Fleet::start(&first, &tokens, &[]);
+    fleet.wait_ready(1);
+    let (_, m) = first.send_text(id, 3, 3, "/ping");
+    fleet.wait_replies(&first, id, &[m], Duration::from_secs(10));
+    fleet.signal("TERM");
+    assert!(fleet.wait_exit(Duration::from_secs(15)).is_some());
+    // The same STATE_DIR against another server (its ids start afresh).
+    let (second, _) = one_bot(id);
+    let env = std::fs::read_to_string(&fleet.env_file).expect("read .env");
+    std::fs::write(&fleet.env_file, env.replace(first.url(), second.url())).expect("write .env");
+    fleet.respawn();
+    fleet.wait_ready(1);
+    fleet.wait_log(
+        "belonged to another TELEGRAM_API_URL",
+        Duration::from_secs(5),
+    );
+    let (_, m) = second.send_text(id, 3, 3, "/ping");
+    fleet.wait_replies(&second, id, &[m], Duration::from_secs(10));
+    let journal = fleet.state_dir().join(format!("inbox-{id}"));
+    assert!(
+        journal.join("journal.other-url").exists(),
+        "the old journal kept aside"
+    );
+}
