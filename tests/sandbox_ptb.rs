@@ -122,6 +122,11 @@ fn python_with_ptb(venv: &Path) -> Result<PathBuf, String> {
             "install",
             "-q",
             "--disable-pip-version-check",
+            // Bounded when the package index cannot be reached.
+            "--timeout",
+            "20",
+            "--retries",
+            "1",
             "python-telegram-bot>=21,<23",
         ],
     )?;

@@ -75,7 +75,7 @@ pub(super) fn get_updates(
     // 0.5 s the answer is cut to one update.
     let mut wait_secs = timeout;
     let same_offset = offset.unwrap_or(0);
-    if let Some((last_offset, at)) = bot.last_short_poll {
+    if let Some((last_offset, at)) = bot.last_poll {
         let since = arrived.duration_since(at);
         if last_offset.unwrap_or(0) == same_offset {
             if timeout < 3 && since < REPEAT_WINDOW {
@@ -86,7 +86,7 @@ pub(super) fn get_updates(
             }
         }
     }
-    bot.last_short_poll = Some((offset, arrived));
+    bot.last_poll = Some((offset, arrived));
     // A long poll ends the one waiting before it.
     let generation = if timeout > 0 {
         bot.poll_generation += 1;

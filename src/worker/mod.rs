@@ -200,10 +200,7 @@ pub fn main() -> i32 {
     let index: Option<u32> = std::env::var("BOT_INDEX").ok().and_then(|v| v.parse().ok());
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     crate::logging::init(
-        &format!(
-            "Worker bot-{}",
-            index.map_or("?".to_string(), |i| i.to_string())
-        ),
+        &format!("Worker bot-{}", index.map_or("?".to_string(), |i| i.to_string())),
         &spec,
     );
     let Some(index) = index else {

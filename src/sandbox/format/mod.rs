@@ -42,8 +42,14 @@ impl Entity {
     /// The Bot API's MessageEntity object.
     pub fn to_json(&self) -> Value {
         let mut v = json!({"type": self.kind, "offset": self.offset, "length": self.length});
-        if let Some((k, x)) = &self.extra {
-            v[*k] = json!(x);
+        match &self.extra {
+            // A mention by id carries the user, as the Bot API shows it.
+            Some(("user_id", id)) => {
+                let id: i64 = id.parse().unwrap_or(0);
+                v["user"] = json!({"id": id, "is_bot": false, "first_name": format!("User{id}")});
+            }
+            Some((k, x)) => v[*k] = json!(x),
+            None => {}
         }
         v
     }
@@ -348,6 +354,16 @@ mod tests {
         assert_eq!(
             all.iter().map(|e| e.kind).collect::<Vec<_>>(),
             vec!["code", "bot_command"]
+        );
+    }
+
+    #[test]
+    fn a_link_to_a_user_is_a_text_mention() {
+        let (_, e) = parse("<a href=\"tg://user?id=42\">Ann</a>", "HTML").expect("parses");
+        assert_eq!(
+            e[0].to_json(),
+            json!({"type": "text_mention", "offset": 0, "length": 3,
+                   "user": {"id": 42, "is_bot": false, "first_name": "User42"}})
         );
     }
 

@@ -151,8 +151,8 @@ pub struct Bot {
     pub confirmed_up_to: i64,
     /// When a poll last got the "terminated by other getUpdates" 409.
     pub last_conflict: Option<Instant>,
-    /// The offset and time of the last short poll.
-    pub last_short_poll: Option<(Option<i64>, Instant)>,
+    /// The offset and start time of the last poll (short or long).
+    pub last_poll: Option<(Option<i64>, Instant)>,
     pub chat_sends: HashMap<i64, VecDeque<Instant>>,
     pub bot_sends: VecDeque<Instant>,
     pub group_sends: HashMap<i64, VecDeque<Instant>>,
@@ -213,7 +213,7 @@ impl Bot {
             delivered_ids: HashSet::new(),
             confirmed_up_to: 0,
             last_conflict: None,
-            last_short_poll: None,
+            last_poll: None,
             chat_sends: HashMap::new(),
             bot_sends: VecDeque::new(),
             group_sends: HashMap::new(),
