@@ -168,6 +168,9 @@ where
             ("sandbox", Long("bind")) => sandbox.bind = parser.value()?.parse()?,
             ("sandbox", Long("demo-bots")) => sandbox.demo_bots = parser.value()?.parse()?,
             ("sandbox", Long("flood-limits")) => sandbox.flood_limits = true,
+            // A label for ps and tests (the worker's environment is not
+            // readable): which fleet a worker belongs to. Not used inside.
+            ("worker", Long("state-dir")) => drop(parser.value()?),
             (_, arg) => return Err(arg.unexpected().into()),
         }
     }

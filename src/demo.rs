@@ -13,7 +13,42 @@ use std::time::Duration;
 
 const BOTS: u64 = 3;
 const USERS: &[(i64, &str)] = &[(101, "Alice"), (102, "Bob"), (103, "Chen")];
-const SCRIPT: &[&str] = &["/start", "/ping", "/whoami", "/status", "hello!", "/help"];
+const SCRIPT: &[&str] = &[
+    "/start", "/ping", "/counter", "/whoami", "hello!", "/status", "/help",
+];
+/// The example bot the demo runs when python3 is there (examples/).
+const COUNTER_BOT: &str = include_str!("../examples/counter_bot.py");
+
+/// The handler settings of the demo: the Python example bot in persistent
+/// mode (buttons that edit their own message), or the built-in echo.
+fn handler_settings(dir: &Path) -> String {
+    let python = std::process::Command::new("python3")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let dir = std::fs::create_dir_all(dir)
+        .and_then(|()| dir.canonicalize())
+        .unwrap_or_else(|_| dir.to_path_buf());
+    let script = dir.join("counter_bot.py");
+    if !python {
+        demo_line("python3 is not installed: the bots answer with the built-in echo instead of examples/counter_bot.py");
+        return "BOT_HANDLER=builtin:echo\n".into();
+    }
+    if let Err(e) = std::fs::write(&script, COUNTER_BOT) {
+        demo_line(&format!(
+            "cannot write {}: {e}; the bots echo instead",
+            script.display()
+        ));
+        return "BOT_HANDLER=builtin:echo\n".into();
+    }
+    format!(
+        "# examples/counter_bot.py: counts messages, /counter shows buttons.\n\
+         BOT_HANDLER=\"python3 {}\"\nBOT_HANDLER_MODE=persistent\n",
+        script.display()
+    )
+}
 
 fn demo_line(text: &str) {
     eprintln!(
@@ -49,9 +84,10 @@ pub fn run(dir: &Path) -> i32 {
          # Edit this file while the demo runs and watch the fleet reload.\n\
          TELEGRAM_BOT_TOKENS={}\nTELEGRAM_API_URL={}\nMEDIA_TMP_LOCATION={d}/media\n\
          STATE_DIR={d}/state\nLOCK_FILE={d}/bot.lock\nPOLL_TIMEOUT_SECS=10\n\
-         ADMIN_USER_IDS=101\nPORT=8001\nSHUTDOWN_TIMEOUT=3000\n",
+         ADMIN_USER_IDS=101\nPORT=8001\nSHUTDOWN_TIMEOUT=3000\n{}",
         tokens.join(","),
-        sandbox.url()
+        sandbox.url(),
+        handler_settings(dir)
     );
     let env_file = dir.join(".env");
     if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&env_file, &env_text))
@@ -121,7 +157,21 @@ fn simulate(sandbox: Sandbox) {
                     .as_str()
                     .unwrap_or("(a file)")
                     .replace('\n', " ⏎ ");
-                demo_line(&format!("@demo{b}_bot → {who}: {text}"));
+                let verb = match m["method"].as_str() {
+                    Some(v) if v.starts_with("edit") => "edits its message for",
+                    _ => "→",
+                };
+                demo_line(&format!("@demo{b}_bot {verb} {who}: {text}"));
+                // The user presses +1 on a fresh counter, once.
+                let message_id = m["message_id"].as_i64().unwrap_or(0);
+                if m["method"] == "sendMessage" && text.starts_with("Counter:") {
+                    match sandbox.press(1_000_000 + b, to, to, message_id, "inc") {
+                        Ok(_) => {
+                            demo_line(&format!("{who} presses +1 under @demo{b}_bot's counter"))
+                        }
+                        Err(e) => demo_line(&format!("cannot press the button: {e}")),
+                    }
+                }
             }
         }
         step += 1;

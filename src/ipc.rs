@@ -1,7 +1,10 @@
 //! The wire between the supervisor and a worker: JSON lines. Worker to
 //! parent on the worker's stdout, parent to worker on its stdin; EOF on
 //! stdin means the parent is gone. This module owns the message types and
-//! their encoding; it must never do I/O of its own or carry a token.
+//! their encoding; it must never do I/O of its own. The one message that
+//! carries a token is [`ParentMsg::Start`], the first line on a worker's
+//! stdin (so the token is never in any process's environment); its `Debug`
+//! shows the bot id only.
 
 use serde_json::{json, Value};
 use std::fmt;
@@ -15,12 +18,6 @@ pub const EXIT_TOKEN_REJECTED: i32 = 78;
 /// Exit code of a worker that could not start for a reason a restart will
 /// not fix (its settings, its state dir): also not restarted until a change.
 pub const EXIT_PERMANENT: i32 = 79;
-
-/// The environment variable that names, comma-separated, the settings keys
-/// the supervisor put in a worker's environment at spawn: once SETTINGS
-/// arrive, a key listed here and missing from them was removed from `.env`,
-/// and the worker's handlers must not see its start-up value.
-pub const SETTINGS_KEYS_ENV: &str = "BOTFLEET_SETTINGS_KEYS";
 
 /// Counters a worker reports in each heartbeat.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,6 +36,15 @@ pub struct Counters {
     /// (another process holds its token's poller lock), `conflict` (a 409
     /// backoff), `retry_after` (a 429, or a retry of a failed call).
     pub waiting: Option<String>,
+    /// Updates in the inbox not done yet.
+    pub inbox_depth: u64,
+    /// Milliseconds since the Unix epoch when the oldest update not done
+    /// was fetched.
+    pub oldest_pending_ms: Option<u64>,
+    /// The inbox journal's size in bytes.
+    pub journal_bytes: u64,
+    /// Why fetching is paused (inbox at its cap, disk full), if it is.
+    pub fetch_paused: Option<String>,
 }
 
 /// A message from a worker to the supervisor.
@@ -59,6 +65,13 @@ pub enum WorkerMsg {
 /// A message from the supervisor to a worker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParentMsg {
+    /// The first line a worker reads: its token and its whole environment
+    /// (settings and the handlers' environment); the worker takes nothing
+    /// from its own environment.
+    Start {
+        token: crate::token::Token,
+        env: Vec<(String, String)>,
+    },
     /// New settings: the whole worker environment, key by key. Sent again
     /// until the worker acknowledges `version` (the config version).
     Settings {
@@ -102,6 +115,10 @@ impl WorkerMsg {
                 "lastUpdateMs": c.last_update_ms,
                 "conflict": c.conflict,
                 "waiting": c.waiting,
+                "inboxDepth": c.inbox_depth,
+                "oldestPendingMs": c.oldest_pending_ms,
+                "journalBytes": c.journal_bytes,
+                "fetchPaused": c.fetch_paused,
             }),
             WorkerMsg::Fatal { reason } => json!({"type": "FATAL", "reason": reason}),
             WorkerMsg::ReloadRequest { chat_id } => {
@@ -132,6 +149,10 @@ impl WorkerMsg {
                 last_update_ms: opt_u64(&v["lastUpdateMs"]),
                 conflict: v["conflict"].as_bool().unwrap_or(false),
                 waiting: v["waiting"].as_str().map(str::to_string),
+                inbox_depth: v["inboxDepth"].as_u64().unwrap_or(0),
+                oldest_pending_ms: opt_u64(&v["oldestPendingMs"]),
+                journal_bytes: v["journalBytes"].as_u64().unwrap_or(0),
+                fetch_paused: v["fetchPaused"].as_str().map(str::to_string),
             })),
             "FATAL" => Ok(WorkerMsg::Fatal {
                 reason: v["reason"].as_str().unwrap_or("unknown").to_string(),
@@ -149,16 +170,30 @@ impl WorkerMsg {
     }
 }
 
+fn env_map(env: &[(String, String)]) -> serde_json::Map<String, Value> {
+    env.iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect()
+}
+
+fn env_list(v: &Value) -> Result<Vec<(String, String)>, DecodeError> {
+    Ok(v["env"]
+        .as_object()
+        .ok_or_else(|| DecodeError("no env".into()))?
+        .iter()
+        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+        .collect())
+}
+
 impl ParentMsg {
     /// One line of JSON, newline included.
     pub fn encode(&self) -> String {
         let v = match self {
+            ParentMsg::Start { token, env } => {
+                json!({"type": "START", "token": token.expose(), "env": env_map(env)})
+            }
             ParentMsg::Settings { env, version } => {
-                let map: serde_json::Map<String, Value> = env
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect();
-                json!({"type": "SETTINGS", "env": map, "version": version})
+                json!({"type": "SETTINGS", "env": env_map(env), "version": version})
             }
             ParentMsg::ReloadResult { chat_id, text } => {
                 json!({"type": "RELOAD_RESULT", "chatId": chat_id, "text": text})
@@ -174,6 +209,16 @@ impl ParentMsg {
         let v: Value = serde_json::from_str(line.trim())
             .map_err(|e| DecodeError(format!("not JSON ({e})")))?;
         match v["type"].as_str().unwrap_or("") {
+            "START" => {
+                let token = v["token"]
+                    .as_str()
+                    .and_then(|t| crate::token::Token::parse(t).ok())
+                    .ok_or_else(|| DecodeError("START without a valid token".into()))?;
+                Ok(ParentMsg::Start {
+                    token,
+                    env: env_list(&v)?,
+                })
+            }
             "SETTINGS" => {
                 let env = v["env"]
                     .as_object()
@@ -219,6 +264,10 @@ mod tests {
                 last_update_ms: None,
                 conflict: true,
                 waiting: Some("lock".into()),
+                inbox_depth: 7,
+                oldest_pending_ms: Some(1_700_000_000_001),
+                journal_bytes: 4096,
+                fetch_paused: Some("the inbox is full".into()),
             }),
             WorkerMsg::SettingsAck {
                 version: "abc123def456".into(),
@@ -262,6 +311,17 @@ mod tests {
             text: "bot-2 failed".into(),
         };
         assert_eq!(ParentMsg::decode(&n.encode()), Ok(n));
+        let token = crate::token::Token::parse("123:Secret_x-y").expect("valid");
+        let s = ParentMsg::Start {
+            token,
+            env: vec![("A".into(), "1".into())],
+        };
+        assert_eq!(ParentMsg::decode(&s.encode()), Ok(s.clone()));
+        assert!(
+            !format!("{s:?}").contains("Secret_x-y"),
+            "Debug hides the token"
+        );
+        assert!(ParentMsg::decode("{\"type\":\"START\",\"token\":\"x\",\"env\":{}}").is_err());
         assert!(WorkerMsg::decode("garbage").is_err());
         assert!(WorkerMsg::decode("{\"type\":\"NOPE\"}").is_err());
         assert!(ParentMsg::decode("{}").is_err());

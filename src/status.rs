@@ -142,7 +142,7 @@ pub fn render_table(h: &Value) -> String {
         h["total_errors"].as_u64().unwrap_or(0),
     );
     out.push_str(&format!(
-        "{:<5} {:<26} {:<8} {:<9} {:<8} {:>8} {:>8} {:>7} {:<11} {:>10}\n",
+        "{:<5} {:<26} {:<8} {:<9} {:<8} {:>8} {:>8} {:>7} {:<11} {:>10} {:>7} {:>8}\n",
         "index",
         "username",
         "pid",
@@ -152,7 +152,9 @@ pub fn render_table(h: &Value) -> String {
         "updates",
         "errors",
         "last poll",
-        "rss"
+        "rss",
+        "inbox",
+        "oldest"
     ));
     let empty = vec![];
     for w in h["workers"].as_array().unwrap_or(&empty) {
@@ -167,7 +169,7 @@ pub fn render_table(h: &Value) -> String {
             state.push('!');
         }
         out.push_str(&format!(
-            "{:<5} {:<26} {:<8} {:<9} {:<8} {:>8} {:>8} {:>7} {:<11} {:>10}\n",
+            "{:<5} {:<26} {:<8} {:<9} {:<8} {:>8} {:>8} {:>7} {:<11} {:>10} {:>7} {:>8}\n",
             w["index"].as_u64().unwrap_or(0),
             username,
             pid,
@@ -180,6 +182,8 @@ pub fn render_table(h: &Value) -> String {
             w["rss_bytes"]
                 .as_u64()
                 .map_or_else(|| "-".into(), human_bytes),
+            w["inbox_depth"].as_u64().unwrap_or(0),
+            cell_secs(&w["oldest_pending_age"]),
         ));
         if let Some(reason) = w["reason"].as_str() {
             out.push_str(&format!("      ↳ bot-{}: {reason}\n", w["index"]));
@@ -187,6 +191,12 @@ pub fn render_table(h: &Value) -> String {
         if let Some(n) = w["memory_restarts"].as_u64().filter(|n| *n > 0) {
             out.push_str(&format!(
                 "      ↳ bot-{}: {n} of its restarts for WORKER_MAX_RSS_MB\n",
+                w["index"]
+            ));
+        }
+        if let Some(why) = w["fetch_paused"].as_str() {
+            out.push_str(&format!(
+                "      ↳ bot-{}: fetching paused: {why}\n",
                 w["index"]
             ));
         }

@@ -358,6 +358,160 @@ impl Drop for RawTerminal {
     }
 }
 
+/// Makes this process non-dumpable (Linux): its /proc/PID/environ, mem,
+/// fd and the like become readable by root only, so a handler running as
+/// the same user cannot read what the process holds. A no-op elsewhere.
+pub fn set_not_dumpable() -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl(PR_SET_DUMPABLE, 0) reads only its integer arguments.
+        check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong) })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Ok(())
+    }
+}
+
+/// Makes this process the reaper of its orphaned descendants (Linux), so
+/// a process a handler left behind is reparented here and reaped, not
+/// left to an init that may not reap (botfleet as PID 1 in a container).
+pub fn become_subreaper() -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) reads only its integer arguments.
+        check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Ok(())
+    }
+}
+
+/// Reaps one exited child other than those in `known` without blocking:
+/// Some(pid) when one was reaped. Uses waitid(WNOWAIT) to look first, so
+/// a child that `std::process::Child` owns is never reaped behind its back.
+pub fn reap_orphan(known: &dyn Fn(u32) -> bool) -> Option<u32> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a zeroed siginfo_t is a valid value; waitid writes into it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid with WNOHANG|WNOWAIT only inspects; `info` is a
+        // valid, exclusively borrowed siginfo_t.
+        let ret = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if ret != 0 {
+            return None;
+        }
+        // SAFETY: after a successful waitid the si_pid field is set (0 when
+        // no child has exited).
+        let pid = unsafe { info.si_pid() } as u32;
+        if pid == 0 || known(pid) {
+            return None;
+        }
+        let mut status = 0;
+        // SAFETY: waitpid on a pid that is our exited child; `status` is a
+        // valid out parameter.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+        (r == pid as libc::pid_t).then_some(pid)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = known;
+        None
+    }
+}
+
+/// The uid, gid and supplementary groups of `user` (a name or a numeric
+/// uid), from the password and group databases.
+pub fn lookup_user(user: &str) -> io::Result<(u32, u32)> {
+    let c = std::ffi::CString::new(user)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the user name"))?;
+    // SAFETY: getpwnam reads the NUL-terminated name and returns a pointer
+    // to static storage or null; we copy the two integers out at once and
+    // call it from one thread at start-up only.
+    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+    if !pw.is_null() {
+        // SAFETY: `pw` is non-null and points to a valid passwd struct.
+        return Ok(unsafe { ((*pw).pw_uid, (*pw).pw_gid) });
+    }
+    match user.parse::<u32>() {
+        Ok(uid) => Ok((uid, uid)),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no such user: {user}"),
+        )),
+    }
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail and takes no arguments.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Makes the child started by `cmd` drop to `uid`/`gid` (no supplementary
+/// groups) before it runs; the caller checks that we are root.
+pub fn run_as(cmd: &mut std::process::Command, uid: u32, gid: u32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and makes only the
+    // async-signal-safe calls setgroups, setgid and setuid; it allocates
+    // nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid as libc::gid_t) != 0
+                || libc::setuid(uid as libc::uid_t) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Makes a root child started by `cmd` drop every capability from its
+/// bounding set except none (Linux), so a handler run as root without
+/// HANDLER_USER cannot read /proc of non-dumpable botfleet processes
+/// (that needs CAP_SYS_PTRACE) or override file permissions.
+pub fn drop_capabilities(cmd: &mut std::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs between fork and exec and makes only
+        // prctl and capset-free syscalls (prctl is async-signal-safe); it
+        // allocates nothing and touches no lock. Dropping from the bounding
+        // set and clearing ambient caps, then setting SECBIT_NOROOT makes
+        // exec grant no capabilities to uid 0.
+        unsafe {
+            cmd.pre_exec(|| {
+                for cap in 0..=63 {
+                    // EINVAL past the last capability the kernel knows.
+                    if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) != 0 {
+                        break;
+                    }
+                }
+                // SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP(_LOCKED)
+                let bits: libc::c_ulong = 0x1 | 0x2 | 0x4 | 0x8;
+                if libc::prctl(libc::PR_SET_SECUREBITS, bits) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = cmd;
+    }
+}
+
 /// Whether the peer of a connected socket has closed its end (EOF or a
 /// reset pending): the sandbox asks this of a waiting long poll.
 pub fn peer_closed(fd: std::os::fd::RawFd) -> bool {

@@ -726,3 +726,40 @@ fn wrong_answers_are_transient_and_bounded() {
     }
     assert_eq!(client.get_me().expect("healthy again").id, 8101);
 }
+
+#[test]
+fn call_with_files_sends_fields_as_text_and_json_and_the_file_byte_for_byte() {
+    let sb = SandboxProc::start();
+    let bot_id = 5_100_015;
+    let client = bot(&sb, bot_id);
+    sb.add_chat(bot_id, USER);
+    let dir = common::temp_dir();
+    let path = dir.join("chart.bin");
+    let bytes = pseudo_random_bytes(200_000 + 3, 15);
+    std::fs::write(&path, &bytes).expect("write upload");
+    let params = json!({"chat_id": USER, "caption": "the chart"});
+    let params = params.as_object().expect("an object");
+    let result = client
+        .call_with_files(
+            "sendDocument",
+            params,
+            &[("document".into(), path.clone(), "chart.bin".into())],
+        )
+        .expect("sendDocument with a file part");
+    let message_id = result["message_id"].as_i64().expect("a message id");
+    let sent = sb.sent(bot_id);
+    let doc = sent
+        .iter()
+        .find(|m| m["message_id"].as_i64() == Some(message_id))
+        .unwrap_or_else(|| panic!("message {message_id} not in {sent:?}"));
+    assert_eq!(doc["chat_id"].as_i64(), Some(USER));
+    assert_eq!(doc["file_name"], "chart.bin");
+    let uploaded = sb.file_bytes(doc["file_id"].as_str().expect("file_id"));
+    assert_eq!(common::sha256_hex(&uploaded), common::sha256_hex(&bytes));
+
+    // Without files it is a JSON call; an error comes back classified.
+    let r = client.call_with_files("sendMessage", &serde_json::Map::new(), &[]);
+    assert!(matches!(r, Err(ApiError::BadRequest { .. })), "{r:?}");
+    let err = format!("{:?}", r.err());
+    assert!(!err.contains("TestSecret"), "{err}");
+}

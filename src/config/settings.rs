@@ -16,6 +16,45 @@ use super::words::{shell_operator, split_words};
 /// The default Bot API base.
 pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
 
+/// ALLOWED_UPDATES by default: the update types botfleet handles.
+pub const DEFAULT_ALLOWED_UPDATES: &[&str] = &[
+    "message",
+    "edited_message",
+    "channel_post",
+    "edited_channel_post",
+    "callback_query",
+    "inline_query",
+    "chosen_inline_result",
+    "my_chat_member",
+];
+
+/// Every update type the Bot API knows (ALLOWED_UPDATES may name these).
+const UPDATE_TYPES: &[&str] = &[
+    "message",
+    "edited_message",
+    "channel_post",
+    "edited_channel_post",
+    "business_connection",
+    "business_message",
+    "edited_business_message",
+    "deleted_business_messages",
+    "message_reaction",
+    "message_reaction_count",
+    "inline_query",
+    "chosen_inline_result",
+    "callback_query",
+    "shipping_query",
+    "pre_checkout_query",
+    "purchased_paid_media",
+    "poll",
+    "poll_answer",
+    "my_chat_member",
+    "chat_member",
+    "chat_join_request",
+    "chat_boost",
+    "removed_chat_boost",
+];
+
 /// Every setting except the tokens, typed. `Debug` hides HEALTH_AUTH_TOKEN.
 #[derive(Clone, PartialEq)]
 pub struct Settings {
@@ -48,6 +87,11 @@ pub struct Settings {
     pub handler_timeout: Duration,
     /// HANDLER_CONCURRENCY: handler runs at once per worker, at least 1.
     pub handler_concurrency: usize,
+    /// BOT_HANDLER_MODE=persistent: one long-lived protocol-1 handler per
+    /// worker instead of one run per update (`exec`, the default).
+    pub handler_persistent: bool,
+    /// HANDLER_USER: when botfleet runs as root, the user handlers run as.
+    pub handler_user: Option<String>,
     /// PORT of the health server.
     pub port: u16,
     /// HEALTH_BIND: the address the health server listens on.
@@ -60,6 +104,13 @@ pub struct Settings {
     pub send_rate_per_chat: f64,
     /// SEND_RATE_PER_BOT: messages a second from one bot; 0 = unpaced.
     pub send_rate_per_bot: f64,
+    /// SEND_RATE_PER_GROUP: messages a second to one group or channel
+    /// (Telegram allows about 20 a minute); 0 = unpaced.
+    pub send_rate_per_group: f64,
+    /// INBOX_MAX_UPDATES: updates not done at which a worker stops fetching.
+    pub inbox_max_updates: u64,
+    /// ALLOWED_UPDATES: the update types asked of Telegram.
+    pub allowed_updates: Vec<String>,
     /// SHUTDOWN_TIMEOUT: SIGTERM to SIGKILL grace for workers.
     pub shutdown_timeout: Duration,
     /// RESTART_DELAY: the first backoff delay.
@@ -118,12 +169,20 @@ impl Default for Settings {
             handler: None,
             handler_timeout: Duration::from_secs(30),
             handler_concurrency: 4,
+            handler_persistent: false,
+            handler_user: None,
             port: 8001,
             health_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             health_auth_token: None,
             poll_timeout_secs: 30,
             send_rate_per_chat: 1.0,
             send_rate_per_bot: 30.0,
+            send_rate_per_group: 0.33,
+            inbox_max_updates: 100_000,
+            allowed_updates: DEFAULT_ALLOWED_UPDATES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             shutdown_timeout: Duration::from_millis(10_000),
             restart_delay: Duration::from_millis(5000),
             restart_max_delay: Duration::from_millis(300_000),
@@ -160,6 +219,8 @@ impl fmt::Debug for Settings {
             .field("handler", &self.handler)
             .field("handler_timeout", &self.handler_timeout)
             .field("handler_concurrency", &self.handler_concurrency)
+            .field("handler_persistent", &self.handler_persistent)
+            .field("handler_user", &self.handler_user)
             .field("port", &self.port)
             .field("health_bind", &self.health_bind)
             .field(
@@ -169,6 +230,9 @@ impl fmt::Debug for Settings {
             .field("poll_timeout_secs", &self.poll_timeout_secs)
             .field("send_rate_per_chat", &self.send_rate_per_chat)
             .field("send_rate_per_bot", &self.send_rate_per_bot)
+            .field("send_rate_per_group", &self.send_rate_per_group)
+            .field("inbox_max_updates", &self.inbox_max_updates)
+            .field("allowed_updates", &self.allowed_updates)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("restart_delay", &self.restart_delay)
             .field("restart_max_delay", &self.restart_max_delay)
@@ -272,12 +336,35 @@ pub(crate) fn parse(lookup: &LocatedLookup<'_>) -> (Settings, Vec<Problem>, Vec<
     ));
     let handler_concurrency =
         p.integer("HANDLER_CONCURRENCY", d.handler_concurrency as u64, 1, 1024) as usize;
+    let handler_persistent = match p.raw("BOT_HANDLER_MODE") {
+        None => d.handler_persistent,
+        Some((v, location)) => match v.to_ascii_lowercase().as_str() {
+            "exec" => false,
+            "persistent" => true,
+            _ => {
+                let message = format!("{v:?} is not a handler mode (exec or persistent)");
+                p.fail("BOT_HANDLER_MODE", location, message);
+                d.handler_persistent
+            }
+        },
+    };
+    let handler_user = p
+        .raw("HANDLER_USER")
+        .map(|(v, _)| v.trim().to_string())
+        .filter(|v| !v.is_empty());
     let port = p.port("PORT").unwrap_or(d.port);
     let health_bind = p.ip("HEALTH_BIND").unwrap_or(d.health_bind);
     let health_auth_token = p.auth_token("HEALTH_AUTH_TOKEN");
     let poll_timeout_secs = p.integer("POLL_TIMEOUT_SECS", d.poll_timeout_secs, 0, 50);
     let send_rate_per_chat = p.rate("SEND_RATE_PER_CHAT").unwrap_or(d.send_rate_per_chat);
     let send_rate_per_bot = p.rate("SEND_RATE_PER_BOT").unwrap_or(d.send_rate_per_bot);
+    let send_rate_per_group = p
+        .rate("SEND_RATE_PER_GROUP")
+        .unwrap_or(d.send_rate_per_group);
+    let inbox_max_updates = p.integer("INBOX_MAX_UPDATES", d.inbox_max_updates, 1, 100_000_000);
+    let allowed_updates = p
+        .update_types("ALLOWED_UPDATES")
+        .unwrap_or(d.allowed_updates);
     let shutdown_timeout = p.millis("SHUTDOWN_TIMEOUT", d.shutdown_timeout);
     let restart_delay = p.millis("RESTART_DELAY", d.restart_delay);
     let mut restart_max_delay = p.millis("RESTART_MAX_DELAY", d.restart_max_delay);
@@ -346,12 +433,17 @@ pub(crate) fn parse(lookup: &LocatedLookup<'_>) -> (Settings, Vec<Problem>, Vec<
         handler,
         handler_timeout,
         handler_concurrency,
+        handler_persistent,
+        handler_user,
         port,
         health_bind,
         health_auth_token,
         poll_timeout_secs,
         send_rate_per_chat,
         send_rate_per_bot,
+        send_rate_per_group,
+        inbox_max_updates,
+        allowed_updates,
         shutdown_timeout,
         restart_delay,
         restart_max_delay,
@@ -585,6 +677,26 @@ impl Parser<'_, '_> {
                 None
             }
         }
+    }
+
+    /// A comma-separated list of update types the Bot API knows.
+    fn update_types(&mut self, key: &str) -> Option<Vec<String>> {
+        let (value, location) = self.raw(key)?;
+        let mut types: Vec<String> = Vec::new();
+        for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            if !UPDATE_TYPES.contains(&word) {
+                let message = format!(
+                    "{} is not an update type of the Bot API (for example: message, callback_query)",
+                    shown(key, word)
+                );
+                self.fail(key, location, message);
+                return None;
+            }
+            if !types.iter().any(|t| t == word) {
+                types.push(word.to_string());
+            }
+        }
+        Some(types)
     }
 
     fn rate(&mut self, key: &str) -> Option<f64> {

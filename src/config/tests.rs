@@ -189,6 +189,7 @@ fn every_bad_value_is_reported_with_its_line() {
         ("BOT_HANDLER=\"python3 'x\"", "BOT_HANDLER: cannot split into words: unterminated ' quote"),
         ("HANDLER_TIMEOUT_SECS=0", "HANDLER_TIMEOUT_SECS: \"0\" is out of range (1-86400)"),
         ("HANDLER_CONCURRENCY=0", "HANDLER_CONCURRENCY: \"0\" is out of range (1-1024)"),
+        ("BOT_HANDLER_MODE=fork", "BOT_HANDLER_MODE: \"fork\" is not a handler mode (exec or persistent)"),
         ("PORT=abc", "PORT: \"abc\" is not a port (1-65535)"),
         ("PORT=0", "PORT: \"0\" is not a port (1-65535)"),
         ("PORT=65536", "PORT: \"65536\" is not a port (1-65535)"),

@@ -208,6 +208,63 @@ pub fn render(
     }
 
     f.header(
+        "botfleet_worker_inbox_depth",
+        "gauge",
+        "Updates in the worker's inbox not done yet.",
+    );
+    for w in &view.workers {
+        f.sample(
+            "botfleet_worker_inbox_depth",
+            &bot(w),
+            w.counters.inbox_depth as f64,
+        );
+    }
+
+    f.header(
+        "botfleet_worker_oldest_pending_timestamp_seconds",
+        "gauge",
+        "Unix time the oldest update not done was fetched (0: none pending).",
+    );
+    for w in &view.workers {
+        let t = w
+            .counters
+            .oldest_pending_ms
+            .map_or(0.0, |ms| ms as f64 / 1000.0);
+        f.sample(
+            "botfleet_worker_oldest_pending_timestamp_seconds",
+            &bot(w),
+            t,
+        );
+    }
+
+    f.header(
+        "botfleet_worker_inbox_journal_bytes",
+        "gauge",
+        "Size of the worker's inbox journal.",
+    );
+    for w in &view.workers {
+        f.sample(
+            "botfleet_worker_inbox_journal_bytes",
+            &bot(w),
+            w.counters.journal_bytes as f64,
+        );
+    }
+
+    f.header(
+        "botfleet_worker_fetch_paused",
+        "gauge",
+        "1 while the worker does not fetch (inbox at its cap, disk full).",
+    );
+    for w in &view.workers {
+        let paused = if w.counters.fetch_paused.is_some() {
+            1.0
+        } else {
+            0.0
+        };
+        f.sample("botfleet_worker_fetch_paused", &bot(w), paused);
+    }
+
+    f.header(
         "botfleet_worker_resident_memory_bytes",
         "gauge",
         "Resident memory of the worker process (absent while it has none).",

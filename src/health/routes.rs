@@ -261,8 +261,6 @@ pub fn worker_health(
         .last_poll_ok_ms
         .or(w.running_since.map(ms_of))
         .or(started.map(ms_of));
-    // (The inbox's oldest_pending_age joins this verdict when the worker
-    // reports it: a stuck inbox is unhealthy like a stalled poll.)
     match ago(now, reference) {
         // Another host's poller or a webhook (409) is not something a
         // restart of botfleet can fix either: it degrades, like `failed`.
@@ -279,7 +277,17 @@ pub fn worker_health(
             }
             WorkerHealth::Unhealthy(why)
         }
-        _ => WorkerHealth::Ok,
+        // A stuck inbox is unhealthy like a stalled poll.
+        _ => match ago(now, w.counters.oldest_pending_ms) {
+            Some(secs) if secs > threshold.as_secs_f64() => {
+                WorkerHealth::Unhealthy(format!(
+                    "the oldest update not done is {} s old ({} in the inbox)",
+                    secs.round() as u64,
+                    w.counters.inbox_depth
+                ))
+            }
+            _ => WorkerHealth::Ok,
+        },
     }
 }
 
@@ -335,6 +343,10 @@ pub fn health_json(
             "last_poll_ago": ago(now, w.counters.last_poll_ok_ms).map(round3),
             "last_update_ago": ago(now, w.counters.last_update_ms).map(round3),
             "rss_bytes": w.pid.and_then(rss),
+            "inbox_depth": w.counters.inbox_depth,
+            "oldest_pending_age": ago(now, w.counters.oldest_pending_ms).map(round3),
+            "journal_bytes": w.counters.journal_bytes,
+            "fetch_paused": w.counters.fetch_paused,
         }));
     }
     let loop_stuck = view
@@ -461,5 +473,36 @@ mod tests {
         assert_eq!(verdict.overall, Overall::Stopping);
         assert_eq!(body["status"].as_str(), Some("stopping"));
         assert!(!body.to_string().contains("tok"), "no token in /health");
+    }
+
+    #[test]
+    fn an_old_update_not_done_makes_a_polling_worker_unhealthy() {
+        let now = SystemTime::now();
+        let live = Live {
+            auth_token: None,
+            unhealthy_threshold: Duration::from_secs(10),
+        };
+        let mut w = worker("ready", Some(ms_of(now) - 1000));
+        w.counters.inbox_depth = 12;
+        w.counters.oldest_pending_ms = Some(ms_of(now) - 5000);
+        w.counters.fetch_paused = Some("the inbox holds 12 updates".into());
+        let mut view = FleetView {
+            started: Some(now),
+            workers: vec![w],
+            ..FleetView::default()
+        };
+        let rss = |_: u32| None;
+        let (verdict, body) = health_json(&view, &live, now, &rss);
+        assert_eq!(verdict.overall, Overall::Healthy);
+        let w = &body["workers"][0];
+        assert_eq!(w["inbox_depth"], 12);
+        assert_eq!(w["oldest_pending_age"], 5.0);
+        assert_eq!(w["fetch_paused"], "the inbox holds 12 updates");
+        view.workers[0].counters.oldest_pending_ms = Some(ms_of(now) - 20_000);
+        let (verdict, body) = health_json(&view, &live, now, &rss);
+        assert_eq!(verdict.overall, Overall::Unhealthy);
+        assert!(!verdict.live(), "a stuck inbox fails the liveness probe");
+        let reason = body["workers"][0]["reason"].as_str().unwrap_or("");
+        assert!(reason.contains("oldest update not done"), "{reason}");
     }
 }

@@ -125,6 +125,36 @@ impl Jitter {
     }
 }
 
+/// Process variables a worker never gets from the supervisor's own
+/// environment: settings (they come from the config, which falls back to
+/// the environment itself; the token keys and HEALTH_AUTH_TOKEN never pass
+/// `worker_env`), a worker's own names, and systemd's.
+const NOT_HANDED: &[&str] = &[
+    "BOT_TOKEN",
+    "BOT_INDEX",
+    "BOTFLEET_PARENT_PID",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+];
+
+/// The whole environment a worker (and its handlers) gets, sent in START
+/// and SETTINGS: the supervisor's process environment without settings and
+/// secrets, overlaid with the config's worker keys. A key removed from
+/// `.env` is gone from the next SETTINGS (unless the process environment
+/// itself has it, which is the documented fallback).
+pub fn handed_env(config: &Config) -> Vec<(String, String)> {
+    let mut env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| {
+            !NOT_HANDED.contains(&k.as_str()) && !crate::config::KNOWN_KEYS.contains(&k.as_str())
+        })
+        .collect();
+    env.extend(config.worker_env());
+    env.into_iter().collect()
+}
+
 pub fn policy_of(config: &Config) -> Policy {
     let s = &config.settings;
     Policy {
@@ -260,6 +290,12 @@ impl Supervisor {
 
     /// Runs until the fleet has stopped. Returns the process exit code.
     pub fn run(mut self) -> i32 {
+        // The supervisor holds every token (and may have them in its own
+        // environment): nothing of it is readable through /proc by a
+        // handler running as the same user.
+        if let Err(e) = sys::set_not_dumpable() {
+            log::warn!("Cannot make the supervisor non-dumpable: {e}");
+        }
         log::info!(
             "Starting botfleet v{}: {} bot worker(s), config {}",
             env!("CARGO_PKG_VERSION"),
@@ -920,7 +956,7 @@ impl Supervisor {
             .collect();
         if !due.is_empty() {
             let msg = ParentMsg::Settings {
-                env: self.config.worker_env(),
+                env: handed_env(&self.config),
                 version: self.settings_version.clone(),
             };
             for id in due {
@@ -1114,20 +1150,23 @@ impl Supervisor {
     fn spawn(&mut self, bot_id: u64) -> std::io::Result<u32> {
         use std::os::unix::process::CommandExt;
         let parent_pid = std::process::id().to_string();
-        let worker_env = self.config.worker_env();
-        let settings_keys: Vec<&str> = worker_env.iter().map(|(k, _)| k.as_str()).collect();
-        let settings_keys = settings_keys.join(",");
+        let env = handed_env(&self.config);
         let Some(slot) = self.slots.get_mut(&bot_id) else {
             return Err(std::io::Error::other("no such worker"));
         };
+        // The token and the settings go over stdin (START), never through
+        // an environment a handler could read in /proc; the worker's own
+        // environment is only what names it in logs.
+        let start = ParentMsg::Start {
+            token: slot.token.clone(),
+            env,
+        };
         let mut cmd = Command::new(&self.exe);
         cmd.arg("worker")
-            .env_remove("TELEGRAM_BOT_TOKENS")
-            .env_remove("TELEGRAM_BOT_TOKEN")
-            .env_remove("HEALTH_AUTH_TOKEN")
-            .envs(worker_env.iter().map(|(k, v)| (k, v)))
-            .env(crate::ipc::SETTINGS_KEYS_ENV, settings_keys)
-            .env("BOT_TOKEN", slot.token.expose())
+            .arg("--state-dir")
+            .arg(&self.config.settings.state_dir)
+            .env_clear()
+            .envs(std::env::var("RUST_LOG").map(|v| ("RUST_LOG", v)))
             .env("BOT_INDEX", slot.index.to_string())
             .env("BOTFLEET_PARENT_PID", parent_pid)
             .stdin(Stdio::piped())
@@ -1138,12 +1177,19 @@ impl Supervisor {
             .process_group(0);
         let mut child = cmd.spawn()?;
         let pid = child.id();
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             // Both were asked for as pipes; without them the worker is useless.
             let _kill = child.kill();
             let _reap = child.wait();
             return Err(std::io::Error::other("worker pipes missing"));
         };
+        // Written while the pipe is still blocking: the first line, before
+        // anything else can be queued for this worker.
+        if let Err(e) = std::io::Write::write_all(&mut stdin, start.encode().as_bytes()) {
+            let _kill = child.kill();
+            let _reap = child.wait();
+            return Err(e);
+        }
         {
             use std::os::fd::AsRawFd;
             sys::set_nonblocking(stdin.as_raw_fd())?;

@@ -3,7 +3,8 @@
 //! into `Event::WorkerExited`. One thread instead of one per worker keeps
 //! the supervisor small with a hundred bots. It owns the `Child` handles and
 //! must never block on one worker: pipes are non-blocking, and a child that
-//! closed its stdout but has not exited yet is checked again shortly.
+//! closed its stdout but has not exited yet is checked again shortly. As
+//! PID 1 it also reaps every orphan reparented to it, at least once a second.
 
 use super::Event;
 use crate::ipc::WorkerMsg;
@@ -116,6 +117,7 @@ fn run(rx: &Receiver<Watched>, wake: &UnixStream, events: &Sender<Event>) {
     let mut entries: Vec<Entry> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     let mut open = true;
+    let pid_one = std::process::id() == 1;
     loop {
         // New children.
         loop {
@@ -173,13 +175,25 @@ fn run(rx: &Receiver<Watched>, wake: &UnixStream, events: &Sender<Event>) {
         if !open && entries.is_empty() {
             return;
         }
+        // As PID 1 (a container) every orphan of the container is ours to
+        // reap, a handler's leftovers included; our workers are reaped above.
+        if pid_one {
+            let known = |pid: u32| entries.iter().any(|e| e.w.child.id() == pid);
+            while let Some(pid) = sys::reap_orphan(&known) {
+                log::debug!("Reaped orphan process {pid}");
+            }
+        }
         let mut fds = vec![wake.as_raw_fd()];
         let live: Vec<usize> = (0..entries.len()).filter(|i| !entries[*i].eof).collect();
         fds.extend(live.iter().map(|i| entries[*i].w.stdout.as_raw_fd()));
         // Wait for input; while a closed child is still exiting, look again
         // every 20 ms to reap it.
         let exiting = entries.iter().any(|e| e.eof);
-        let timeout = if exiting { 20 } else { -1 };
+        let timeout = match (exiting, pid_one) {
+            (true, _) => 20,
+            (false, true) => 1000,
+            (false, false) => -1,
+        };
         let ready = match sys::poll_readable(&fds, timeout) {
             Ok(r) => r,
             Err(err) => {

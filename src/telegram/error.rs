@@ -70,6 +70,19 @@ impl ApiError {
         }
     }
 
+    /// The Bot API's error code for this failure (the HTTP status; 429 for
+    /// flood control, 409 for a conflict), for handing back to a handler:
+    /// 502 for a transient failure, 400 for a local file.
+    pub fn error_code(&self) -> u16 {
+        match self {
+            ApiError::TokenRejected { status, .. } | ApiError::BadRequest { status, .. } => *status,
+            ApiError::Conflict { .. } => 409,
+            ApiError::RateLimited { .. } => 429,
+            ApiError::Transient { .. } => 502,
+            ApiError::Local { .. } => 400,
+        }
+    }
+
     /// The Bot API method the error belongs to (`None` for `Local`).
     pub fn method(&self) -> Option<&str> {
         match self {

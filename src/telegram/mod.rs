@@ -182,10 +182,26 @@ impl Client {
         offset: Option<i64>,
         timeout_secs: u64,
     ) -> Result<Vec<Value>, ApiError> {
+        self.get_updates_with(offset, timeout_secs, UPDATES_LIMIT as usize, None)
+    }
+
+    /// getUpdates with a `limit` (1..=100) and, when given, an explicit
+    /// `allowed_updates` list.
+    pub fn get_updates_with(
+        &self,
+        offset: Option<i64>,
+        timeout_secs: u64,
+        limit: usize,
+        allowed_updates: Option<&[String]>,
+    ) -> Result<Vec<Value>, ApiError> {
         let method = "getUpdates";
-        let mut params = json!({ "timeout": timeout_secs, "limit": UPDATES_LIMIT });
+        let limit = limit.clamp(1, UPDATES_LIMIT as usize);
+        let mut params = json!({ "timeout": timeout_secs, "limit": limit });
         if let Some(offset) = offset {
             params["offset"] = json!(offset);
+        }
+        if let Some(allowed) = allowed_updates {
+            params["allowed_updates"] = json!(allowed);
         }
         // A caller may poll longer than the timeout the client was made for.
         let timeout = self
@@ -395,6 +411,72 @@ impl Client {
     pub fn call(&self, method: &str, params: &Value) -> Result<Value, ApiError> {
         let body = serde_json::to_vec(params).unwrap_or_default();
         self.call_json(method, body, self.base_timeout)
+    }
+
+    /// Any method with files: `params` as form fields (strings as they
+    /// are, other values as JSON) and each `(field, path, file name)` as a
+    /// file part streamed from disk. Returns `result`. Without files it is
+    /// [`Client::call`].
+    pub fn call_with_files(
+        &self,
+        method: &str,
+        params: &serde_json::Map<String, Value>,
+        files: &[(String, PathBuf, String)],
+    ) -> Result<Value, ApiError> {
+        let Some(((first_field, first_path, first_name), rest)) = files.split_first() else {
+            return self.call(method, &Value::Object(params.clone()));
+        };
+        let texts: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => (k.clone(), s.clone()),
+                other => (k.clone(), other.to_string()),
+            })
+            .collect();
+        let fields: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let boundary = multipart::boundary();
+        let mut reader: Box<dyn Read + Send> = Box::new(io::empty());
+        let mut length = 0u64;
+        for (i, (field, path, name)) in std::iter::once((first_field, first_path, first_name))
+            .chain(rest.iter().map(|(f, p, n)| (f, p, n)))
+            .enumerate()
+        {
+            let local = |what: &str, source: io::Error| ApiError::Local {
+                what: format!("{what} {}", path.display()),
+                source,
+            };
+            let file = File::open(path).map_err(|e| local("cannot open upload", e))?;
+            let meta = file
+                .metadata()
+                .map_err(|e| local("cannot stat upload", e))?;
+            if !meta.is_file() {
+                let source = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+                return Err(local("cannot upload", source));
+            }
+            let head = if i == 0 {
+                multipart::preamble(&boundary, &fields, field, name)
+            } else {
+                multipart::next_file(&boundary, field, name)
+            };
+            length += head.len() as u64 + meta.len();
+            reader = Box::new(
+                reader
+                    .chain(io::Cursor::new(head))
+                    .chain(file.take(meta.len())),
+            );
+        }
+        let trailer = multipart::trailer(&boundary);
+        length += trailer.len() as u64;
+        let payload = Payload::Stream {
+            content_type: multipart::content_type(&boundary),
+            length,
+            reader: Box::new(reader.chain(io::Cursor::new(trailer))),
+        };
+        let response = self.execute(Target::Method(method), payload, FILE_TRANSFER_TIMEOUT);
+        self.read_reply(method, response)
     }
 
     fn call_json(&self, method: &str, body: Vec<u8>, timeout: Duration) -> Result<Value, ApiError> {

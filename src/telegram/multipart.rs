@@ -67,6 +67,14 @@ pub(crate) fn preamble(
     out.into_bytes()
 }
 
+/// The headers of one more file part, after a file that is already in the
+/// body: ends the previous part, then opens this one.
+pub(crate) fn next_file(boundary: &str, file_field: &str, file_name: &str) -> Vec<u8> {
+    let mut out = b"\r\n".to_vec();
+    out.extend(preamble(boundary, &[], file_field, file_name));
+    out
+}
+
 /// The bytes after the file: the end of its part and the closing boundary.
 pub(crate) fn trailer(boundary: &str) -> Vec<u8> {
     format!("\r\n--{boundary}--\r\n").into_bytes()

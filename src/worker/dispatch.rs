@@ -1,7 +1,10 @@
-//! A pool of HANDLER_CONCURRENCY threads that runs jobs in parallel across
-//! chats and one at a time within a chat, so a chat's replies keep their
-//! order while a slow chat does not hold up the others. It must never run
-//! two jobs of one chat at once.
+//! The fair scheduler: one queue of jobs (updates) per chat, chats served
+//! round-robin by up to HANDLER_CONCURRENCY threads, one update at a time
+//! per chat. A chat stays busy from the start of its job until its update
+//! is done (`release`, called when the update's last ticket drops), so a
+//! reply waiting for its pacing turn holds back its own chat only: the
+//! thread is free as soon as the job returns. It must never run two jobs of
+//! one chat at once, nor start a job once stopped.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
@@ -15,9 +18,12 @@ const IDLE_EXIT: Duration = Duration::from_secs(60);
 
 struct Sched {
     queues: HashMap<i64, VecDeque<Job>>,
-    /// Chats with a job queued and none running, in arrival order.
+    /// Chats with a job queued and none in hand, in round-robin order.
     ready: VecDeque<i64>,
+    /// Chats with an update in hand (running, or waiting for its replies).
     active: HashSet<i64>,
+    /// No job starts any more (shutdown).
+    stopped: bool,
     threads: usize,
     /// Threads waiting for work.
     idle: usize,
@@ -31,6 +37,7 @@ impl Default for Sched {
             queues: HashMap::new(),
             ready: VecDeque::new(),
             active: HashSet::new(),
+            stopped: false,
             threads: 0,
             idle: 0,
             wanted: 1,
@@ -43,6 +50,8 @@ impl Default for Sched {
 #[derive(Clone)]
 pub struct Pool {
     inner: Arc<(Mutex<Sched>, Condvar)>,
+    /// Signalled whenever a chat's update is done.
+    released: Arc<Condvar>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -71,6 +80,7 @@ impl Pool {
         };
         let pool = Pool {
             inner: Arc::new((Mutex::new(sched), Condvar::new())),
+            released: Arc::new(Condvar::new()),
         };
         pool.resize(threads);
         pool
@@ -86,6 +96,51 @@ impl Pool {
         self.inner.1.notify_all();
     }
 
+    /// The chat's update in hand is done: its next job may start.
+    pub fn release(&self, chat_id: i64) {
+        let mut s = lock(&self.inner.0);
+        s.active.remove(&chat_id);
+        if s.queues.get(&chat_id).is_some_and(|q| !q.is_empty()) {
+            s.ready.push_back(chat_id);
+            if s.idle == 0 && s.threads < s.wanted && !s.stopped {
+                grow(&self.inner, &mut s);
+            }
+            self.inner.1.notify_one();
+        } else {
+            s.queues.remove(&chat_id);
+        }
+        drop(s);
+        self.released.notify_all();
+    }
+
+    /// Starts no more jobs (what is queued stays queued).
+    pub fn stop(&self) {
+        lock(&self.inner.0).stopped = true;
+        self.inner.1.notify_all();
+    }
+
+    /// Chats with an update in hand.
+    pub fn in_hand(&self) -> usize {
+        lock(&self.inner.0).active.len()
+    }
+
+    /// Jobs queued and not started.
+    pub fn queued(&self) -> usize {
+        lock(&self.inner.0).queues.values().map(VecDeque::len).sum()
+    }
+
+    /// Waits until no update is in hand, or `timeout`; true when none is.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let s = lock(&self.inner.0);
+        let result = self
+            .released
+            .wait_timeout_while(s, timeout, |s| !s.active.is_empty());
+        match result {
+            Ok((s, _)) => s.active.is_empty(),
+            Err(p) => p.into_inner().0.active.is_empty(),
+        }
+    }
+
     /// Queues a job for a chat.
     pub fn submit(&self, chat_id: i64, job: impl FnOnce() + Send + 'static) {
         let mut s = lock(&self.inner.0);
@@ -95,7 +150,7 @@ impl Pool {
         if first && !s.active.contains(&chat_id) {
             s.ready.push_back(chat_id);
         }
-        if s.idle == 0 && s.threads < s.wanted {
+        if s.idle == 0 && s.threads < s.wanted && !s.stopped {
             grow(&self.inner, &mut s);
         }
         drop(s);
@@ -131,7 +186,8 @@ fn work(inner: &Arc<(Mutex<Sched>, Condvar)>) {
             s.threads -= 1;
             return;
         }
-        let Some(chat) = s.ready.pop_front() else {
+        let next = if s.stopped { None } else { s.ready.pop_front() };
+        let Some(chat) = next else {
             s.idle += 1;
             let idle_exit = s.idle_exit;
             let timed_out;
@@ -166,14 +222,8 @@ fn work(inner: &Arc<(Mutex<Sched>, Condvar)>) {
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
             log::error!("a job for chat {chat} panicked; it was skipped");
         }
+        // The chat stays in hand until its update is done (`release`).
         s = lock(m);
-        s.active.remove(&chat);
-        if s.queues.get(&chat).is_some_and(|q| !q.is_empty()) {
-            s.ready.push_back(chat);
-            cv.notify_one();
-        } else {
-            s.queues.remove(&chat);
-        }
     }
 }
 
@@ -182,6 +232,79 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
+
+    /// Submits a job whose update is done when it returns.
+    fn run_done(pool: &Pool, chat: i64, job: impl FnOnce() + Send + 'static) {
+        let p = pool.clone();
+        pool.submit(chat, move || {
+            job();
+            p.release(chat);
+        });
+    }
+
+    #[test]
+    fn a_busy_chat_delays_another_by_one_slot_at_most() {
+        let pool = Pool::new(1);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let done = Arc::new(AtomicUsize::new(0));
+        let submit = |chat: i64, n: usize| {
+            let (log, done) = (log.clone(), done.clone());
+            run_done(&pool, chat, move || {
+                std::thread::sleep(Duration::from_millis(2));
+                log.lock().expect("log").push((chat, n));
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        };
+        for n in 0..50 {
+            submit(1, n);
+        }
+        submit(2, 0);
+        submit(3, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while done.load(Ordering::SeqCst) < 52 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let log = log.lock().expect("log");
+        assert_eq!(log.len(), 52);
+        let at = |chat| log.iter().position(|(c, _)| *c == chat).expect("ran");
+        assert!(at(2) <= 2, "chat 2 ran at {}", at(2));
+        assert!(at(3) <= 4, "chat 3 ran at {}", at(3));
+        let ones: Vec<usize> = log
+            .iter()
+            .filter(|(c, _)| *c == 1)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(ones, (0..50).collect::<Vec<_>>(), "chat 1 in order");
+    }
+
+    #[test]
+    fn a_chat_waits_for_its_update_to_be_done_but_frees_the_thread() {
+        let pool = Pool::new(1);
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        for (chat, n) in [(1i64, 0), (1, 1), (2, 0)] {
+            let ran = ran.clone();
+            // No release: the update stays in hand (a reply waiting).
+            pool.submit(chat, move || ran.lock().expect("ran").push((chat, n)));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ran.lock().expect("ran").len() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(*ran.lock().expect("ran"), [(1, 0), (2, 0)], "chat 1 waits");
+        assert_eq!(pool.in_hand(), 2);
+        pool.release(1);
+        while ran.lock().expect("ran").len() < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(ran.lock().expect("ran")[2], (1, 1));
+        pool.release(2);
+        pool.stop();
+        pool.submit(3, || panic!("a stopped pool starts nothing"));
+        pool.release(1);
+        assert!(pool.wait_idle(Duration::from_secs(1)));
+        assert_eq!(pool.queued(), 1, "the job stays queued");
+    }
 
     #[test]
     fn one_chat_in_order_many_chats_in_parallel() {
@@ -194,7 +317,7 @@ mod tests {
             for n in 0..5 {
                 let (log, running, peak, done) =
                     (log.clone(), running.clone(), peak.clone(), done.clone());
-                pool.submit(chat, move || {
+                run_done(&pool, chat, move || {
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                     peak.fetch_max(now, Ordering::SeqCst);
                     std::thread::sleep(Duration::from_millis(10));
@@ -227,7 +350,7 @@ mod tests {
         let done = Arc::new(AtomicUsize::new(0));
         for chat in 0..4i64 {
             let done = done.clone();
-            pool.submit(chat, move || {
+            run_done(&pool, chat, move || {
                 std::thread::sleep(Duration::from_millis(50));
                 done.fetch_add(1, Ordering::SeqCst);
             });
@@ -245,7 +368,7 @@ mod tests {
         assert_eq!(threads(), 1, "idle threads left, one stayed");
         // And the one left still works.
         let again = done.clone();
-        pool.submit(9, move || {
+        run_done(&pool, 9, move || {
             again.fetch_add(1, Ordering::SeqCst);
         });
         while done.load(Ordering::SeqCst) < 5 && Instant::now() < deadline {
@@ -259,7 +382,7 @@ mod tests {
         let pool = Pool::new(4);
         let done = Arc::new(AtomicUsize::new(0));
         let first = done.clone();
-        pool.submit(0, move || {
+        run_done(&pool, 0, move || {
             first.fetch_add(1, Ordering::SeqCst);
         });
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -273,7 +396,7 @@ mod tests {
         let peak = Arc::new(AtomicUsize::new(0));
         for chat in 1..=4i64 {
             let (done, running, peak) = (done.clone(), running.clone(), peak.clone());
-            pool.submit(chat, move || {
+            run_done(&pool, chat, move || {
                 let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                 peak.fetch_max(now, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(100));

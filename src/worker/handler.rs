@@ -25,8 +25,43 @@ pub const WITHHELD: &[&str] = &[
     "TELEGRAM_BOT_TOKEN",
     "HEALTH_AUTH_TOKEN",
     "BOTFLEET_PARENT_PID",
-    crate::ipc::SETTINGS_KEYS_ENV,
 ];
+
+/// Who a handler runs as: when botfleet is root, HANDLER_USER's uid and
+/// gid; a root handler without one drops every capability.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Confinement {
+    pub user: Option<(u32, u32)>,
+    pub drop_capabilities: bool,
+}
+
+impl Confinement {
+    /// For HANDLER_USER (a name or uid); only applied when we are root.
+    pub fn for_user(handler_user: Option<&str>) -> Result<Confinement, std::io::Error> {
+        if !sys::is_root() {
+            return Ok(Confinement::default());
+        }
+        match handler_user {
+            Some(u) => Ok(Confinement {
+                user: Some(sys::lookup_user(u)?),
+                drop_capabilities: false,
+            }),
+            None => Ok(Confinement {
+                user: None,
+                drop_capabilities: true,
+            }),
+        }
+    }
+}
+
+/// Applies `c` to a handler command (before it is spawned).
+pub fn confine(cmd: &mut Command, c: &Confinement) {
+    if let Some((uid, gid)) = c.user {
+        sys::run_as(cmd, uid, gid);
+    } else if c.drop_capabilities {
+        sys::drop_capabilities(cmd);
+    }
+}
 
 /// Why a run did not produce a reply.
 #[derive(Debug)]
@@ -74,15 +109,17 @@ pub struct Run<'a> {
     pub argv: &'a [String],
     /// Settings and the message's variables, set on top of our environment.
     pub env: &'a [(String, String)],
-    /// Settings removed from `.env` since the worker started: their
-    /// start-up values are not inherited.
-    pub unset: &'a [String],
     pub stdin: Vec<u8>,
     pub timeout: Duration,
     /// For log lines: `chat 42`.
     pub label: String,
     /// HANDLER_MAX_MEMORY_MB in bytes: the handler's address-space limit.
     pub max_memory: Option<u64>,
+    /// The working directory (BOT_DATA_DIR); `None`: ours.
+    pub dir: Option<&'a std::path::Path>,
+    /// `env` is the whole environment (nothing of ours is inherited).
+    pub clear_env: bool,
+    pub confinement: Confinement,
 }
 
 /// Runs the handler; `on_wait` is called about every 4 s while it runs (the
@@ -95,11 +132,14 @@ pub fn run(run: Run<'_>, mut on_wait: impl FnMut()) -> Result<String, HandlerErr
     };
     let mut cmd = Command::new(program);
     cmd.args(args);
-    for key in WITHHELD
-        .iter()
-        .copied()
-        .chain(run.unset.iter().map(String::as_str))
-    {
+    if run.clear_env {
+        cmd.env_clear();
+    }
+    if let Some(dir) = run.dir {
+        cmd.current_dir(dir);
+    }
+    confine(&mut cmd, &run.confinement);
+    for key in WITHHELD {
         cmd.env_remove(key);
     }
     for (k, v) in run.env {
@@ -269,7 +309,9 @@ mod tests {
                 timeout,
                 label: "test".into(),
                 max_memory: None,
-                unset: &[],
+                dir: None,
+                clear_env: false,
+                confinement: Confinement::default(),
             },
             || {},
         )
@@ -304,12 +346,66 @@ mod tests {
                     timeout: Duration::from_secs(1),
                     label: "x".into(),
                     max_memory: None,
-                    unset: &[],
+                    dir: None,
+                    clear_env: false,
+                    confinement: Confinement::default(),
                 },
                 || {}
             ),
             Err(HandlerError::Spawn(_))
         ));
+    }
+
+    #[test]
+    fn runs_in_its_dir_with_only_the_given_environment_and_leaves_no_process() {
+        let dir = std::env::temp_dir().join(format!("botfleet-exec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let out = run(
+            Run {
+                argv: &sh(
+                    "pwd; echo \"${HOME:-nohome} $A\"; sleep 300 & echo $! > bg.pid; echo hi",
+                ),
+                env: &[
+                    ("A".into(), "1".into()),
+                    ("PATH".into(), "/usr/bin:/bin".into()),
+                ],
+                stdin: vec![],
+                timeout: Duration::from_secs(10),
+                label: "t".into(),
+                max_memory: None,
+                dir: Some(&dir),
+                clear_env: true,
+                confinement: Confinement::default(),
+            },
+            || {},
+        )
+        .expect("runs");
+        let canon = dir.canonicalize().expect("canonical");
+        assert_eq!(out, format!("{}\nnohome 1\nhi\n", canon.display()));
+        // `sleep 300 &` went with its group (gone, or a zombie until its
+        // new parent reaps it).
+        let pid: u32 = std::fs::read_to_string(dir.join("bg.pid"))
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("a pid");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let alive = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    !s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(false)
+        };
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!alive(pid), "the background sleep outlived the run");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

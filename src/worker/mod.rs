@@ -1,20 +1,29 @@
-//! A worker: the process that serves one bot token. It takes the token's
-//! poller lock, calls getMe, says READY, then long-polls getUpdates. Each
-//! update gets a ticket from the tracker and goes to the job pool (in order
-//! per chat); its replies go through the one paced send path; the offset
-//! confirms an update only once it is handled and its replies are out.
+//! A worker: the process that serves one bot token. This file is its
+//! start-up: the poller lock, getMe, the inbox (replaying what is not done),
+//! the send path, the scheduler, READY, then the poll loop (`poll`). Each
+//! update is written to the inbox before the next offset confirms it to
+//! Telegram, then scheduled in its chat's queue (`dispatch`) and handled by
+//! the bot's logic (`bot`); its ticket (`track`) records it done once its
+//! replies are out (`send`).
 //!
-//! Threads: the poll loop (main), the job pool, the sender, the outbox, the
-//! offset persister, a heartbeat thread, a signal thread and a stdin reader
-//! (parent messages; EOF means the parent is gone). It must never poll
-//! before it holds the lock, confirm an update it has not handled, or pass
-//! its token to anything but the Bot API client.
+//! Threads: the poll loop (main), the job pool, the senders, the outbox, a
+//! heartbeat thread, a signal thread and a stdin reader (parent messages;
+//! EOF means the parent is gone). It must never poll before it holds the
+//! lock, confirm an update that is not in the inbox, or pass its token to
+//! anything but the Bot API client.
 
+pub mod bot;
+pub mod calls;
 pub mod commands;
 pub mod dispatch;
 pub mod handler;
+pub mod inbox;
 pub mod media;
 pub mod outbox;
+pub mod persistent;
+mod poll;
+pub mod protocol;
+pub mod respond;
 pub mod send;
 pub mod track;
 
@@ -23,26 +32,22 @@ use crate::ipc::{Counters, ParentMsg, WorkerMsg};
 use crate::ipc::{EXIT_PERMANENT, EXIT_TOKEN_REJECTED, HEARTBEAT_PERIOD};
 use crate::lock::TokenLock;
 use crate::state;
-use crate::telegram::{ApiError, BotInfo, Client};
+use crate::telegram::{ApiError, Client};
 use crate::token::Token;
-use commands::{parse_command, parse_update, Incoming, Skip};
-use send::{Content, Outgoing, Rates, SendPath};
-use serde_json::Value;
+use bot::Bot;
+pub use bot::BUILTIN_ECHO;
+use inbox::Inbox;
+use poll::Backoff;
+use send::{Content, Outgoing, RateSet, Rates, SendPath};
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
-use track::{Ticket, Tracker};
 
-/// `BOT_HANDLER=builtin:echo` answers with the message's own text, with no
-/// process: for demos and benchmarks.
-pub const BUILTIN_ECHO: &str = "builtin:echo";
-/// The most updates one getUpdates returns.
-const POLL_WINDOW: usize = 100;
-/// How often a user who is not allowed is told so, at most.
-const REFUSAL_EVERY: Duration = Duration::from_secs(60);
+/// How long a worker whose supervisor is gone waits for the updates in
+/// hand (DESIGN: it stops within 2 s).
+const ORPHAN_GRACE: Duration = Duration::from_millis(1500);
 
 /// State shared by the worker's threads.
 struct Shared {
@@ -55,16 +60,16 @@ struct Shared {
     settings: RwLock<Arc<Settings>>,
     /// The latest settings as environment variables, for handlers.
     settings_env: RwLock<Vec<(String, String)>>,
-    /// The settings keys the supervisor set in our environment at spawn
-    /// (`ipc::SETTINGS_KEYS_ENV`): one missing from later SETTINGS was
-    /// removed from `.env`, so handlers must not inherit it.
-    start_keys: Vec<String>,
     index: u32,
-    tracker: Arc<Tracker>,
     rates: Arc<Rates>,
+    /// The inbox, once the poller lock is held.
+    inbox: OnceLock<Mutex<Inbox>>,
+    bot_id: u64,
     pool: OnceLock<dispatch::Pool>,
     /// The send path, once the bot is up (parent messages use it too).
     send: OnceLock<SendPath>,
+    /// The bot, once it is up (a stop ends its persistent handler).
+    bot: OnceLock<Arc<Bot>>,
 }
 
 fn now_ms() -> u64 {
@@ -123,17 +128,68 @@ fn emit(msg: &WorkerMsg) {
     }
 }
 
-/// Ends the process after at most 500 ms for the updates in hand to finish.
-/// What was not confirmed comes again to the next worker; handlers die with
-/// us (PR_SET_PDEATHSIG).
-fn exit_now(shared: &Shared, why: &str, code: i32) -> ! {
+fn rate_set(s: &Settings) -> RateSet {
+    RateSet {
+        per_chat: s.send_rate_per_chat,
+        per_bot: s.send_rate_per_bot,
+        per_group: s.send_rate_per_group,
+    }
+}
+
+/// Ends the process once the updates in hand are done, or after `grace`:
+/// no new update starts; what is not done stays in the inbox and is handled
+/// after the restart. Handlers die with us (PR_SET_PDEATHSIG).
+fn exit_now(shared: &Shared, why: &str, code: i32, grace: Duration) -> ! {
+    let stop_started = Instant::now();
     shared.stopping.store(true, Ordering::SeqCst);
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while shared.tracker.in_flight() > 0 && Instant::now() < deadline {
-        shared.tracker.wait_for_progress(deadline - Instant::now());
+    if let Some(pool) = shared.pool.get() {
+        pool.stop();
+        let in_hand = pool.in_hand();
+        if in_hand > 0 {
+            log::info!("{why}: finishing {in_hand} updates in hand");
+        }
+        if !pool.wait_idle(grace) {
+            log::warn!(
+                "{} updates still in hand after {} ms: they stay in the inbox and are handled again after the restart",
+                pool.in_hand(),
+                grace.as_millis()
+            );
+        }
+    }
+    if let Some(bot) = shared.bot.get() {
+        // EOF, then SIGTERM, then SIGKILL: bounded by what is left of the
+        // grace (the supervisor SIGKILLs at SHUTDOWN_TIMEOUT; an orphaned
+        // worker stops within 2 s).
+        let left = grace.saturating_sub(stop_started.elapsed()) / 2;
+        bot.stop_handler(left.clamp(Duration::from_millis(100), persistent::STOP_GRACE));
+    }
+    if let Some(inbox) = shared.inbox.get() {
+        let mut ib = lock(inbox);
+        if let Err(e) = ib.sync() {
+            log::warn!("cannot sync the inbox: {e}");
+        }
+        if let Some(next) = ib.next_offset() {
+            let dir = shared.settings().state_dir.clone();
+            if let Err(e) = state::write_offset(&dir, shared.bot_id, next, true) {
+                log::debug!("cannot write the offset file: {e}");
+            }
+        }
+        // Held to the end: no done record is half written at exit.
+        log::info!("stopping: {why}");
+        std::process::exit(code);
     }
     log::info!("stopping: {why}");
     std::process::exit(code);
+}
+
+/// The grace on SIGTERM: SHUTDOWN_TIMEOUT less a margin, so the worker
+/// exits before the supervisor's SIGKILL.
+fn stop_grace(shared: &Shared) -> Duration {
+    shared
+        .settings()
+        .shutdown_timeout
+        .saturating_sub(Duration::from_millis(1000))
+        .max(Duration::from_millis(500))
 }
 
 fn fatal(reason: &str, code: i32) -> ! {
@@ -156,10 +212,18 @@ pub fn main() -> i32 {
         log::error!("`botfleet worker` is started by `botfleet run`, not by hand");
         return crate::exit::USAGE;
     };
-    let token = match std::env::var("BOT_TOKEN").map(|t| Token::parse(&t)) {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => fatal(&format!("BOT_TOKEN is malformed: {e}"), EXIT_PERMANENT),
-        Err(_) => fatal("BOT_TOKEN is not set", EXIT_PERMANENT),
+    // Nothing a handler could read through /proc (environ, memory).
+    if let Err(e) = crate::sys::set_not_dumpable() {
+        log::warn!("cannot make the worker non-dumpable: {e}");
+    }
+    // The first line on stdin: the token and the whole environment. The
+    // worker takes no setting from its own environment.
+    let (token, env) = match read_start() {
+        Ok(start) => start,
+        Err(e) => fatal(
+            &format!("no START from the supervisor: {e}"),
+            EXIT_PERMANENT,
+        ),
     };
     crate::logging::add_secret(token.secret());
     if let Err(e) = crate::sys::die_with_parent() {
@@ -176,18 +240,8 @@ pub fn main() -> i32 {
         log::warn!("the supervisor is already gone; exiting");
         return 0;
     }
-    let env = |k: &str| std::env::var(k).ok();
-    let start_keys: Vec<String> = std::env::var(crate::ipc::SETTINGS_KEYS_ENV)
-        .unwrap_or_default()
-        .split(',')
-        .filter(|k| !k.is_empty())
-        .map(str::to_string)
-        .collect();
-    let start_env: Vec<(String, String)> = start_keys
-        .iter()
-        .filter_map(|k| Some((k.clone(), std::env::var(k).ok()?)))
-        .collect();
-    let settings = match Settings::from_lookup(&env) {
+    let map: HashMap<String, String> = env.iter().cloned().collect();
+    let settings = match Settings::from_lookup(&|k: &str| map.get(k).cloned()) {
         Ok(s) => s,
         Err(e) => fatal(&format!("bad settings: {e}"), EXIT_PERMANENT),
     };
@@ -200,26 +254,20 @@ pub fn main() -> i32 {
             EXIT_PERMANENT,
         );
     }
-    let start = match state::read_offset(&settings.state_dir, token.bot_id()) {
-        Ok(o) => o,
-        Err(e) => {
-            log::warn!("{e}; starting from the oldest pending update");
-            None
-        }
-    };
     let shared = Arc::new(Shared {
         stopping: AtomicBool::new(false),
         counters: Mutex::new(Counters::default()),
         alive_ms: AtomicU64::new(0),
         started: Instant::now(),
-        rates: Rates::new(settings.send_rate_per_chat, settings.send_rate_per_bot),
+        rates: Rates::new(rate_set(&settings)),
         settings: RwLock::new(Arc::new(settings.clone())),
-        settings_env: RwLock::new(start_env),
-        start_keys,
+        settings_env: RwLock::new(env),
         index,
-        tracker: Tracker::new(start),
+        inbox: OnceLock::new(),
+        bot_id: token.bot_id(),
         pool: OnceLock::new(),
         send: OnceLock::new(),
+        bot: OnceLock::new(),
     });
     if let Err(e) = start_threads(&shared, settings.poll_timeout_secs) {
         fatal(&format!("cannot start threads: {e}"), 1);
@@ -227,11 +275,27 @@ pub fn main() -> i32 {
     run(shared, token, settings)
 }
 
+/// Reads START, the first line the supervisor writes.
+fn read_start() -> Result<(Token, Vec<(String, String)>), String> {
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(0) => return Err("stdin closed".into()),
+        Ok(_) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    match ParentMsg::decode(&line) {
+        Ok(ParentMsg::Start { token, env }) => Ok((token, env)),
+        Ok(_) => Err("another message came first".into()),
+        // The error names the field, never the value.
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn start_threads(shared: &Arc<Shared>, poll_timeout_secs: u64) -> std::io::Result<()> {
     let s = Arc::clone(shared);
     crate::signals::forward(move |kind| {
         if let crate::signals::SignalKind::Stop(name) = kind {
-            exit_now(&s, &format!("received {name}"), 0);
+            exit_now(&s, &format!("received {name}"), 0, stop_grace(&s));
         }
     })?;
     let s = Arc::clone(shared);
@@ -244,7 +308,9 @@ fn start_threads(shared: &Arc<Shared>, poll_timeout_secs: u64) -> std::io::Resul
             loop {
                 line.clear();
                 match stdin.lock().read_line(&mut line) {
-                    Ok(0) | Err(_) => exit_now(&s, "the supervisor is gone (stdin closed)", 0),
+                    Ok(0) | Err(_) => {
+                        exit_now(&s, "the supervisor is gone (stdin closed)", 0, ORPHAN_GRACE)
+                    }
                     Ok(_) => match ParentMsg::decode(&line) {
                         Ok(msg) => on_parent_msg(&s, msg),
                         Err(e) => log::warn!("{e}"),
@@ -262,7 +328,13 @@ fn start_threads(shared: &Arc<Shared>, poll_timeout_secs: u64) -> std::io::Resul
         .spawn(move || loop {
             let alive = Duration::from_millis(s.alive_ms.load(Ordering::Relaxed));
             if s.started.elapsed().saturating_sub(alive) < stale_after {
-                let counters = lock(&s.counters).clone();
+                let mut counters = lock(&s.counters).clone();
+                if let Some(inbox) = s.inbox.get() {
+                    let ib = lock(inbox);
+                    counters.inbox_depth = ib.depth() as u64;
+                    counters.oldest_pending_ms = ib.oldest_ms();
+                    counters.journal_bytes = ib.bytes();
+                }
                 emit(&WorkerMsg::Heartbeat(counters));
             }
             std::thread::sleep(HEARTBEAT_PERIOD);
@@ -272,14 +344,12 @@ fn start_threads(shared: &Arc<Shared>, poll_timeout_secs: u64) -> std::io::Resul
 
 fn on_parent_msg(shared: &Shared, msg: ParentMsg) {
     match msg {
+        ParentMsg::Start { .. } => log::warn!("a second START from the supervisor was ignored"),
         ParentMsg::Settings { env, version } => {
             // Acknowledged on arrival, so the supervisor stops resending.
             emit(&WorkerMsg::SettingsAck { version });
             let map: HashMap<String, String> = env.iter().cloned().collect();
-            // Only what the supervisor sent: a key removed from `.env` is
-            // gone, not read back from our start-up environment. (Known
-            // settings the supervisor took from its own environment are
-            // in `env` too.)
+            // Only what the supervisor sent: a key removed from .env is gone.
             let lookup = |k: &str| map.get(k).cloned();
             match Settings::from_lookup(&lookup) {
                 Ok(s) => {
@@ -287,8 +357,8 @@ fn on_parent_msg(shared: &Shared, msg: ParentMsg) {
                     // The send path shares these rates and wakes its
                     // senders; before it exists, only the rates change.
                     match shared.send.get() {
-                        Some(send) => send.set_rates(s.send_rate_per_chat, s.send_rate_per_bot),
-                        None => shared.rates.set(s.send_rate_per_chat, s.send_rate_per_bot),
+                        Some(send) => send.set_rates(rate_set(&s)),
+                        None => shared.rates.set(rate_set(&s)),
                     }
                     if let Some(pool) = shared.pool.get() {
                         pool.resize(s.handler_concurrency);
@@ -317,41 +387,6 @@ fn on_parent_msg(shared: &Shared, msg: ParentMsg) {
             }
         }
     }
-}
-
-/// Doubling waits for retries inside the worker.
-struct Backoff {
-    next: Duration,
-    min: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff {
-            next: min,
-            min,
-            max,
-        }
-    }
-    fn wait(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
-
-/// What the jobs need to handle updates; shared by the pool threads.
-struct Bot {
-    client: Client,
-    me: BotInfo,
-    shared: Arc<Shared>,
-    send: SendPath,
-    media: PathBuf,
-    refused: Mutex<HashMap<i64, Instant>>,
 }
 
 fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
@@ -411,13 +446,14 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
     }) {
         fatal(&format!("cannot start the outbox: {e}"), 1);
     }
-    if let Err(e) = start_persister(&shared, settings.state_dir.clone(), bot_id) {
-        fatal(&format!("cannot start the offset writer: {e}"), 1);
+    let opened = open_inbox(&settings, bot_id);
+    let pending = opened.pending;
+    if shared.inbox.set(Mutex::new(opened.inbox)).is_err() {
+        log::debug!("the inbox was already open");
     }
-    let pool = shared
+    shared
         .pool
-        .get_or_init(|| dispatch::Pool::new(settings.handler_concurrency))
-        .clone();
+        .get_or_init(|| dispatch::Pool::new(settings.handler_concurrency));
     if shared.send.set(send.clone()).is_err() {
         log::debug!("the send path was already set");
     }
@@ -426,6 +462,19 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
         username: me.username.clone(),
     });
     log::info!("ready as @{} (bot id {})", me.username, me.id);
+    // The handler's own directory: its working directory and BOT_DATA_DIR,
+    // kept across restarts, never wiped.
+    let data_dir = settings
+        .state_dir
+        .join("data")
+        .join(format!("bot-{}", shared.index));
+    if let Err(e) = std::fs::create_dir_all(&data_dir) {
+        log::error!(
+            "cannot create the handler's directory {}: {e}",
+            data_dir.display()
+        );
+    }
+    let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
     let bot = Arc::new(Bot {
         client,
         me,
@@ -433,469 +482,56 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
         send,
         media,
         refused: Mutex::new(HashMap::new()),
+        data_dir,
+        confinement: Mutex::new(None),
+        persistent: Mutex::new(None),
     });
-    poll_loop(&bot, &pool)
-}
-
-/// Writes the confirm point to the offset file whenever it moves: fsync at
-/// most once a second, so a power loss repeats at most the last second's
-/// updates and a kill -9 repeats only the updates in flight.
-fn start_persister(shared: &Arc<Shared>, state_dir: PathBuf, bot_id: u64) -> std::io::Result<()> {
-    let s = Arc::clone(shared);
-    std::thread::Builder::new()
-        .name("offsets".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let mut written = s.tracker.confirm_point();
-            let mut last_sync = Instant::now();
-            // A write not yet fsynced, or one that failed: come back within
-            // a second for it; otherwise sleep until progress.
-            let mut unsynced = false;
-            let mut failing = false;
-            loop {
-                let timeout = if unsynced || failing {
-                    (last_sync + Duration::from_secs(1))
-                        .saturating_duration_since(Instant::now())
-                        .max(Duration::from_millis(10))
-                } else {
-                    Duration::from_secs(3600)
-                };
-                s.tracker.wait_for_progress(timeout);
-                // Under load updates finish in bursts: one write for each
-                // 2 ms of them, not one per update.
-                std::thread::sleep(Duration::from_millis(2));
-                let point = s.tracker.confirm_point();
-                let sync_due = last_sync.elapsed() >= Duration::from_secs(1);
-                let Some(p) = point else { continue };
-                if point == written && !(sync_due && (unsynced || failing)) {
-                    continue;
-                }
-                match state::write_offset(&state_dir, bot_id, p, sync_due) {
-                    Ok(()) => {
-                        written = point;
-                        if sync_due {
-                            last_sync = Instant::now();
-                            unsynced = false;
-                        } else {
-                            unsynced = true;
-                        }
-                        if failing {
-                            log::info!("the offset file is written again");
-                            failing = false;
-                        }
-                    }
-                    Err(e) => {
-                        s.error();
-                        if !failing {
-                            log::error!("cannot persist the offset ({e}); handled updates may repeat after a restart");
-                            failing = true;
-                        }
-                    }
-                }
-            }
-        })?;
-    Ok(())
-}
-
-fn poll_loop(bot: &Arc<Bot>, pool: &dispatch::Pool) -> i32 {
-    let shared = &bot.shared;
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-    let mut conflicts = 0u32;
-    loop {
-        shared.mark_alive();
-        if shared.stopping.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_secs(1));
-            continue;
-        }
-        // getUpdates returns at most 100 updates from the confirm point on,
-        // and the ones in flight come back with them: with the window half
-        // full, wait (briefly) for room, so a poll brings mostly new ones.
-        let waited = Instant::now();
-        while shared.tracker.in_flight() > POLL_WINDOW / 2
-            && waited.elapsed() < Duration::from_secs(1)
-        {
-            shared.tracker.wait_for_progress(Duration::from_millis(100));
-        }
-        let poll_timeout = shared.settings().poll_timeout_secs;
-        let offset = shared.tracker.confirm_point();
-        match bot.client.get_updates(offset, poll_timeout) {
-            Ok(updates) => {
-                backoff.reset();
-                if conflicts > 0 {
-                    log::info!("polling again: the other poller is gone");
-                    conflicts = 0;
-                }
-                {
-                    let mut c = lock(&shared.counters);
-                    c.last_poll_ok_ms = Some(now_ms());
-                    c.conflict = false;
-                    c.waiting = None;
-                }
-                let mut new = 0;
-                for update in updates {
-                    let Some(id) = update["update_id"].as_i64() else {
-                        log::warn!("an update without update_id was skipped");
-                        continue;
-                    };
-                    let Some(ticket) = shared.tracker.take(id) else {
-                        continue; // still in flight: Telegram sends it until confirmed
-                    };
-                    new += 1;
-                    dispatch(bot, pool, update, ticket);
-                }
-                if new == 0 && shared.tracker.in_flight() > 0 {
-                    // Unconfirmed updates come back at once; wait for one to
-                    // finish (or a moment) instead of spinning.
-                    shared.tracker.wait_for_progress(Duration::from_millis(500));
-                }
-            }
-            Err(ApiError::TokenRejected { .. }) => fatal(TOKEN_REJECTED, EXIT_TOKEN_REJECTED),
-            Err(ApiError::Conflict { description, .. }) => {
-                conflicts += 1;
-                lock(&shared.counters).conflict = true;
-                let wait = Duration::from_secs(5 * u64::from(conflicts.min(12)));
-                if conflicts == 1 || conflicts % 10 == 0 {
-                    let hint = if description.contains("webhook") {
-                        "a webhook is set for this bot: remove it with deleteWebhook to poll"
-                    } else {
-                        "another getUpdates is running for this bot: another host, another botfleet, or another program uses the same token"
-                    };
-                    log::warn!(
-                        "409 Conflict ({description}): {hint}; retrying in {} s",
-                        wait.as_secs()
-                    );
-                }
-                shared.waiting_for("conflict", wait);
-                std::thread::sleep(wait);
-            }
-            Err(e) => {
-                shared.error();
-                let wait = e.retry_after().unwrap_or_else(|| backoff.wait());
-                log::warn!(
-                    "getUpdates failed: {e}; retrying in {} ms",
-                    wait.as_millis()
-                );
-                shared.waiting_for("retry_after", wait);
-                std::thread::sleep(wait);
-            }
-        }
+    // A persistent handler starts with the bot, so its start-up is not
+    // paid by the first update.
+    bot.persistent(&settings);
+    if shared.bot.set(Arc::clone(&bot)).is_err() {
+        log::debug!("the bot was already set");
     }
-}
-
-/// Hands an update to the pool, in its chat's queue.
-fn dispatch(bot: &Arc<Bot>, pool: &dispatch::Pool, update: Value, ticket: Ticket) {
-    let chat = update["message"]["chat"]["id"].as_i64().unwrap_or(0);
-    let bot = Arc::clone(bot);
-    pool.submit(chat, move || {
-        match parse_update(&update) {
-            Ok(msg) => bot.on_message(&msg, &update, &ticket),
-            Err(Skip::NotAMessage) => log::debug!("skipping an update that is not a message"),
-            Err(Skip::Malformed(why)) => log::warn!("skipping a malformed update: {why}"),
-        }
-        let mut c = lock(&bot.shared.counters);
-        c.updates += 1;
-        c.last_update_ms = Some(now_ms());
-        // `ticket` drops here; the update is handled once its replies are out.
-    });
-}
-
-impl Bot {
-    /// Queues a reply (split at 4096 characters) on the send path.
-    fn reply(&self, chat_id: i64, text: &str, reply_to: Option<i64>, ticket: Option<&Ticket>) {
-        for (i, part) in handler::split_message(text, 4096).into_iter().enumerate() {
-            self.send.send(Outgoing {
-                chat_id,
-                content: Content::Text(part),
-                reply_to: if i == 0 { reply_to } else { None },
-                ticket: ticket.cloned(),
-                report: None,
-            });
-        }
-    }
-
-    fn on_message(&self, msg: &Incoming, update: &Value, ticket: &Ticket) {
-        let settings = self.shared.settings();
-        let allowed = settings.is_allowed(msg.user_id);
-        let is_admin = settings.is_admin(msg.user_id);
-        let command = msg
-            .text
-            .as_deref()
-            .filter(|_| msg.file_kind.is_none())
-            .and_then(|t| parse_command(t, &self.me.username));
-        let reply_to = Some(msg.message_id);
-        if command.as_ref().is_some_and(|c| c.name == "whoami") {
-            let text = format!(
-                "Your user id: {}\nThis chat's id: {}",
-                msg.user_id, msg.chat_id
-            );
-            self.reply(msg.chat_id, &text, reply_to, Some(ticket));
-            return;
-        }
-        if !allowed {
-            log::info!(
-                "refused a message from user {} (not in ALLOWED_USER_IDS)",
-                msg.user_id
-            );
-            let mut refused = lock(&self.refused);
-            let due = refused
-                .get(&msg.user_id)
-                .is_none_or(|t| t.elapsed() >= REFUSAL_EVERY);
-            if due {
-                refused.insert(msg.user_id, Instant::now());
-                drop(refused);
-                self.reply(
-                    msg.chat_id,
-                    "Sorry, this bot is private. Send /whoami and give your id to its operator.",
-                    reply_to,
-                    Some(ticket),
-                );
-            }
-            return;
-        }
-        if let Some(kind) = msg.file_kind {
-            self.receive_file(msg, &update["message"], kind, ticket);
-            return;
-        }
-        let builtin = command
-            .as_ref()
-            .and_then(|cmd| self.builtin(cmd, &settings, is_admin, msg));
-        if let Some(text) = builtin {
-            self.reply(msg.chat_id, &text, reply_to, Some(ticket));
-            return;
-        }
-        if command.as_ref().is_some_and(|c| c.name == "reload_config") {
-            return; // the supervisor answers through ReloadResult
-        }
-        self.run_handler(msg, update, &settings, ticket);
-    }
-
-    /// A built-in command's answer, or None when no built-in takes it.
-    fn builtin(
-        &self,
-        cmd: &commands::CommandCall<'_>,
-        settings: &Settings,
-        is_admin: bool,
-        msg: &Incoming,
-    ) -> Option<String> {
-        let admin_only = matches!(
-            cmd.name.as_str(),
-            "reload_config" | "config_status" | "config_help"
+    if !pending.is_empty() {
+        log::info!(
+            "{} updates in the inbox were not done: handling them again, in order",
+            pending.len()
         );
-        if admin_only && !is_admin {
-            log::info!(
-                "refused /{} from user {} (not an admin)",
-                cmd.name,
-                msg.user_id
-            );
-            return Some("Sorry, that command is for admins only.".to_string());
-        }
-        Some(match cmd.name.as_str() {
-            "start" | "help" => commands::help_text(&self.me.username, settings.handler.is_some(), is_admin),
-            "ping" => "pong".to_string(),
-            "status" => {
-                let c = lock(&self.shared.counters).clone();
-                format!(
-                    "bot-{} @{}\nup {}\nupdates handled: {}\nerrors: {}",
-                    self.shared.index,
-                    self.me.username,
-                    commands::human_duration(self.shared.started.elapsed().as_secs()),
-                    c.updates,
-                    c.errors
-                )
-            }
-            "reload_config" => {
-                emit(&WorkerMsg::ReloadRequest { chat_id: msg.chat_id });
-                return None;
-            }
-            "config_status" => config_status(settings),
-            "config_help" => "botfleet reads its settings from .env (see .env.example and docs/configuration.md). Edit the file and the fleet applies the change within seconds (or send /reload_config). A broken file is rejected whole and the running config stays.".to_string(),
-            _ => return None,
-        })
     }
-
-    fn run_handler(&self, msg: &Incoming, update: &Value, settings: &Settings, ticket: &Ticket) {
-        let reply_to = Some(msg.message_id);
-        let Some(argv) = settings.handler.as_ref() else {
-            let text = if msg.text.as_deref().is_some_and(|t| t.starts_with('/')) {
-                "Unknown command: see /help."
-            } else {
-                "I only answer the built-in commands (see /help): no handler program is set up."
-            };
-            self.reply(msg.chat_id, text, reply_to, Some(ticket));
-            return;
-        };
-        if argv.len() == 1 && argv[0] == BUILTIN_ECHO {
-            let text = msg.text.clone().unwrap_or_default();
-            if !text.trim().is_empty() {
-                self.reply(msg.chat_id, &text, reply_to, Some(ticket));
-            }
-            return;
-        }
-        let mut env: Vec<(String, String)> = match self.shared.settings_env.read() {
-            Ok(e) => e.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
-        let unset: Vec<String> = self
-            .shared
-            .start_keys
-            .iter()
-            .filter(|k| !env.iter().any(|(e, _)| e == *k))
-            .cloned()
-            .collect();
-        env.extend([
-            ("BOT_INDEX".to_string(), self.shared.index.to_string()),
-            ("BOT_USERNAME".to_string(), self.me.username.clone()),
-            ("CHAT_ID".to_string(), msg.chat_id.to_string()),
-            ("USER_ID".to_string(), msg.user_id.to_string()),
-            (
-                "MESSAGE_TEXT".to_string(),
-                msg.text.clone().unwrap_or_default(),
-            ),
-        ]);
-        let typing = || {
-            if let Err(e) = self.client.send_chat_action(msg.chat_id, "typing") {
-                log::debug!("typing action failed: {e}");
-            }
-        };
-        typing();
-        let run = handler::Run {
-            argv,
-            env: &env,
-            stdin: update.to_string().into_bytes(),
-            timeout: settings.handler_timeout,
-            label: format!("chat {}", msg.chat_id),
-            max_memory: settings.handler_max_memory,
-            unset: &unset,
-        };
-        match handler::run(run, typing) {
-            Ok(out) => {
-                if !out.trim().is_empty() {
-                    self.reply(msg.chat_id, &out, reply_to, Some(ticket));
-                }
-            }
-            Err(e) => {
-                self.shared.error();
-                log::error!(
-                    "handler for update {} in chat {}: {e}",
-                    msg.update_id,
-                    msg.chat_id
-                );
-                let text = match e {
-                    handler::HandlerError::Timeout(_) => {
-                        "⚠️ Sorry, that took too long and was stopped."
-                    }
-                    _ => "⚠️ Sorry, something went wrong handling that message.",
-                };
-                self.reply(msg.chat_id, text, reply_to, Some(ticket));
-            }
-        }
+    for entry in pending {
+        bot.take(entry.id, entry.update.to_string());
     }
-
-    fn receive_file(&self, msg: &Incoming, message: &Value, kind: &str, ticket: &Ticket) {
-        let reply_to = Some(msg.message_id);
-        let Some(file) = media::attachment(message, kind) else {
-            log::warn!("a {kind} message without a usable file was skipped");
-            return;
-        };
-        let too_big = || {
-            format!(
-                "That file is too big for me: bots can download files up to {} MB.",
-                media::MAX_DOWNLOAD / (1024 * 1024)
-            )
-        };
-        if file.size.is_some_and(|s| s > media::MAX_DOWNLOAD) {
-            self.reply(msg.chat_id, &too_big(), reply_to, Some(ticket));
-            return;
-        }
-        let info = match self.client.get_file(&file.file_id) {
-            Ok(i) => i,
-            Err(ApiError::BadRequest { description, .. }) if description.contains("too big") => {
-                self.reply(msg.chat_id, &too_big(), reply_to, Some(ticket));
-                return;
-            }
-            Err(e) => {
-                self.shared.error();
-                log::warn!("getFile for a {kind} in chat {} failed: {e}", msg.chat_id);
-                self.reply(
-                    msg.chat_id,
-                    "❌ I could not fetch your file; please send it again.",
-                    reply_to,
-                    Some(ticket),
-                );
-                return;
-            }
-        };
-        let received = self.media.join("received");
-        // Download under a hidden name, then link it into place without
-        // overwriting anything (two chats may send the same name at once).
-        let incoming = received.join(format!(".incoming-{}-{}", msg.update_id, file.name));
-        let saved = self
-            .client
-            .download_file(&info.file_path, &incoming, Some(media::MAX_DOWNLOAD))
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                let placed = media::place_no_clobber(&incoming, &received, &file.name)
-                    .map_err(|e| e.to_string());
-                if placed.is_err() {
-                    if let Err(e) = std::fs::remove_file(&incoming) {
-                        log::warn!("cannot remove {}: {e}", incoming.display());
-                    }
-                }
-                placed.map(|p| (p, bytes))
-            });
-        match saved {
-            Ok((path, bytes)) => {
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
-                log::info!(
-                    "saved a {kind} from user {} as {}",
-                    msg.user_id,
-                    path.display()
-                );
-                self.reply(
-                    msg.chat_id,
-                    &format!("📥 Saved {name} ({bytes} bytes)."),
-                    reply_to,
-                    Some(ticket),
-                );
-            }
-            Err(e) => {
-                self.shared.error();
-                log::error!("cannot save a {kind} from user {}: {e}", msg.user_id);
-                self.reply(
-                    msg.chat_id,
-                    "❌ I could not save your file (the server's disk may be full).",
-                    reply_to,
-                    Some(ticket),
-                );
-            }
-        }
-    }
+    poll::poll_loop(&bot)
 }
 
-fn config_status(settings: &Settings) -> String {
-    let list = |v: &[i64]| {
-        if v.is_empty() {
-            "none".to_string()
-        } else {
-            v.len().to_string()
-        }
+/// Opens the bot's inbox for this TELEGRAM_API_URL. A new inbox starts
+/// from the offset file (a version before the inbox wrote only that); an
+/// inbox of another URL is set aside and the bot starts afresh.
+fn open_inbox(settings: &Settings, bot_id: u64) -> inbox::Opened {
+    let dir = inbox::dir(&settings.state_dir, bot_id);
+    let fresh = !dir.join("journal").exists();
+    let mut opened = match Inbox::open(&dir, &settings.api_url) {
+        Ok(o) => o,
+        Err(e) => fatal(&format!("cannot open the inbox: {e}"), EXIT_PERMANENT),
     };
-    let env = std::env::vars()
-        .filter(|(k, _)| crate::config::is_known_key(k))
-        .count();
-    format!(
-        "settings known to botfleet in this worker's environment: {env}\n\
-         API: {}\npoll timeout: {} s\nallowed users: {}\nadmins: {}\nmedia recipients: {}\n\
-         handler: {}\nhandler timeout: {} s, concurrency {}\nsend rate: {}/s per chat, {}/s per bot",
-        settings.api_url,
-        settings.poll_timeout_secs,
-        if settings.allowed_users.is_empty() { "everyone".to_string() } else { settings.allowed_users.len().to_string() },
-        list(&settings.admin_users),
-        list(settings.recipients()),
-        if settings.handler.is_some() { "set" } else { "none" },
-        settings.handler_timeout.as_secs(),
-        settings.handler_concurrency,
-        settings.send_rate_per_chat,
-        settings.send_rate_per_bot,
-    )
+    if opened.torn {
+        log::warn!("the inbox's last line was torn (a kill during a write): cut off; that batch was not confirmed and comes again");
+    }
+    if let Some(url) = &opened.other_url {
+        log::warn!(
+            "the inbox and offset belonged to another TELEGRAM_API_URL ({url}): this bot starts afresh with {} (the old journal is kept as journal.other-url)",
+            settings.api_url
+        );
+    } else if fresh {
+        match state::read_offset(&settings.state_dir, bot_id) {
+            Ok(Some(next)) => {
+                if let Err(e) = opened.inbox.append(&[], next, now_ms()) {
+                    fatal(&format!("cannot write the inbox: {e}"), 1);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("{e}; starting from the oldest pending update"),
+        }
+    }
+    opened
 }

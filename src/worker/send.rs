@@ -1,14 +1,17 @@
-//! The one send path of a worker: every reply, file and notice is queued
-//! here and sent by one thread, in order per chat, paced by token buckets
-//! (SEND_RATE_PER_CHAT and SEND_RATE_PER_BOT messages a second, short bursts
-//! allowed; 0 = unpaced), waiting out Telegram's 429 retry_after and
-//! retrying transient failures with backoff. Callers never block on the
-//! network. Each message may carry the `Ticket` of the update it answers,
-//! so that update counts as handled only once its replies are out. It must
-//! never reorder the messages of one chat.
+//! The one send path of a worker: every reply, file, notice and Bot API
+//! call made for an update is queued here and sent by the sender threads,
+//! in order per chat, paced by token buckets (SEND_RATE_PER_CHAT for a
+//! private chat, SEND_RATE_PER_GROUP for a group or channel, i.e. a negative
+//! chat id, and SEND_RATE_PER_BOT; 0 = unpaced), waiting out Telegram's 429
+//! retry_after and retrying transient failures with backoff. Callers never
+//! block on the network (`call` waits for its own result only). Each
+//! message may carry the `Ticket` of the update it answers, so that update
+//! is done only once its replies are out. It must never reorder the
+//! messages of one chat.
 
 use super::track::Ticket;
 use crate::telegram::{ApiError, Client};
+use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +21,11 @@ use std::time::{Duration, Instant};
 
 /// Attempts for a message that keeps failing transiently.
 const MAX_ATTEMPTS: u32 = 6;
-/// Burst allowance of one chat's bucket, in messages.
+/// Burst allowance of one private chat's bucket, in messages.
 const CHAT_BURST: f64 = 3.0;
+/// Burst allowance of a group's bucket: one, so that SEND_RATE_PER_GROUP
+/// at 0.33/s stays within Telegram's 20 messages in any minute.
+const GROUP_BURST: f64 = 1.0;
 /// Sender threads: messages to different chats go out in parallel (one
 /// HTTP round trip each); one chat's messages never overlap.
 pub const SENDERS: usize = 4;
@@ -37,6 +43,14 @@ pub enum Content {
         file_name: String,
         caption: Option<String>,
     },
+    /// Any Bot API method with its JSON parameters (`chat_id` is the
+    /// queue's; the result is reported), and file parts to upload
+    /// (field, path, file name) as multipart.
+    Call {
+        method: String,
+        params: Value,
+        files: Vec<(String, PathBuf, String)>,
+    },
 }
 
 /// How a queued message ended.
@@ -46,6 +60,10 @@ pub struct Outcome {
     pub tag: u64,
     /// None when sent; the last error otherwise.
     pub error: Option<String>,
+    /// The Bot API's error code of that error (0 when sent).
+    pub error_code: u16,
+    /// The Bot API's `result` when sent.
+    pub result: Option<Value>,
 }
 
 /// One message to send.
@@ -151,30 +169,60 @@ struct Queue {
 pub struct Rates {
     per_chat: AtomicU64,
     per_bot: AtomicU64,
+    per_group: AtomicU64,
+}
+
+/// One reading of the rates, messages a second (0 = unpaced).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateSet {
+    pub per_chat: f64,
+    pub per_bot: f64,
+    pub per_group: f64,
+}
+
+impl RateSet {
+    /// Unpaced everywhere.
+    pub const UNPACED: RateSet = RateSet {
+        per_chat: 0.0,
+        per_bot: 0.0,
+        per_group: 0.0,
+    };
+
+    /// The rate and burst of one chat: groups and channels have negative ids.
+    fn of_chat(&self, chat_id: i64) -> (f64, f64) {
+        if chat_id < 0 {
+            (self.per_group, GROUP_BURST)
+        } else {
+            (self.per_chat, CHAT_BURST)
+        }
+    }
 }
 
 impl Rates {
-    pub fn new(per_chat: f64, per_bot: f64) -> Arc<Rates> {
+    pub fn new(rates: RateSet) -> Arc<Rates> {
         let r = Arc::new(Rates {
             per_chat: AtomicU64::new(0),
             per_bot: AtomicU64::new(0),
+            per_group: AtomicU64::new(0),
         });
-        r.set(per_chat, per_bot);
+        r.set(rates);
         r
     }
 
-    pub fn set(&self, per_chat: f64, per_bot: f64) {
-        self.per_chat
-            .store(per_chat.max(0.0).to_bits(), Ordering::Relaxed);
-        self.per_bot
-            .store(per_bot.max(0.0).to_bits(), Ordering::Relaxed);
+    pub fn set(&self, rates: RateSet) {
+        let store = |a: &AtomicU64, v: f64| a.store(v.max(0.0).to_bits(), Ordering::Relaxed);
+        store(&self.per_chat, rates.per_chat);
+        store(&self.per_bot, rates.per_bot);
+        store(&self.per_group, rates.per_group);
     }
 
-    fn get(&self) -> (f64, f64) {
-        (
-            f64::from_bits(self.per_chat.load(Ordering::Relaxed)),
-            f64::from_bits(self.per_bot.load(Ordering::Relaxed)),
-        )
+    fn get(&self) -> RateSet {
+        let load = |a: &AtomicU64| f64::from_bits(a.load(Ordering::Relaxed));
+        RateSet {
+            per_chat: load(&self.per_chat),
+            per_bot: load(&self.per_bot),
+            per_group: load(&self.per_group),
+        }
     }
 }
 
@@ -295,9 +343,49 @@ impl SendPath {
 
     /// New send rates (a reload): senders waiting out the old pacing look
     /// again at once.
-    pub fn set_rates(&self, per_chat: f64, per_bot: f64) {
-        self.spawner.rates.set(per_chat, per_bot);
+    pub fn set_rates(&self, rates: RateSet) {
+        self.spawner.rates.set(rates);
         self.shared.1.notify_all();
+    }
+
+    /// Sends any Bot API call through the send path (in order with the
+    /// chat's other messages, paced, 429s waited out) and waits for its
+    /// result, or the error's Bot API code and text. `files` are uploaded
+    /// as multipart (field, path, file name). `ticket` keeps the update in
+    /// hand until the call is over.
+    pub fn call(
+        &self,
+        chat_id: i64,
+        method: &str,
+        params: Value,
+        files: Vec<(String, PathBuf, String)>,
+        ticket: Option<Ticket>,
+    ) -> Result<Value, (u16, String)> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Outgoing {
+            chat_id,
+            content: Content::Call {
+                method: method.to_string(),
+                params,
+                files,
+            },
+            reply_to: None,
+            ticket,
+            report: Some((tx, 0)),
+        });
+        match rx.recv() {
+            Ok(Outcome {
+                error: None,
+                result,
+                ..
+            }) => Ok(result.unwrap_or(Value::Null)),
+            Ok(Outcome {
+                error: Some(e),
+                error_code,
+                ..
+            }) => Err((error_code, e)),
+            Err(_) => Err((500, "the send path dropped the call".to_string())),
+        }
     }
 
     /// Messages waiting to be sent.
@@ -307,8 +395,8 @@ impl SendPath {
 }
 
 /// Picks the next message that pacing allows, or when to look again.
-fn pick(q: &mut Queue, rates: (f64, f64), now: Instant) -> Result<Item, Option<Instant>> {
-    let (per_chat, per_bot) = rates;
+fn pick(q: &mut Queue, rates: RateSet, now: Instant) -> Result<Item, Option<Instant>> {
+    let per_bot = rates.per_bot;
     let bot_burst = per_bot.max(1.0);
     let bot_ready = q.bot.ready_at(per_bot, bot_burst, now);
     let mut earliest: Option<Instant> = None;
@@ -329,7 +417,8 @@ fn pick(q: &mut Queue, rates: (f64, f64), now: Instant) -> Result<Item, Option<I
             q.order.push_back(chat_id);
             continue;
         }
-        let mut ready = chat.bucket.ready_at(per_chat, CHAT_BURST, now);
+        let (per_chat, burst) = rates.of_chat(chat_id);
+        let mut ready = chat.bucket.ready_at(per_chat, burst, now);
         if let Some(b) = chat.blocked_until {
             ready = ready.max(b);
         }
@@ -393,27 +482,41 @@ fn done_sending(q: &mut Queue, chat_id: i64, now: Instant) {
     }
 }
 
-fn deliver(client: &Client, msg: &Outgoing) -> Result<(), ApiError> {
+fn deliver(client: &Client, msg: &Outgoing) -> Result<Option<Value>, ApiError> {
     match &msg.content {
         Content::Text(text) => client
             .send_message(msg.chat_id, text, msg.reply_to)
-            .map(|_| ()),
+            .map(|_| None),
+        Content::Call {
+            method,
+            params,
+            files,
+        } => match (files.is_empty(), params.as_object()) {
+            (false, Some(fields)) => client.call_with_files(method, fields, files).map(Some),
+            _ => client.call(method, params).map(Some),
+        },
         Content::Document {
             path,
             file_name,
             caption,
         } => client
             .send_document(msg.chat_id, path, file_name, caption.as_deref())
-            .map(|_| ()),
+            .map(|_| None),
     }
 }
 
-fn finish(item: Item, error: Option<String>) {
+fn finish(item: Item, error: Option<(String, u16)>, result: Option<Value>) {
     if let Some((tx, tag)) = &item.msg.report {
+        let (error, error_code) = match error {
+            Some((e, code)) => (Some(e), code),
+            None => (None, 0),
+        };
         let outcome = Outcome {
             chat_id: item.msg.chat_id,
             tag: *tag,
             error,
+            error_code,
+            result,
         };
         if tx.send(outcome).is_err() {
             log::debug!("nobody waits for this send's outcome any more");
@@ -424,10 +527,11 @@ fn finish(item: Item, error: Option<String>) {
 
 /// What became of one delivery, decided before the queue lock is taken.
 enum After {
-    Sent,
+    Sent(Option<Value>),
     /// Back to the head of its chat, not before this long from now.
     Retry(Duration),
-    Failed(String),
+    /// Given up: the error and its Bot API error code.
+    Failed(String, u16),
 }
 
 fn run(shared: &Arc<(Mutex<Queue>, Condvar)>, spawner: &Arc<Spawner>) {
@@ -487,7 +591,7 @@ fn run(shared: &Arc<(Mutex<Queue>, Condvar)>, spawner: &Arc<Spawner>) {
         item.attempts += 1;
         let chat_id = item.msg.chat_id;
         let after = match deliver(client, &item.msg) {
-            Ok(()) => After::Sent,
+            Ok(result) => After::Sent(result),
             Err(e) if e.retry_after().is_some() && item.attempts < MAX_ATTEMPTS * 4 => {
                 let wait = e.retry_after().unwrap_or(Duration::from_secs(1));
                 log::info!(
@@ -507,7 +611,7 @@ fn run(shared: &Arc<(Mutex<Queue>, Condvar)>, spawner: &Arc<Spawner>) {
             Err(e) => {
                 (spawner.on_error)();
                 log::warn!("cannot send in chat {chat_id}: {e}");
-                After::Failed(e.to_string())
+                After::Failed(e.to_string(), e.error_code())
             }
         };
         // Under one lock: a message going back to the head of its chat must
@@ -517,13 +621,13 @@ fn run(shared: &Arc<(Mutex<Queue>, Condvar)>, spawner: &Arc<Spawner>) {
         // for the rest) when it picks again above.
         match after {
             After::Retry(wait) => requeue(&mut lock(m), item, Instant::now() + wait),
-            After::Sent => {
+            After::Sent(result) => {
                 done_sending(&mut lock(m), chat_id, Instant::now());
-                finish(item, None);
+                finish(item, None, result);
             }
-            After::Failed(text) => {
+            After::Failed(text, code) => {
                 done_sending(&mut lock(m), chat_id, Instant::now());
-                finish(item, Some(text));
+                finish(item, Some((text, code)), None);
             }
         }
     }
@@ -588,7 +692,7 @@ mod tests {
         );
         let path = SendPath::start_with(
             client,
-            Rates::new(0.0, 0.0),
+            Rates::new(RateSet::UNPACED),
             || {},
             Duration::from_millis(300),
         )
@@ -649,7 +753,7 @@ mod tests {
     fn text(it: &Item) -> String {
         match &it.msg.content {
             Content::Text(t) => t.clone(),
-            Content::Document { .. } => String::new(),
+            Content::Document { .. } | Content::Call { .. } => String::new(),
         }
     }
 
@@ -662,7 +766,7 @@ mod tests {
             push(&mut q, item(2, 10 + n), now);
         }
         let mut sent = vec![];
-        while let Ok(it) = pick(&mut q, (0.0, 0.0), now) {
+        while let Ok(it) = pick(&mut q, RateSet::UNPACED, now) {
             sent.push((it.msg.chat_id, text(&it)));
             done_sending(&mut q, it.msg.chat_id, now);
         }
@@ -685,7 +789,10 @@ mod tests {
         for n in 0..5 {
             push(&mut q, item(7, n), now);
         }
-        let rates = (1.0, 0.0);
+        let rates = RateSet {
+            per_chat: 1.0,
+            ..RateSet::UNPACED
+        };
         for _ in 0..3 {
             let it = pick(&mut q, rates, now).expect("the burst goes at once");
             done_sending(&mut q, it.msg.chat_id, now);
@@ -704,7 +811,10 @@ mod tests {
         for chat in 0..10 {
             push(&mut q, item(chat, chat), now);
         }
-        let rates = (0.0, 2.0);
+        let rates = RateSet {
+            per_bot: 2.0,
+            ..RateSet::UNPACED
+        };
         let mut at_once = 0;
         while let Ok(it) = pick(&mut q, rates, now) {
             done_sending(&mut q, it.msg.chat_id, now);
@@ -727,19 +837,55 @@ mod tests {
         push(&mut q, item(1, 1), now);
         push(&mut q, item(1, 2), now);
         push(&mut q, item(2, 3), now);
-        let first = pick(&mut q, (0.0, 0.0), now).expect("chat 1");
+        let first = pick(&mut q, RateSet::UNPACED, now).expect("chat 1");
         assert_eq!(text(&first), "1");
-        let second = pick(&mut q, (0.0, 0.0), now).expect("chat 2 meanwhile");
+        let second = pick(&mut q, RateSet::UNPACED, now).expect("chat 2 meanwhile");
         assert_eq!(text(&second), "3");
         assert!(
-            matches!(pick(&mut q, (0.0, 0.0), now), Err(None)),
+            matches!(pick(&mut q, RateSet::UNPACED, now), Err(None)),
             "chat 1's next message waits for its first"
         );
         done_sending(&mut q, 1, now);
         assert_eq!(
-            text(&pick(&mut q, (0.0, 0.0), now).expect("now it goes")),
+            text(&pick(&mut q, RateSet::UNPACED, now).expect("now it goes")),
             "2"
         );
+    }
+
+    #[test]
+    fn a_group_is_paced_at_the_group_rate_with_a_burst_of_one() {
+        let now = Instant::now();
+        let mut q = queue(now);
+        for n in 0..3 {
+            push(&mut q, item(-100, n), now);
+            push(&mut q, item(5, 10 + n), now);
+        }
+        let rates = RateSet {
+            per_chat: 1.0,
+            per_group: 0.33,
+            per_bot: 0.0,
+        };
+        let mut sent = vec![];
+        while let Ok(it) = pick(&mut q, rates, now) {
+            sent.push(it.msg.chat_id);
+            done_sending(&mut q, it.msg.chat_id, now);
+        }
+        assert_eq!(
+            sent.iter().filter(|c| **c == -100).count(),
+            1,
+            "one to the group"
+        );
+        assert_eq!(
+            sent.iter().filter(|c| **c == 5).count(),
+            3,
+            "the private burst"
+        );
+        let Err(Some(next)) = pick(&mut q, rates, now) else {
+            panic!("the group's next must wait")
+        };
+        let wait = next.duration_since(now).as_secs_f64();
+        assert!((2.9..=3.1).contains(&wait), "about 3 s, not {wait}");
+        // 20 a minute at most: 1 + 0.33 · 60 = 20.8.
     }
 
     #[test]
@@ -748,7 +894,10 @@ mod tests {
         // chat's bucket must survive its empty queue.
         let now = Instant::now();
         let mut q = queue(now);
-        let rates = (1.0, 0.0);
+        let rates = RateSet {
+            per_chat: 1.0,
+            ..RateSet::UNPACED
+        };
         let mut sent_at_once = 0;
         for n in 0..5 {
             push(&mut q, item(9, n), now);
@@ -766,8 +915,8 @@ mod tests {
         let mut q = queue(now);
         push(&mut q, item(3, 2), now);
         requeue(&mut q, item(3, 1), now + Duration::from_millis(500));
-        assert!(matches!(pick(&mut q, (0.0, 0.0), now), Err(Some(_))));
-        let it = pick(&mut q, (0.0, 0.0), now + Duration::from_millis(500)).expect("due");
+        assert!(matches!(pick(&mut q, RateSet::UNPACED, now), Err(Some(_))));
+        let it = pick(&mut q, RateSet::UNPACED, now + Duration::from_millis(500)).expect("due");
         assert_eq!(text(&it), "1");
     }
 }

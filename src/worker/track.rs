@@ -1,201 +1,84 @@
-//! Which updates are in flight, so the offset confirms only handled ones.
-//! Every update the poll loop takes gets a `Ticket`; the job that handles it
-//! and every message sent for it hold clones; when the last clone drops the
-//! update is handled. The confirm point (the offset for the next getUpdates
-//! and for the offset file) is the oldest update still in flight, or one
-//! past the newest seen. It must never move backwards or past an update
-//! that is still in flight.
+//! The claim on one update while it is handled. The job that handles an
+//! update and every message sent for it hold clones of its `Ticket`; when
+//! the last clone drops, the update is done (handled, every reply sent or
+//! given up) and the ticket's `on_done` runs once: it writes the `done`
+//! record to the inbox and frees the update's chat for its next update. It
+//! must never run `on_done` twice or while a clone is alive.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-#[derive(Debug, Default)]
-struct Inner {
-    /// One past the newest update id taken.
-    next_new: Option<i64>,
-    /// In-flight update ids and how many tickets each has.
-    pending: BTreeMap<i64, u32>,
-    /// Bumped whenever an update finishes.
-    finished: u64,
-}
+type OnDone = Box<dyn FnOnce(i64) + Send>;
 
-/// The in-flight set, shared by the poll loop, the jobs and the sender.
-#[derive(Debug, Default)]
-pub struct Tracker {
-    inner: Mutex<Inner>,
-    changed: Condvar,
-}
-
-fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
-    match m.lock() {
-        Ok(g) => g,
-        // Plain counters: a panicked holder leaves them consistent.
-        Err(p) => p.into_inner(),
-    }
-}
-
-impl Tracker {
-    pub fn new(start: Option<i64>) -> Arc<Tracker> {
-        Arc::new(Tracker {
-            inner: Mutex::new(Inner {
-                next_new: start,
-                ..Inner::default()
-            }),
-            changed: Condvar::new(),
-        })
-    }
-
-    /// Takes an update not seen before; None if it was (a redelivery of an
-    /// update still in flight or already handled).
-    pub fn take(self: &Arc<Tracker>, update_id: i64) -> Option<Ticket> {
-        let mut inner = lock(&self.inner);
-        if inner.next_new.is_some_and(|n| update_id < n) {
-            return None;
-        }
-        inner.next_new = Some(update_id + 1);
-        inner.pending.insert(update_id, 1);
-        Some(Ticket {
-            tracker: Arc::clone(self),
-            update_id,
-        })
-    }
-
-    /// The offset that confirms exactly the handled updates.
-    pub fn confirm_point(&self) -> Option<i64> {
-        let inner = lock(&self.inner);
-        inner.pending.keys().next().copied().or(inner.next_new)
-    }
-
-    pub fn in_flight(&self) -> usize {
-        lock(&self.inner).pending.len()
-    }
-
-    /// Waits until an update finishes, or `timeout`. Returns early only
-    /// when something finished meanwhile, never just because nothing is in
-    /// flight (an idle waiter must sleep, not spin).
-    pub fn wait_for_progress(&self, timeout: Duration) {
-        let inner = lock(&self.inner);
-        let seen = inner.finished;
-        let result = self
-            .changed
-            .wait_timeout_while(inner, timeout, |i| i.finished == seen);
-        drop(result);
-    }
-
-    fn add_ref(&self, id: i64) {
-        if let Some(n) = lock(&self.inner).pending.get_mut(&id) {
-            *n += 1;
-        }
-    }
-
-    fn release(&self, id: i64) {
-        let mut inner = lock(&self.inner);
-        let done = match inner.pending.get_mut(&id) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            Some(_) => true,
-            None => false,
-        };
-        if done {
-            inner.pending.remove(&id);
-            inner.finished += 1;
-            drop(inner);
-            self.changed.notify_all();
-        }
-    }
-}
-
-/// A claim on one update: it is handled when every clone has dropped.
-#[derive(Debug)]
-pub struct Ticket {
-    tracker: Arc<Tracker>,
+struct Claim {
     update_id: i64,
+    chat: i64,
+    on_done: Mutex<Option<OnDone>>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let on_done = match self.on_done.get_mut() {
+            Ok(f) => f.take(),
+            // Only `drop` takes it; a poisoned lock still holds the closure.
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(f) = on_done {
+            f(self.update_id);
+        }
+    }
+}
+
+/// A claim on one update: it is done when every clone has dropped.
+#[derive(Clone)]
+pub struct Ticket(Arc<Claim>);
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ticket({} in chat {})", self.0.update_id, self.0.chat)
+    }
 }
 
 impl Ticket {
+    /// A ticket for `update_id` (in `chat`) that calls `on_done` once the
+    /// last clone drops.
+    pub fn new(update_id: i64, chat: i64, on_done: impl FnOnce(i64) + Send + 'static) -> Ticket {
+        Ticket(Arc::new(Claim {
+            update_id,
+            chat,
+            on_done: Mutex::new(Some(Box::new(on_done))),
+        }))
+    }
+
     pub fn update_id(&self) -> i64 {
-        self.update_id
+        self.0.update_id
     }
-}
 
-impl Clone for Ticket {
-    fn clone(&self) -> Ticket {
-        self.tracker.add_ref(self.update_id);
-        Ticket {
-            tracker: Arc::clone(&self.tracker),
-            update_id: self.update_id,
-        }
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.tracker.release(self.update_id);
+    /// The chat key the update is scheduled under.
+    pub fn chat(&self) -> i64 {
+        self.0.chat
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
-    fn the_confirm_point_waits_for_the_oldest_update_in_flight() {
-        let t = Tracker::new(None);
-        assert_eq!(t.confirm_point(), None);
-        let a = t.take(100).expect("new");
-        let b = t.take(101).expect("new");
-        let c = t.take(102).expect("new");
-        assert!(t.take(101).is_none(), "a redelivery is not taken twice");
-        assert_eq!(t.confirm_point(), Some(100));
-        let a2 = a.clone();
-        drop(a);
-        assert_eq!(t.confirm_point(), Some(100), "a clone still holds it");
-        drop(c);
-        assert_eq!(t.confirm_point(), Some(100));
-        drop(a2);
-        assert_eq!(t.confirm_point(), Some(101));
-        drop(b);
-        assert_eq!(t.confirm_point(), Some(103));
-        assert_eq!(t.in_flight(), 0);
-        assert!(t.take(99).is_none(), "older than anything taken");
-    }
-
-    #[test]
-    fn waiting_with_nothing_in_flight_sleeps_until_the_timeout() {
-        let t = Tracker::new(None);
-        let t0 = std::time::Instant::now();
-        t.wait_for_progress(Duration::from_millis(50));
-        assert!(
-            t0.elapsed() >= Duration::from_millis(50),
-            "no early return when idle"
-        );
-        let a = t.take(1).expect("new");
-        let t2 = Arc::clone(&t);
-        let waiter = std::thread::spawn(move || {
-            let t0 = std::time::Instant::now();
-            t2.wait_for_progress(Duration::from_secs(10));
-            t0.elapsed()
+    fn done_runs_once_when_the_last_clone_drops() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&calls);
+        let t = Ticket::new(7, 1, move |id| {
+            assert_eq!(id, 7);
+            c.fetch_add(1, Ordering::SeqCst);
         });
-        std::thread::sleep(Duration::from_millis(20)); // let the waiter block first
-        drop(a);
-        let waited = waiter.join().expect("waiter");
-        assert!(
-            waited < Duration::from_secs(5),
-            "progress wakes it ({waited:?})"
-        );
-    }
-
-    #[test]
-    fn a_restart_point_is_respected() {
-        let t = Tracker::new(Some(500));
-        assert!(t.take(499).is_none());
-        assert_eq!(t.confirm_point(), Some(500));
-        let x = t.take(503).expect("new");
-        assert_eq!(t.confirm_point(), Some(503));
-        drop(x);
-        assert_eq!(t.confirm_point(), Some(504));
+        let t2 = t.clone();
+        let t3 = t2.clone();
+        drop(t);
+        drop(t3);
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "a clone still holds it");
+        let sent = std::thread::spawn(move || drop(t2));
+        sent.join().expect("joins");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

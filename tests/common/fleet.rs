@@ -61,15 +61,21 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// Pids of every `botfleet worker` process whose environment names this
-/// test's state dir: they are ours even once their parent is gone.
+/// Pids of every `botfleet worker` process whose command line names this
+/// test's state dir (`worker --state-dir D`; a worker's environment is not
+/// readable): they are ours even once their parent is gone.
 pub fn workers_with_state_dir(state_dir: &std::path::Path) -> Vec<u32> {
-    let needle = format!("STATE_DIR={}", state_dir.display());
+    let needle = state_dir.display().to_string();
     proc_pids()
         .into_iter()
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                alive(*pid) && env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+                alive(*pid)
+                    && args.get(1) == Some(&b"worker".as_slice())
+                    && args
+                        .windows(2)
+                        .any(|w| w[0] == b"--state-dir" && w[1] == needle.as_bytes())
             })
         })
         .collect()

@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Handler benchmark (issue 15): a Python echo handler, unpaced, in
+botfleet's persistent mode and exec mode, side by side with
+python-telegram-bot's echo bot, all against one `botfleet sandbox` on
+loopback; in 1 chat and in 20 chats.
+
+    python3 bench/handler_bench.py [--no-build] [--no-ptb] [--messages N]
+
+Throughput: N messages injected at once, updates/s from the first
+injection to the sandbox's `at_us` of the last reply. Latency: 200
+messages 20 ms apart, p50 of reply `at_us` - injected `at_us` (ms).
+Standard library only; python-telegram-bot comes from target/bench-venv
+(bench/bench.py creates it; this script does the same when it is missing).
+Every process it starts is in its own session and is killed in `finally`.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("BENCH_GLIBC_BIN") or os.path.join(ROOT, "target/release/botfleet")
+VENV = os.path.join(ROOT, "target/bench-venv")
+PTB_ECHO = os.path.join(ROOT, "bench/ptb_echo.py")
+
+PERSISTENT_ECHO = r'''
+import json, sys
+out = sys.stdout
+for line in sys.stdin:
+    m = json.loads(line)
+    if m["type"] == "update":
+        t = m["update"].get("message", {}).get("text", "")
+        out.write(json.dumps({"type": "reply", "id": m["id"],
+                              "calls": [{"method": "sendMessage", "text": t}]}) + "\n")
+        out.flush()
+'''
+
+EXEC_ECHO = r'''
+import json, sys
+u = json.load(sys.stdin)
+sys.stdout.write(u.get("message", {}).get("text", ""))
+'''
+
+STARTED = []
+
+
+def log(msg):
+    print(f"[handler-bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def spawn(argv, **kw):
+    p = subprocess.Popen(argv, start_new_session=True, **kw)
+    STARTED.append(p)
+    return p
+
+
+def kill_all():
+    for p in STARTED:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(p.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                p.wait(timeout=5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sandbox:
+    def __init__(self):
+        self.p = spawn([BIN, "sandbox", "--port", "0"], stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+        r, _, _ = select.select([self.p.stdout], [], [], 10)
+        line = self.p.stdout.readline() if r else ""
+        m = re.match(r"sandbox listening on http://([\d.]+):(\d+)", line)
+        if not m:
+            raise RuntimeError(f"sandbox did not start: {line!r}")
+        self.host, self.port = m.group(1), int(m.group(2))
+        self.url = f"http://{self.host}:{self.port}"
+        threading.Thread(target=lambda: [None for _ in self.p.stdout], daemon=True).start()
+        self.conn = None
+        self.next_bot = 8100001
+
+    def req(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        for attempt in range(3):
+            try:
+                if self.conn is None:
+                    self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+                self.conn.request(method, "/_sandbox/" + path, body=data,
+                                  headers={"Content-Type": "application/json"})
+                return json.loads(self.conn.getresponse().read())["result"]
+            except (http.client.HTTPException, OSError):
+                if self.conn:
+                    self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    raise
+
+    def new_bot(self):
+        bid = self.next_bot
+        self.next_bot += 1
+        tok = f"{bid}:hbench-secret-{bid}"
+        self.req("POST", "bots", {"token": tok, "username": f"hbench{bid}_bot"})
+        return bid, tok
+
+    def inject(self, bid, chat, text):
+        return self.req("POST", f"bots/{bid}/messages",
+                        {"user_id": chat, "chat_id": chat, "text": text})["at_us"]
+
+    def replies(self, bid):
+        return [e for e in self.req("GET", f"bots/{bid}/sent")
+                if e["method"] == "sendMessage"]
+
+    def polled(self, bid):
+        return self.req("GET", "stats")["bots"][str(bid)]["calls"].get("getUpdates", 0)
+
+
+class Botfleet:
+    def __init__(self, sb, token, mode, handler_path):
+        self.dir = tempfile.mkdtemp(prefix=f"botfleet-hbench-{mode}-")
+        env = {
+            "TELEGRAM_BOT_TOKENS": token, "TELEGRAM_API_URL": sb.url,
+            "MEDIA_TMP_LOCATION": f"{self.dir}/media", "STATE_DIR": f"{self.dir}/state",
+            "LOCK_FILE": f"{self.dir}/bot.lock", "PORT": str(free_port()),
+            "POLL_TIMEOUT_SECS": "30", "RUST_LOG": "warn",
+            "SEND_RATE_PER_CHAT": "0", "SEND_RATE_PER_GROUP": "0", "SEND_RATE_PER_BOT": "0",
+            "BOT_HANDLER": (f"\"{sys.executable} {handler_path}\"" if handler_path
+                            else "builtin:echo"),
+            "BOT_HANDLER_MODE": mode,
+            "HANDLER_CONCURRENCY": "4",
+        }
+        with open(f"{self.dir}/.env", "w") as f:
+            f.write("".join(f"{k}={v}\n" for k, v in env.items()))
+        penv = {k: v for k, v in os.environ.items()
+                if k not in ("TELEGRAM_BOT_TOKENS", "TELEGRAM_BOT_TOKEN", "BOT_HANDLER",
+                             "NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        self.p = spawn([BIN, "run", "--env-file", f"{self.dir}/.env"], cwd=self.dir,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, env=penv)
+
+    def close(self):
+        try:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            self.p.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Ptb:
+    def __init__(self, python, sb, token):
+        self.p = spawn([python, PTB_ECHO, token, sb.url], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def close(self):
+        try:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            self.p.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+
+
+def wait_replies(sb, bid, n, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = sb.replies(bid)
+        if len(r) >= n:
+            return r
+        time.sleep(0.05)
+    raise RuntimeError(f"only {len(sb.replies(bid))}/{n} replies within {timeout}s")
+
+
+def warm_up(sb, bid):
+    """One message answered: the bot (and its handler) are up."""
+    deadline = time.monotonic() + 60
+    while sb.polled(bid) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sb.inject(bid, 1, "warm-up")
+    wait_replies(sb, bid, 1, 60)
+
+
+def measure(sb, start_bot, n, chats, timeout, lat_n=200, lat_gap=0.02):
+    """(updates/s, p50 ms) for a fresh bot of one implementation."""
+    bid, tok = sb.new_bot()
+    bot = start_bot(tok)
+    try:
+        warm_up(sb, bid)
+        base = len(sb.replies(bid))
+        texts = [f"t{i}" for i in range(n)]
+        t0 = None
+        for i, t in enumerate(texts):
+            at = sb.inject(bid, 100 + i % chats, t)
+            t0 = at if t0 is None else t0
+        sent = wait_replies(sb, bid, base + n, timeout)
+        want = set(texts)
+        last = max(e["at_us"] for e in sent if e["text"] in want)
+        rate = n / ((last - t0) / 1e6)
+        # Latency: lat_n messages lat_gap apart (slower than the handler
+        # answers, so no queue builds up).
+        inj = {}
+        for i in range(lat_n):
+            t = f"l{i}"
+            inj[t] = sb.inject(bid, 100 + i % chats, t)
+            time.sleep(lat_gap)
+        sent = wait_replies(sb, bid, base + n + lat_n, timeout)
+        lat = [(e["at_us"] - inj[e["text"]]) / 1000 for e in sent if e["text"] in inj]
+        return rate, statistics.median(lat)
+    finally:
+        bot.close()
+
+
+def ptb_python(no_ptb):
+    if no_ptb:
+        return None
+    py = os.path.join(VENV, "bin/python")
+    try:
+        if not os.path.exists(py):
+            log("creating target/bench-venv with python-telegram-bot from PyPI")
+            subprocess.run([sys.executable, "-m", "venv", VENV], check=True)
+        if subprocess.run([py, "-c", "import telegram"], capture_output=True).returncode != 0:
+            subprocess.run([py, "-m", "pip", "install", "-q", "python-telegram-bot"], check=True)
+        return py
+    except (subprocess.CalledProcessError, OSError) as e:
+        log(f"skipping python-telegram-bot: {e}")
+        return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--no-ptb", action="store_true")
+    ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--exec-messages", type=int, default=200)
+    args = ap.parse_args()
+    if not args.no_build:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="botfleet-hbench-")
+    pers = os.path.join(work, "persistent_echo.py")
+    exe = os.path.join(work, "exec_echo.py")
+    with open(pers, "w") as f:
+        f.write(PERSISTENT_ECHO)
+    with open(exe, "w") as f:
+        f.write(EXEC_ECHO)
+    py = ptb_python(args.no_ptb)
+    results = {}
+    try:
+        sb = Sandbox()
+        impls = [
+            ("persistent", args.messages, (200, 0.02),
+             lambda t: Botfleet(sb, t, "persistent", pers)),
+            ("exec", args.exec_messages, (20, 0.5), lambda t: Botfleet(sb, t, "exec", exe)),
+            ("builtin:echo (no process)", args.messages, (200, 0.02),
+             lambda t: Botfleet(sb, t, "exec", None)),
+        ]
+        if py:
+            impls.append(("python-telegram-bot", args.messages, (200, 0.02),
+                          lambda t: Ptb(py, sb, t)))
+        for chats in (1, 20):
+            for name, n, (lat_n, gap), start in impls:
+                log(f"{name}, {chats} chat(s), {n} messages")
+                results[(name, chats)] = measure(sb, start, n, chats, 600, lat_n, gap)
+    finally:
+        kill_all()
+        shutil.rmtree(work, ignore_errors=True)
+    print("\n| handler | chats | updates/s | p50 latency (ms) |")
+    print("|---|---|---|---|")
+    for (name, chats), (rate, p50) in results.items():
+        print(f"| {name} | {chats} | {rate:,.0f} | {p50:.2f} |")
+    for chats in (1, 20):
+        p = results.get(("persistent", chats))
+        t = results.get(("python-telegram-bot", chats))
+        e = results.get(("exec", chats))
+        if p and t:
+            print(f"{chats} chat(s): persistent = {p[0] / t[0]:.1f}x python-telegram-bot's updates/s")
+        if e:
+            print(f"{chats} chat(s): exec mode costs {1000 / e[0]:.1f} ms of wall time per update")
+
+
+if __name__ == "__main__":
+    main()

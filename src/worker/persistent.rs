@@ -1,0 +1,681 @@
+//! The persistent handler (BOT_HANDLER_MODE=persistent): one long-lived
+//! handler process per worker speaking protocol 1 over its stdin and
+//! stdout, started without a shell in BOT_DATA_DIR, in its own process
+//! group, with the same confinement as exec mode. Job threads call
+//! [`Persistent::handle`] (one update, blocks until its answer or its
+//! deadline) and [`Persistent::results`]; one manager thread (re)starts the
+//! process with backoff, hands the updates the dead process held to the new
+//! one, kills a process that stays silent past a missed deadline, and stops
+//! it (EOF on stdin, then SIGTERM, then SIGKILL to its group, bounded).
+//!
+//! Threads per process: a stdin writer (lines from a channel, so no job
+//! thread ever blocks on a handler that does not read), a stdout reader
+//! (answers by id) and a stderr reader (to the log).
+//!
+//! Invariants: at most `concurrency` updates outstanding; an update is
+//! answered exactly once (reply, error, timeout or stop); every process it
+//! starts is reaped and its group killed before the next one starts; a
+//! line that breaks the protocol restarts the process, never panics.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use super::handler::{self, Confinement};
+use super::protocol::{self, BotIdentity, CallResult, FromHandler};
+use crate::sys;
+
+/// First restart delay; doubles per crash in a row up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A process up this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// Stop: how long after EOF before SIGTERM, and after SIGTERM before
+/// SIGKILL, unless the caller has less time ([`Persistent::stop_within`]).
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
+/// After a missed deadline, a process that writes nothing for this long is
+/// restarted.
+const SILENT_GRACE: Duration = Duration::from_secs(2);
+
+/// What the persistent handler is started with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub argv: Vec<String>,
+    /// The whole environment of the process (nothing else is inherited).
+    pub env: Vec<(String, String)>,
+    pub dir: PathBuf,
+    pub bot: BotIdentity,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub confinement: Confinement,
+    /// HANDLER_MAX_MEMORY_MB in bytes: the process's address-space limit.
+    pub max_memory: Option<u64>,
+}
+
+/// How an update ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// The handler's calls (maybe none).
+    Calls(Vec<Value>),
+    /// The handler said it failed.
+    Error(String),
+    /// No answer by the deadline.
+    Timeout,
+    /// The handler is being stopped.
+    Stopped,
+}
+
+struct Pending {
+    update: Value,
+    deadline_ms: u64,
+    tx: mpsc::Sender<Answer>,
+    /// The generation of the process that holds it (0: none yet).
+    sent_to: u64,
+}
+
+struct State {
+    spec: Spec,
+    /// Generation of the current process; 0 before the first.
+    generation: u64,
+    /// Lines for the current process's stdin; None while there is none.
+    writer: Option<mpsc::Sender<String>>,
+    /// The current process broke the protocol, died or must restart.
+    dead: bool,
+    pending: HashMap<String, Pending>,
+    next_id: u64,
+    stopping: bool,
+    /// EOF to SIGTERM, and SIGTERM to SIGKILL, when stopping.
+    stop_grace: Duration,
+    last_line: Instant,
+    overdue_since: Option<Instant>,
+}
+
+struct Shared {
+    st: Mutex<State>,
+    cv: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a thread panicked while holding it;
+        // the state is still consistent enough to stop cleanly.
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks process `generation` as gone (if it is still the current one).
+    fn mark_dead(&self, generation: u64) {
+        let mut st = self.lock();
+        if st.generation == generation {
+            st.dead = true;
+            st.writer = None;
+        }
+        drop(st);
+        self.cv.notify_all();
+    }
+}
+
+/// The persistent handler of one worker.
+pub struct Persistent {
+    shared: Arc<Shared>,
+    manager: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Persistent {
+    /// Starts the manager thread, which starts the process at once.
+    pub fn start(spec: Spec) -> std::io::Result<Persistent> {
+        let shared = Arc::new(Shared {
+            st: Mutex::new(State {
+                spec,
+                generation: 0,
+                writer: None,
+                dead: false,
+                pending: HashMap::new(),
+                next_id: 1,
+                stopping: false,
+                stop_grace: STOP_GRACE,
+                last_line: Instant::now(),
+                overdue_since: None,
+            }),
+            cv: Condvar::new(),
+        });
+        let s = Arc::clone(&shared);
+        let manager = std::thread::Builder::new()
+            .name("handler-mgr".into())
+            .stack_size(128 * 1024)
+            .spawn(move || manage(&s))?;
+        Ok(Persistent {
+            shared,
+            manager: Mutex::new(Some(manager)),
+        })
+    }
+
+    /// New settings: a changed program, environment or directory restarts
+    /// the process (without backoff); the rest applies at once.
+    pub fn update(&self, spec: Spec) {
+        let mut st = self.shared.lock();
+        let restart =
+            st.spec.argv != spec.argv || st.spec.env != spec.env || st.spec.dir != spec.dir;
+        st.spec = spec;
+        if restart && st.generation != 0 {
+            st.dead = true;
+            st.writer = None;
+        }
+        drop(st);
+        self.shared.cv.notify_all();
+    }
+
+    /// Hands one update to the handler and waits for its answer. Returns
+    /// the update's protocol id (for [`Persistent::results`]) and the answer.
+    pub fn handle(&self, update: &Value) -> (String, Answer) {
+        let mut st = self.shared.lock();
+        while st.pending.len() >= st.spec.concurrency.max(1) && !st.stopping {
+            st = self.shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        let id = st.next_id.to_string();
+        if st.stopping {
+            return (id, Answer::Stopped);
+        }
+        st.next_id += 1;
+        let timeout = st.spec.timeout;
+        let deadline_ms = unix_ms() + timeout.as_millis() as u64;
+        let (tx, rx) = mpsc::channel();
+        let mut sent_to = 0;
+        if let (Some(w), false) = (&st.writer, st.dead) {
+            if w.send(protocol::update(&id, deadline_ms, update)).is_ok() {
+                sent_to = st.generation;
+            }
+        }
+        st.pending.insert(
+            id.clone(),
+            Pending {
+                update: update.clone(),
+                deadline_ms,
+                tx,
+                sent_to,
+            },
+        );
+        drop(st);
+        let answer = match rx.recv_timeout(timeout) {
+            Ok(a) => a,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let mut st = self.shared.lock();
+                match st.pending.remove(&id) {
+                    Some(_) => {
+                        st.overdue_since.get_or_insert_with(Instant::now);
+                        Answer::Timeout
+                    }
+                    // Answered between the timeout and the lock.
+                    None => rx.try_recv().unwrap_or(Answer::Timeout),
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Answer::Stopped,
+        };
+        self.shared.cv.notify_all();
+        (id, answer)
+    }
+
+    /// Hands the results of a reply's calls back to the handler.
+    pub fn results(&self, id: &str, results: &[CallResult]) {
+        let st = self.shared.lock();
+        if let (Some(w), false) = (&st.writer, st.dead) {
+            if w.send(protocol::results(id, results)).is_err() {
+                log::debug!("the handler is gone; results for {id} dropped");
+            }
+        }
+    }
+
+    /// Stops the process (EOF, SIGTERM, SIGKILL; bounded) and the manager;
+    /// updates still waiting are answered `Stopped`.
+    pub fn stop(&self) {
+        self.stop_within(STOP_GRACE);
+    }
+
+    /// `stop` with `grace` from EOF to SIGTERM and from SIGTERM to SIGKILL.
+    pub fn stop_within(&self, grace: Duration) {
+        {
+            let mut st = self.shared.lock();
+            st.stopping = true;
+            st.stop_grace = grace;
+        }
+        self.shared.cv.notify_all();
+        let handle = self
+            .manager
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = handle {
+            if h.join().is_err() {
+                log::error!("the handler manager thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Persistent {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The running process, owned by the manager thread.
+struct Running {
+    child: Child,
+    started: Instant,
+}
+
+fn manage(shared: &Arc<Shared>) {
+    let mut running: Option<Running> = None;
+    let mut backoff = MIN_BACKOFF;
+    let mut next_start = Instant::now();
+    loop {
+        let mut st = shared.lock();
+        if st.stopping {
+            st.writer = None;
+            let grace = st.stop_grace;
+            let waiting: Vec<Pending> = st.pending.drain().map(|(_, p)| p).collect();
+            drop(st);
+            shared.cv.notify_all();
+            for p in waiting {
+                if p.tx.send(Answer::Stopped).is_err() {}
+            }
+            if let Some(r) = running.take() {
+                stop_process(r, grace);
+            }
+            return;
+        }
+        // A process that exited while something still holds its stdout.
+        if let Some(r) = running.as_mut() {
+            if !st.dead && matches!(r.child.try_wait(), Ok(Some(_))) {
+                st.dead = true;
+                st.writer = None;
+            }
+        }
+        if st.dead {
+            if let Some(mut r) = running.take() {
+                kill_group(&r.child);
+                let status = r.child.wait();
+                log::warn!(
+                    "the persistent handler stopped ({}); restarting it",
+                    status.map_or_else(|e| e.to_string(), |s| s.to_string())
+                );
+                if r.started.elapsed() >= STABLE_AFTER {
+                    backoff = MIN_BACKOFF;
+                }
+                next_start = Instant::now() + backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            st.dead = false;
+            for p in st.pending.values_mut() {
+                p.sent_to = 0;
+            }
+        }
+        let now = Instant::now();
+        if running.is_none() && now >= next_start {
+            match spawn(&st.spec) {
+                Ok((child, stdin, stdout, stderr)) => {
+                    st.generation += 1;
+                    let generation = st.generation;
+                    let (tx, rx) = mpsc::channel::<String>();
+                    start_io(shared, generation, stdin, stdout, stderr, rx);
+                    let mut ok = tx.send(protocol::hello(&st.spec.bot)).is_ok();
+                    // Hand it again what its predecessor held, oldest first.
+                    let mut held: Vec<(&String, &mut Pending)> = st.pending.iter_mut().collect();
+                    held.sort_by_key(|(id, _)| id.parse::<u64>().unwrap_or(0));
+                    for (id, p) in held {
+                        ok &= tx
+                            .send(protocol::update(id, p.deadline_ms, &p.update))
+                            .is_ok();
+                        p.sent_to = generation;
+                    }
+                    if !ok {
+                        log::debug!("the new handler's stdin closed at once");
+                    }
+                    st.writer = Some(tx);
+                    st.last_line = Instant::now();
+                    st.overdue_since = None;
+                    log::info!(
+                        "persistent handler started (pid {}, {} update(s) handed again)",
+                        child.id(),
+                        st.pending.len()
+                    );
+                    running = Some(Running {
+                        child,
+                        started: Instant::now(),
+                    });
+                }
+                Err(e) => {
+                    log::error!("cannot start the persistent handler: {e}");
+                    next_start = now + backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        // Silent past a missed deadline: restart it.
+        if let (Some(since), Some(r)) = (st.overdue_since, running.as_ref()) {
+            if st.last_line < since && now.duration_since(since) >= SILENT_GRACE {
+                log::warn!(
+                    "the persistent handler missed a deadline and stays silent; restarting it"
+                );
+                st.overdue_since = None;
+                st.dead = true;
+                st.writer = None;
+                kill_group(&r.child);
+                continue;
+            } else if st.last_line >= since {
+                st.overdue_since = None;
+            }
+        }
+        let wait = if running.is_none() {
+            next_start
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(5))
+        } else {
+            Duration::from_millis(100)
+        };
+        let (st, _) = shared
+            .cv
+            .wait_timeout(st, wait)
+            .unwrap_or_else(|p| p.into_inner());
+        drop(st);
+    }
+}
+
+type Pipes = (
+    Child,
+    std::process::ChildStdin,
+    std::process::ChildStdout,
+    std::process::ChildStderr,
+);
+
+fn spawn(spec: &Spec) -> std::io::Result<Pipes> {
+    let Some((program, args)) = spec.argv.split_first() else {
+        return Err(std::io::Error::other("BOT_HANDLER is empty"));
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(
+            spec.env
+                .iter()
+                .filter(|(k, _)| !handler::WITHHELD.contains(&k.as_str()))
+                .map(|(k, v)| (k, v)),
+        )
+        .current_dir(&spec.dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    handler::confine(&mut cmd, &spec.confinement);
+    if let Some(bytes) = spec.max_memory {
+        sys::limit_child_memory(&mut cmd, bytes);
+    }
+    sys::kill_child_with_parent(&mut cmd);
+    let mut child = cmd.spawn()?;
+    let (Some(i), Some(o), Some(e)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        kill_group(&child);
+        let _ = child.wait();
+        return Err(std::io::Error::other("the handler's pipes are missing"));
+    };
+    Ok((child, i, o, e))
+}
+
+fn start_io(
+    shared: &Arc<Shared>,
+    generation: u64,
+    mut stdin: std::process::ChildStdin,
+    stdout: std::process::ChildStdout,
+    stderr: std::process::ChildStderr,
+    lines: mpsc::Receiver<String>,
+) {
+    let s = Arc::clone(shared);
+    spawn_thread("handler-in", move || {
+        for line in lines {
+            if stdin
+                .write_all(line.as_bytes())
+                .and_then(|()| stdin.flush())
+                .is_err()
+            {
+                s.mark_dead(generation);
+                return;
+            }
+        }
+        // The sender is gone: dropping stdin is the EOF that means stop.
+    });
+    let s = Arc::clone(shared);
+    spawn_thread("handler-out", move || read_answers(&s, generation, stdout));
+    spawn_thread("handler-err", move || {
+        let mut r = BufReader::new(stderr);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match (&mut r).take(8 * 1024).read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf);
+                    let line = line.trim_end();
+                    if !line.is_empty() {
+                        log::info!("handler stderr: {line}");
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn read_answers(shared: &Shared, generation: u64, stdout: std::process::ChildStdout) {
+    let mut r = BufReader::new(stdout);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = match (&mut r)
+            .take(protocol::MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if buf.last() != Some(&b'\n') && n > protocol::MAX_LINE {
+            log::warn!(
+                "the persistent handler broke protocol 1: {}",
+                protocol::ProtocolError::TooLong(n)
+            );
+            break;
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match protocol::parse(text) {
+            Ok(msg) => {
+                let mut st = shared.lock();
+                if st.generation != generation {
+                    return;
+                }
+                st.last_line = Instant::now();
+                let id = msg.id().to_string();
+                match st.pending.remove(&id) {
+                    Some(p) => {
+                        let answer = match msg {
+                            FromHandler::Reply { calls, .. } => Answer::Calls(calls),
+                            FromHandler::Error { message, .. } => Answer::Error(message),
+                        };
+                        if p.tx.send(answer).is_err() {}
+                    }
+                    None => log::debug!("an answer for update {id}, which is no longer waiting"),
+                }
+                drop(st);
+                shared.cv.notify_all();
+            }
+            Err(e) => {
+                log::warn!("the persistent handler broke protocol 1: {e}");
+                break;
+            }
+        }
+    }
+    shared.mark_dead(generation);
+}
+
+/// EOF on stdin (the writer is gone), then SIGTERM, then SIGKILL, bounded.
+fn stop_process(mut r: Running, grace: Duration) {
+    let waited = |child: &mut Child, d: Duration| {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    };
+    if !waited(&mut r.child, grace) {
+        if let Err(e) = sys::signal_group(r.child.id(), sys::Signal::Term) {
+            log::debug!("SIGTERM to the handler group: {e}");
+        }
+        if !waited(&mut r.child, grace) {
+            log::warn!("the persistent handler ignored SIGTERM; killing it");
+        }
+    }
+    kill_group(&r.child);
+    if let Err(e) = r.child.wait() {
+        log::warn!("cannot reap the persistent handler: {e}");
+    }
+}
+
+fn kill_group(child: &Child) {
+    match sys::signal_group(child.id(), sys::Signal::Kill) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+        Err(e) => log::warn!("cannot kill the handler group {}: {e}", child.id()),
+    }
+}
+
+fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(128 * 1024)
+        .spawn(f)
+    {
+        log::error!("cannot start a handler i/o thread: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A handler in sh + a tiny awk-free loop: answers each update with a
+    /// sendMessage of the update's id, counting lines per process.
+    const ECHO: &str = r#"
+read hello
+case "$hello" in *'"type":"hello"'*) ;; *) exit 9;; esac
+n=0
+while read line; do
+  case "$line" in
+    *'"type":"update"'*)
+      id=${line#*'"id":"'}; id=${id%%'"'*}
+      n=$((n+1))
+      case "$line" in
+        *crash*) [ -e crashed ] || { touch crashed; kill -9 $$; } ;;
+        *silent*) continue ;;
+        *garbage*) echo "not json"; continue ;;
+      esac
+      echo "{\"type\":\"reply\",\"id\":\"$id\",\"calls\":[{\"method\":\"sendMessage\",\"text\":\"$n $$\"}]}"
+      ;;
+  esac
+done
+"#;
+
+    fn spec(dir: &std::path::Path, timeout: Duration) -> Spec {
+        Spec {
+            argv: vec!["/bin/sh".into(), "-c".into(), ECHO.into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            dir: dir.to_path_buf(),
+            bot: BotIdentity {
+                id: 1,
+                username: "b".into(),
+                index: 0,
+            },
+            timeout,
+            concurrency: 2,
+            confinement: Confinement::default(),
+            max_memory: None,
+        }
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("botfleet-persist-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("temp dir");
+        d
+    }
+
+    fn text(a: &Answer) -> String {
+        match a {
+            Answer::Calls(c) => c[0]["text"].as_str().unwrap_or_default().to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_process_answers_in_turn_and_comes_back_after_a_crash() {
+        let d = temp("crash");
+        let p = Persistent::start(spec(&d, Duration::from_secs(10))).expect("start");
+        let (_, a1) = p.handle(&json!({"update_id": 1, "text": "a"}));
+        let (_, a2) = p.handle(&json!({"update_id": 2, "text": "b"}));
+        let (n1, pid1) = text(&a1)
+            .split_once(' ')
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .expect("n pid");
+        let (n2, pid2) = text(&a2)
+            .split_once(' ')
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .expect("n pid");
+        assert_eq!(
+            (n1.as_str(), n2.as_str()),
+            ("1", "2"),
+            "state kept across updates"
+        );
+        assert_eq!(pid1, pid2, "one process");
+        // Killed while holding the update: the next process gets it again.
+        let (_, a3) = p.handle(&json!({"update_id": 3, "text": "crash"}));
+        let t3 = text(&a3);
+        assert!(t3.starts_with("1 ") && !t3.ends_with(&pid1), "{t3}");
+        p.stop();
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_protocol_violation_restarts_and_a_silent_update_times_out() {
+        let d = temp("violation");
+        let p = Persistent::start(spec(&d, Duration::from_millis(800))).expect("start");
+        let (_, a) = p.handle(&json!({"update_id": 1, "text": "silent"}));
+        assert_eq!(a, Answer::Timeout);
+        let (_, a) = p.handle(&json!({"update_id": 2, "text": "garbage"}));
+        // The violation restarts the process; the update is handed again and
+        // the new process breaks the protocol the same way, so it times out.
+        assert_eq!(a, Answer::Timeout);
+        let (_, a) = p.handle(&json!({"update_id": 3, "text": "fine"}));
+        assert!(matches!(a, Answer::Calls(_)), "{a:?}");
+        let t0 = Instant::now();
+        p.stop();
+        assert!(t0.elapsed() < Duration::from_secs(6));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
