@@ -363,15 +363,17 @@ impl Bot {
                 }
                 Answer::Error(message) => {
                     log::error!(
-                        "the handler failed update {} in chat {chat:?}: {message}",
-                        ticket.update_id()
+                        "the handler failed update {} in {}: {message}",
+                        ticket.update_id(),
+                        chat_label(chat)
                     );
                     failed(false);
                 }
                 Answer::Timeout => {
                     log::error!(
-                        "the handler did not answer update {} in chat {chat:?} within {} s",
+                        "the handler did not answer update {} in {} within {} s",
                         ticket.update_id(),
+                        chat_label(chat),
                         settings.handler_timeout.as_secs()
                     );
                     failed(true);
@@ -421,8 +423,9 @@ impl Bot {
             }
             Err(e) => {
                 log::error!(
-                    "handler for update {} in chat {chat:?}: {e}",
-                    ticket.update_id()
+                    "handler for update {} in {}: {e}",
+                    ticket.update_id(),
+                    chat_label(chat)
                 );
                 failed(matches!(e, handler::HandlerError::Timeout(_)));
             }
@@ -695,4 +698,10 @@ mod tests {
         assert_eq!(chat_key(&inline), 3, "an inline query goes with its user");
         assert_eq!(chat_key(&json!({"update_id": 2})), 0);
     }
+}
+
+/// `chat N` for log lines (the form `logging` reads a chat id from), or
+/// `no chat` for updates without one (inline queries, polls).
+fn chat_label(chat: Option<i64>) -> String {
+    chat.map_or_else(|| "no chat".to_string(), |c| format!("chat {c}"))
 }

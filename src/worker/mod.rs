@@ -245,6 +245,8 @@ pub fn main() -> i32 {
         Ok(s) => s,
         Err(e) => fatal(&format!("bad settings: {e}"), EXIT_PERMANENT),
     };
+    // The log filter of `.env`'s RUST_LOG, now that START has brought it.
+    crate::logging::set_filter(&settings.rust_log);
     if let Err(e) = std::fs::create_dir_all(&settings.state_dir) {
         fatal(
             &format!(
