@@ -200,7 +200,10 @@ pub fn main() -> i32 {
     let index: Option<u32> = std::env::var("BOT_INDEX").ok().and_then(|v| v.parse().ok());
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     crate::logging::init(
-        &format!("Worker bot-{}", index.map_or("?".to_string(), |i| i.to_string())),
+        &format!(
+            "Worker bot-{}",
+            index.map_or("?".to_string(), |i| i.to_string())
+        ),
         &spec,
     );
     let Some(index) = index else {
@@ -446,11 +449,6 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
     if shared.send.set(send.clone()).is_err() {
         log::debug!("the send path was already set");
     }
-    emit(&WorkerMsg::Ready {
-        bot_id: me.id,
-        username: me.username.clone(),
-    });
-    log::info!("ready as @{} (bot id {})", me.username, me.id);
     // The handler's own directory: its working directory and BOT_DATA_DIR,
     // kept across restarts, never wiped.
     let data_dir = settings
@@ -464,6 +462,11 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
         );
     }
     let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
+    emit(&WorkerMsg::Ready {
+        bot_id: me.id,
+        username: me.username.clone(),
+    });
+    log::info!("ready as @{} (bot id {})", me.username, me.id);
     let bot = Arc::new(Bot {
         client,
         me,
