@@ -459,11 +459,6 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
     if shared.send.set(send.clone()).is_err() {
         log::debug!("the send path was already set");
     }
-    emit(&WorkerMsg::Ready {
-        bot_id: me.id,
-        username: me.username.clone(),
-    });
-    log::info!("ready as @{} (bot id {})", me.username, me.id);
     // The handler's own directory: its working directory and BOT_DATA_DIR,
     // kept across restarts, never wiped.
     let data_dir = settings
@@ -477,6 +472,11 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
         );
     }
     let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
+    emit(&WorkerMsg::Ready {
+        bot_id: me.id,
+        username: me.username.clone(),
+    });
+    log::info!("ready as @{} (bot id {})", me.username, me.id);
     let bot = Arc::new(Bot {
         client,
         me,
