@@ -116,7 +116,7 @@ pub(super) fn poll_loop(bot: &Arc<Bot>) -> i32 {
         }
         if let Some((last, at)) = last_call {
             if last == offset && at.elapsed() < SAME_OFFSET_GAP {
-                std::thread::sleep(SAME_OFFSET_GAP - at.elapsed());
+                std::thread::sleep(SAME_OFFSET_GAP.saturating_sub(at.elapsed()));
             }
         }
         let limit = POLL_WINDOW.min(cap - depth);
