@@ -124,6 +124,8 @@ def main():
     ap.add_argument("--flood", type=int, default=1000, help="chat A's messages")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args()
+    # Fleets run in their own temp dirs: the binary's path must not be relative.
+    args.binary = os.path.abspath(args.binary)
 
     def on_term(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")

@@ -134,18 +134,10 @@ impl Bot {
     /// Takes an update that is in the inbox: a ticket that records it done
     /// (and frees its chat) when its last clone drops, and a job in its
     /// chat's queue.
-    pub(super) fn take(self: &Arc<Bot>, id: i64, raw: String) {
-        // Queued as text (a fraction of a parsed update's memory), parsed
-        // when its turn comes.
-        let update: Value = match serde_json::from_str(&raw) {
-            Ok(v) => v,
-            Err(e) => {
-                log::warn!("update {id} in the inbox is not JSON ({e}); recorded done");
-                Value::Null
-            }
-        };
-        let chat = chat_key(&update);
-        drop(update);
+    /// `chat` is `chat_key` of the update, `raw` its JSON text: queued as
+    /// text (a fraction of a parsed update's memory), parsed when its turn
+    /// comes.
+    pub(super) fn take(self: &Arc<Bot>, id: i64, chat: i64, raw: String) {
         let Some(pool) = self.shared.pool.get() else {
             log::error!("update {id} arrived before the scheduler; it stays in the inbox");
             return;

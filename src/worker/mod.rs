@@ -501,7 +501,11 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
         );
     }
     for entry in pending {
-        bot.take(entry.id, entry.update.to_string());
+        bot.take(
+            entry.id,
+            bot::chat_key(&entry.update),
+            entry.update.to_string(),
+        );
     }
     poll::poll_loop(&bot)
 }

@@ -8,10 +8,11 @@
 //! resynchronises. It must never confirm a batch that is not in the
 //! journal, nor send one offset twice within 0.5 s.
 
-use super::bot::Bot;
+use super::bot::{chat_key, Bot};
 use super::{fatal, lock, now_ms, TOKEN_REJECTED};
 use crate::supervisor::machine::EXIT_TOKEN_REJECTED;
 use crate::telegram::ApiError;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,7 +116,7 @@ pub(super) fn poll_loop(bot: &Arc<Bot>) -> i32 {
         }
         if let Some((last, at)) = last_call {
             if last == offset && at.elapsed() < SAME_OFFSET_GAP {
-                std::thread::sleep(SAME_OFFSET_GAP - at.elapsed());
+                std::thread::sleep(SAME_OFFSET_GAP.saturating_sub(at.elapsed()));
             }
         }
         let limit = POLL_WINDOW.min(cap - depth);
@@ -179,10 +180,15 @@ pub(super) fn poll_loop(bot: &Arc<Bot>) -> i32 {
                 };
                 match written {
                     Ok(written) => {
+                        let chats: HashMap<i64, i64> = updates
+                            .iter()
+                            .filter_map(|u| u["update_id"].as_i64().map(|id| (id, chat_key(u))))
+                            .collect();
                         // The parsed batch goes; each job holds its text.
                         drop(updates);
                         for (id, raw) in written {
-                            bot.take(id, raw);
+                            let chat = chats.get(&id).copied().unwrap_or(0);
+                            bot.take(id, chat, raw);
                         }
                         match handle.sync_data() {
                             Ok(()) => {
