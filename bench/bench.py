@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import re
+import resource
 import select
 import shutil
 import signal
@@ -469,6 +470,9 @@ class Bench:
         self.runs = 1 if args.quick else args.runs
         self.idle_secs = 15 if args.quick else 60
         self.repeats = 3 if args.quick else 10
+        self.scale_sizes = [int(x) for x in args.scale.split(",") if x] if args.scale is not None else (
+            [1000] if args.quick else [1000, 3000])
+        self.scale_idle_secs = 15 if args.quick else 60
         self.results = {}  # metric -> impl -> [values]
         self.notes = {}  # metric -> impl -> str
         self.evidence = {}  # free-form measured detail
@@ -784,41 +788,136 @@ class Bench:
             for _, objs in groups.values():
                 self.close_all(objs)
 
+    # --- scale: 1,000 and 3,000 bots
+    def scale(self, sb, impl, tokens):
+        """`botfleet run` to all ready, total PSS, idle CPU, a .env change
+        adding 100 tokens, SIGTERM to every process gone; one fleet."""
+        n = len(tokens) - 100
+        ids = [int(t.split(":")[0]) for t in tokens]
+        k = f"{n}"
+        sb_cpu0 = cpu_ticks(sb.p.pid)
+        before = mono_us()
+        f = Fleet(impl, self.bins[impl], sb, tokens[:n], {
+            "BOT_HANDLER": "builtin:echo", "BOT_TOKEN_MONITOR_INTERVAL": "500",
+            "CONFIG_RELOAD_DEBOUNCE": "500"})
+        try:
+            t_ready, _ = f.wait_log(f"All {n} workers ready", 120)
+            self.rec(f"scale_ready_{k}", impl, t_ready - f.t_start)
+            sup_cpu_ready = cpu_ticks(f.pid) / CLK_TCK
+            self.rec(f"scale_sup_cpu_ready_{k}", impl, sup_cpu_ready)
+            wait_first_polls(sb, ids[:n], before, timeout=120, interval=0.2)
+            self.rec(f"scale_sb_cpu_start_{k}", impl, (cpu_ticks(sb.p.pid) - sb_cpu0) / CLK_TCK)
+            time.sleep(2)
+            pids = f.workers()
+            if len(pids) != n:
+                raise RuntimeError(f"{impl}: {len(pids)} worker processes for {n} bots")
+            sup_pss = pss_kb(f.pid)
+            self.rec(f"scale_pss_{k}", impl, (sup_pss + sum(pss_kb(p) for p in pids)) / 1024)
+            self.rec(f"scale_sup_rss_{k}", impl, status_kb(f.pid, "VmHWM") / 1024)
+            self.rec(f"scale_sup_threads_{k}", impl, status_kb(f.pid, "Threads") or 0)
+            self.rec(f"scale_sup_fds_{k}", impl, len(os.listdir(f"/proc/{f.pid}/fd")))
+            hwm = sorted(status_kb(p, "VmHWM") / 1024 for p in pids)
+            self.rec(f"scale_worker_rss_med_{k}", impl, statistics.median(hwm))
+            self.rec(f"scale_worker_rss_max_{k}", impl, max(hwm))
+            self.rec(f"scale_sb_rss_{k}", impl, status_kb(sb.p.pid, "VmRSS") / 1024)
+            self.rec(f"scale_sb_threads_{k}", impl, status_kb(sb.p.pid, "Threads") or 0)
+            # Idle: the whole fleet over the window, and the sandbox serving it.
+            every = pids + [f.pid]
+            c0 = sum(cpu_ticks(p) for p in every)
+            sup0 = cpu_ticks(f.pid)
+            th0 = thread_ticks(pids)
+            ths0 = thread_ticks([f.pid])
+            s0 = cpu_ticks(sb.p.pid)
+            t0 = time.monotonic()
+            time.sleep(self.scale_idle_secs)
+            el = time.monotonic() - t0
+            c1 = sum(cpu_ticks(p) for p in every)
+            per_min = 60 / el / CLK_TCK
+            self.rec(f"scale_idle_{k}", impl, (c1 - c0) * per_min)
+            self.rec(f"scale_idle_sup_{k}", impl, (cpu_ticks(f.pid) - sup0) * per_min)
+            self.rec(f"scale_sb_idle_{k}", impl, (cpu_ticks(sb.p.pid) - s0) * per_min)
+            self.rec_threads(f"idle {n}-bot fleet: threads of the {n} workers, CPU-s per minute",
+                             impl, ticks_delta(th0, thread_ticks(pids)), per=60 / el)
+            self.rec_threads(f"idle {n}-bot fleet: supervisor threads, CPU-s per minute",
+                             impl, ticks_delta(ths0, thread_ticks([f.pid])), per=60 / el)
+            # .env adds 100 tokens: to the last of the 100 new workers ready.
+            start = len(f.lines)
+            f.write_env(tokens)
+            t0 = time.monotonic()
+            last = 0.0
+            for i in range(n, n + 100):
+                t_i, _ = f.wait_log(f"Worker bot-{i} ready", 60, start=start)
+                last = max(last, t_i)
+            self.rec(f"scale_env_add_{k}", impl, last - t0)
+            wait_first_polls(sb, ids[n:], before, timeout=60, interval=0.1)
+            # SIGTERM with every worker mid-poll: to every process gone.
+            pids = f.workers()
+            t0 = time.monotonic()
+            os.kill(f.pid, signal.SIGTERM)
+            deadline = t0 + 60
+            while time.monotonic() < deadline:
+                if f.p.poll() is not None and not any(alive(p) for p in pids):
+                    break
+                time.sleep(0.005)
+            self.rec(f"scale_gone_{k}", impl, time.monotonic() - t0)
+        finally:
+            f.close()
+
     # --- everything
+    def want(self, section):
+        return not self.args.only or section in self.args.only.split(",")
+
     def run(self):
         sb = Sandbox(GLIBC_BIN)
         try:
             log(f"sandbox at {sb.url}")
             self.sizes()
-            log("sandbox alone (sendMessage loop, persistent connection)")
-            self.sandbox_alone(sb)
-            for r in range(self.runs):
-                for impl in self.impls():
-                    for chats in (20, 1):
-                        log(f"echo throughput {impl}, {chats} chat(s), run {r + 1}/{self.runs}")
-                        self.throughput(sb, impl, chats)
-            for r in range(self.runs):
-                for impl in self.impls():
-                    log(f"reply latency {impl}, run {r + 1}/{self.runs}")
-                    self.latency(sb, impl)
-            for impl in (GLIBC, MUSL):
-                log(f"kill -9 to successor's first getUpdates, {impl}, {self.repeats} kills")
-                self.kill9(sb, impl)
-                log(f".env token added to READY, {impl}, {self.repeats} additions")
-                self.env_add(sb, impl)
-            one = {impl: sb.new_bots(1) for impl in self.impls()}
-            hundred = [t for _, t in sb.new_bots(100)]
-            for r in range(self.runs):
-                last = r == self.runs - 1
-                for impl in self.impls():
-                    log(f"peak RSS, 1 bot, {impl}, run {r + 1}/{self.runs}")
-                    self.fleet_rss(sb, impl, [t for _, t in one[impl]], last)
+            if self.want("sandbox"):
+                log("sandbox alone (sendMessage loop, persistent connection)")
+                self.sandbox_alone(sb)
+            if self.want("throughput"):
+                for r in range(self.runs):
+                    for impl in self.impls():
+                        for chats in (20, 1):
+                            log(f"echo throughput {impl}, {chats} chat(s), run {r + 1}/{self.runs}")
+                            self.throughput(sb, impl, chats)
+            if self.want("latency"):
+                for r in range(self.runs):
+                    for impl in self.impls():
+                        log(f"reply latency {impl}, run {r + 1}/{self.runs}")
+                        self.latency(sb, impl)
+            if self.want("supervision"):
                 for impl in (GLIBC, MUSL):
-                    log(f"100 bots: start, peak RSS, SIGTERM, {impl}, run {r + 1}/{self.runs}")
-                    self.fleet_rss(sb, impl, hundred, last)
-            for r in range(self.runs):
-                log(f"idle CPU, 10-bot fleets side by side, {self.idle_secs} s, run {r + 1}/{self.runs}")
-                self.idle(sb)
+                    log(f"kill -9 to successor's first getUpdates, {impl}, {self.repeats} kills")
+                    self.kill9(sb, impl)
+                    log(f".env token added to READY, {impl}, {self.repeats} additions")
+                    self.env_add(sb, impl)
+            if self.want("rss"):
+                one = {impl: sb.new_bots(1) for impl in self.impls()}
+                hundred = [t for _, t in sb.new_bots(100)]
+                for r in range(self.runs):
+                    last = r == self.runs - 1
+                    for impl in self.impls():
+                        log(f"peak RSS, 1 bot, {impl}, run {r + 1}/{self.runs}")
+                        self.fleet_rss(sb, impl, [t for _, t in one[impl]], last)
+                    for impl in (GLIBC, MUSL):
+                        log(f"100 bots: start, peak RSS, SIGTERM, {impl}, run {r + 1}/{self.runs}")
+                        self.fleet_rss(sb, impl, hundred, last)
+            if self.want("idle"):
+                for r in range(self.runs):
+                    log(f"idle CPU, 10-bot fleets side by side, {self.idle_secs} s, run {r + 1}/{self.runs}")
+                    self.idle(sb)
+            if self.want("scale"):
+                for n in self.scale_sizes:
+                    tokens = [t for _, t in sb.new_bots(n + 100)]
+                    for impl in (MUSL, GLIBC):
+                        log(f"{n} bots: start, PSS, idle {self.scale_idle_secs} s, +100 by .env, "
+                            f"SIGTERM, {impl}")
+                        try:
+                            self.scale(sb, impl, tokens)
+                        except RuntimeError as e:
+                            log(f"  {n} bots {impl} FAILED: {e}")
+                            self.evidence.setdefault("scale_failed", []).append(f"{n} bots, {impl}: {e}")
         finally:
             kill_group(sb.p, signal.SIGTERM)
             reap(sb.p)
@@ -1090,6 +1189,11 @@ def main():
     ap.add_argument("--no-ptb", action="store_true")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--only", default=None,
+                    help="comma-separated sections: sandbox,throughput,latency,supervision,rss,idle,"
+                         "scale,peers,standalone")
+    ap.add_argument("--scale", default=None, help="fleet sizes for the scale section (default 1000,3000; "
+                                                   "quick: 1000)")
     ap.add_argument("--sandbox-client", nargs=4, metavar=("URL", "TOKEN", "CHAT", "SECS"))
     args = ap.parse_args()
     if args.sandbox_client:
@@ -1101,6 +1205,11 @@ def main():
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
+    # Thousands of workers and long polls: the sandbox and the supervisor
+    # hold a descriptor or more each. Children inherit the raised limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     t_begin = time.monotonic()
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     cmd = "make bench-quick" if args.quick else "make bench"
