@@ -4,10 +4,7 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 MUSL_BIN := target/$(MUSL_TARGET)/release/botfleet
 ARM_TARGET := aarch64-unknown-linux-musl
 ARM_BIN := target/$(ARM_TARGET)/release/botfleet
-# Static musl builds are linked non-PIE: a static-pie binary relocates its
-# own data at every start, and those pages (~70 kB) become private to every
-# worker. Nothing here needs ASLR of the binary's own image more than that.
-MUSL_RUSTFLAGS := -C relocation-model=static
+# Static musl builds are linked non-PIE: see .cargo/config.toml.
 # apt-get waits for another apt (a shared host) instead of failing at once.
 APT_INSTALL = if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq && \
@@ -59,9 +56,7 @@ fmt:
 musl:
 	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
 	@command -v musl-gcc >/dev/null 2>&1 || { $(APT_INSTALL) musl-tools; }
-	CC_x86_64_unknown_linux_musl=musl-gcc \
-	CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$(MUSL_RUSTFLAGS)" \
-		$(CARGO) build --release --target $(MUSL_TARGET)
+	CC_x86_64_unknown_linux_musl=musl-gcc $(CARGO) build --release --target $(MUSL_TARGET)
 	@file $(MUSL_BIN) | grep -Eq "statically linked|static-pie linked" || { echo "$(MUSL_BIN) is not static"; exit 1; }
 	@! ldd $(MUSL_BIN) 2>&1 | grep -q "=>" || { echo "ldd finds libraries in $(MUSL_BIN)"; exit 1; }
 	@echo "$(MUSL_BIN): static, $$(stat -c %s $(MUSL_BIN)) bytes"
@@ -73,10 +68,7 @@ musl:
 musl-aarch64:
 	@rustup target list --installed | grep -qx $(ARM_TARGET) || rustup target add $(ARM_TARGET)
 	@command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || { $(APT_INSTALL) gcc-aarch64-linux-gnu; }
-	CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
-	AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar \
-	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
-	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="$(MUSL_RUSTFLAGS)" \
+	CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar \
 		$(CARGO) build --release --target $(ARM_TARGET)
 	@file $(ARM_BIN) | grep -q "ARM aarch64" || { echo "$(ARM_BIN) is not an aarch64 binary"; exit 1; }
 	@file $(ARM_BIN) | grep -Eq "statically linked|static-pie linked" || { echo "$(ARM_BIN) is not static"; exit 1; }

@@ -27,6 +27,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How often a worker sends a heartbeat.
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(2);
+/// After events that are only heartbeats, the pass over every worker (its
+/// machine ticked, the health view rebuilt) runs at most this often. It is
+/// O(workers): run for each of a 1,000-bot fleet's 500 heartbeats a second,
+/// it was most of the idle fleet's CPU (bench/NOTES.md, scale).
+const ROUTINE_PASS_EVERY: Duration = Duration::from_millis(100);
 
 /// Everything the supervisor loop reacts to. One closed set, one channel.
 #[derive(Debug)]
@@ -230,9 +235,7 @@ impl Supervisor {
             rolling_current: None,
         };
         let tokens = sup.config.tokens.clone();
-        for token in tokens {
-            sup.add_slot(token)?;
-        }
+        sup.add_slots(tokens)?;
         let signal_tx = sup.tx.clone();
         crate::signals::forward(move |kind| {
             // A closed channel means the loop is gone; nothing left to tell.
@@ -252,13 +255,31 @@ impl Supervisor {
         Arc::clone(&self.view)
     }
 
-    fn add_slot(&mut self, token: Token) -> Result<u32, SupervisorError> {
-        let (index, changed) = self.registry.index_for(token.bot_id());
+    /// Adds a slot per token. New indices are saved to the registry once
+    /// for all of them, before any slot exists: saved once per new bot (the
+    /// whole registry, fsynced), a first start of 1,000 bots spent ~6 s here.
+    fn add_slots(&mut self, tokens: Vec<Token>) -> Result<Vec<u32>, SupervisorError> {
+        let mut changed = false;
+        let indices: Vec<u32> = tokens
+            .iter()
+            .map(|t| {
+                let (index, new) = self.registry.index_for(t.bot_id());
+                changed |= new;
+                index
+            })
+            .collect();
         if changed {
             self.registry
                 .save(&self.config.settings.state_dir)
                 .map_err(SupervisorError::State)?;
         }
+        for (token, index) in tokens.into_iter().zip(indices.iter().copied()) {
+            self.insert_slot(token, index);
+        }
+        Ok(indices)
+    }
+
+    fn insert_slot(&mut self, token: Token, index: u32) {
         crate::logging::add_secret(token.secret());
         self.slots.insert(
             token.bot_id(),
@@ -274,7 +295,6 @@ impl Supervisor {
                 alerted: Alerted::Nothing,
             },
         );
-        Ok(index)
     }
 
     /// Runs until the fleet has stopped. Returns the process exit code.
@@ -297,6 +317,7 @@ impl Supervisor {
             crate::health::Health::start(&self.config.settings, self.view(), self.sender());
         crate::sdnotify::notify(&format!("STATUS=starting {} worker(s)", self.slots.len()));
         self.tick_all();
+        let mut last_pass = Instant::now();
         loop {
             if self.shutting_down.is_some() && self.slots.is_empty() {
                 break;
@@ -315,6 +336,13 @@ impl Supervisor {
                     Err(_) => break,
                 },
             };
+            let routine = matches!(
+                event,
+                Some(Event::FromWorker {
+                    msg: WorkerMsg::Heartbeat(_),
+                    ..
+                })
+            );
             if let Some(event) = event {
                 let reconfigured = matches!(event, Event::Loaded { .. });
                 self.handle(event);
@@ -322,6 +350,12 @@ impl Supervisor {
                     health.reconfigure(&self.config.settings);
                 }
             }
+            // A deadline that came due ends the wait with no event, so a
+            // skipped pass is at most ROUTINE_PASS_EVERY late.
+            if routine && last_pass.elapsed() < ROUTINE_PASS_EVERY {
+                continue;
+            }
+            last_pass = Instant::now();
             self.tick_all();
             self.advance_rolling();
             self.publish();
@@ -708,11 +742,14 @@ impl Supervisor {
             self.step(id, Input::Restart);
         }
         let added_ids: Vec<u64> = added.iter().map(Token::bot_id).collect();
-        for token in added {
-            match self.add_slot(token) {
-                Ok(index) => log::info!("Spawning new bot worker for added token (index {index})"),
-                Err(e) => log::error!("Cannot add a worker: {e}"),
+        let count = added.len();
+        match self.add_slots(added) {
+            Ok(indices) => {
+                for index in indices {
+                    log::info!("Spawning new bot worker for added token (index {index})");
+                }
             }
+            Err(e) => log::error!("Cannot add {count} worker(s): {e}"),
         }
         // Settings a running worker cannot take: its client's base URL, its
         // media and state directories. Those workers restart one at a time.
