@@ -912,6 +912,25 @@ class Bench:
             for _, objs in groups.values():
                 self.close_all(objs)
 
+    def raise_pid_max(self, n):
+        """Every thread takes a pid: n workers of ~10 threads, the sandbox's
+        thread per connection and the rest must fit under kernel.pid_max
+        (32,768 by default: 3,000 bots do not)."""
+        need = n * 16 + 10000
+        try:
+            cur = int(open("/proc/sys/kernel/pid_max").read())
+        except OSError:
+            return
+        if cur >= need:
+            return
+        try:
+            with open("/proc/sys/kernel/pid_max", "w") as f:
+                f.write(str(4194304))
+            self.evidence["pid_max"] = f"kernel.pid_max raised from {cur:,} to 4,194,304 for the scale runs"
+        except OSError as e:
+            self.evidence["pid_max"] = f"kernel.pid_max is {cur:,} and could not be raised ({e})"
+        log(self.evidence["pid_max"])
+
     # --- scale: 1,000 and 3,000 bots
     def scale(self, sb, impl, tokens):
         """`botfleet run` to all ready, total PSS, idle CPU, a .env change
@@ -941,6 +960,7 @@ class Bench:
             self.rec(f"scale_sup_threads_{k}", impl, status_kb(f.pid, "Threads") or 0)
             self.rec(f"scale_sup_fds_{k}", impl, len(os.listdir(f"/proc/{f.pid}/fd")))
             hwm = sorted(status_kb(p, "VmHWM") / 1024 for p in pids)
+            self.rec(f"scale_worker_threads_{k}", impl, statistics.median(status_kb(p, "Threads") or 0 for p in pids))
             self.rec(f"scale_worker_rss_med_{k}", impl, statistics.median(hwm))
             self.rec(f"scale_worker_rss_max_{k}", impl, max(hwm))
             self.rec(f"scale_sb_rss_{k}", impl, status_kb(sb.p.pid, "VmRSS") / 1024)
@@ -1034,6 +1054,7 @@ class Bench:
             if self.want("standalone"):
                 self.standalone()
             if self.want("scale"):
+                self.raise_pid_max(max(self.scale_sizes, default=0))
                 for n in self.scale_sizes:
                     tokens = [t for _, t in sb.new_bots(n + 100)]
                     for impl in (MUSL, GLIBC):
@@ -1187,6 +1208,7 @@ for _n, _ready, _pss, _sup in ((1000, 2, 150, None), (3000, 8, 500, 8)):
         (f"scale_workers_cpu_ready_{_n}", "workers' CPU from start to all ready (summed)", "s", "", None, None),
         (f"scale_sb_cpu_start_{_n}", "sandbox CPU from start to every first getUpdates", "s", "", None, None),
         (f"scale_sup_fds_{_n}", "supervisor open descriptors", "n", "", None, None),
+        (f"scale_worker_threads_{_n}", "threads per worker (median)", "n", "", None, None),
         (f"scale_sb_threads_{_n}", "sandbox threads (one per connection)", "n", "", None, None),
     ]))
 
@@ -1327,6 +1349,8 @@ def write_report(b, path, date, cmd, t_total):
         "Verdicts: met / MISSED, per build.",
     ]
     body = "\n".join(head) + "\n" + table + "\n"
+    if b.evidence.get("pid_max"):
+        body += f"\nScale: {b.evidence['pid_max']}.\n"
     if b.evidence.get("scale_failed"):
         body += "\n**Scale runs that did not finish** (their rows are missing above):\n\n"
         body += "".join(f"- {e}\n" for e in b.evidence["scale_failed"])
