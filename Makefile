@@ -20,8 +20,8 @@ help:
 	@echo "make musl-aarch64  a static ARM64 binary (Raspberry Pi 3/4/5, ARM VPS): $(ARM_BIN)"
 	@echo "make lint   cargo fmt --check and clippy with warnings as errors"
 	@echo "make chaos  the long chaos, supervisor-kill and soak runs (figures for RELIABILITY.md)"
-	@echo "make bench  measure the fleet and write BENCHMARKS.md (~15 min)"
-	@echo "make bench-quick  a 1-run smoke check of the benchmark (~4 min)"
+	@echo "make bench  measure botfleet beside PTB, aiogram, grammY, teloxide, and 1,000/3,000-bot fleets; writes BENCHMARKS.md (~25 min)"
+	@echo "make bench-quick  a 1-run smoke check of the benchmark (~8 min)"
 
 run:
 	@if [ -f .env ]; then \
@@ -80,7 +80,8 @@ musl-aarch64:
 chaos:
 	BOTFLEET_CHAOS_LONG=1 $(CARGO) test --test chaos -- --nocapture --test-threads=1
 
-# Builds release and musl itself, then measures (bench/bench.py, stdlib only).
+# Builds release, musl and musl-aarch64 itself, installs the other libraries
+# into target/bench-peers, then measures (bench/bench.py).
 bench:
 	python3 bench/bench.py
 

@@ -1,15 +1,24 @@
 #!/usr/bin/env python3
 """botfleet benchmark: botfleet (glibc and static musl) side by side with
-python-telegram-bot, all against one `botfleet sandbox` on loopback.
+python-telegram-bot, aiogram, grammY (+ @grammyjs/runner) and teloxide, each
+running its own echo bot as its docs do (bench/*_echo.*), all against one
+`botfleet sandbox` on loopback; and 1,000- and 3,000-bot botfleet fleets.
 
 `make bench` runs `python3 bench/bench.py` (medians of 3 runs, writes
-BENCHMARKS.md); `make bench-quick` runs `--quick` (1 run each, short idle
-window, writes target/BENCHMARKS-quick.md). Standard library only.
+BENCHMARKS.md with bench/NOTES.md appended); `make bench-quick` runs
+`--quick` (1 run each, short idle windows, 1,000 bots only, writes
+target/BENCHMARKS-quick.md). `--only SECTIONS` and `--peers PEERS` narrow a
+run. The driver uses Python's standard library only; the peers are
+installed by it into target/bench-peers (and target/bench-venv) from PyPI,
+npm and crates.io, and one that cannot be installed is reported as SKIPPED
+with the reason. The standalone bench/inbox_bench.py (issue 11) and
+bench/handler_bench.py (issue 15) run too when present.
 
 Every process this driver starts is in its own session (process group) and
 is killed and reaped in `finally`, also on error or Ctrl-C; workers (which
 botfleet puts in process groups of their own) are found through their
-STATE_DIR and killed too.
+STATE_DIR and killed too. A section that fails is reported in the output
+and the run goes on.
 """
 
 import argparse
@@ -846,7 +855,7 @@ class Bench:
                 os.kill(w[0], signal.SIGKILL)
                 seen = wait_first_polls(sb, [bid], t_kill, timeout=20, interval=0.0005)[bid]
                 self.rec("kill9", impl, (seen - t_kill) / 1000)
-                _, idx = f.wait_log("Worker bot-1 ready", 20, start=idx + 1)
+                _, idx = f.wait_log("Worker bot-0 ready", 20, start=idx + 1)
         finally:
             f.close()
 
@@ -863,7 +872,8 @@ class Bench:
                 start = len(f.lines)
                 f.write_env(toks[:i])
                 t0 = time.monotonic()
-                t_ready, _ = f.wait_log(f"Worker bot-{i} ready", 30, start=start)
+                # Indices start at 0: the i-th token is bot-(i-1).
+                t_ready, _ = f.wait_log(f"Worker bot-{i - 1} ready", 30, start=start)
                 self.rec("env_add", impl, t_ready - t0)
         finally:
             f.close()
@@ -916,7 +926,7 @@ class Bench:
         """Every thread takes a pid: n workers of ~10 threads, the sandbox's
         thread per connection and the rest must fit under kernel.pid_max
         (32,768 by default: 3,000 bots do not)."""
-        need = n * 16 + 10000
+        need = n * 9 + 10000
         try:
             cur = int(open("/proc/sys/kernel/pid_max").read())
         except OSError:
@@ -971,7 +981,7 @@ class Bench:
             sup0 = cpu_secs(f.pid)
             th0 = thread_ticks(pids)
             ths0 = thread_ticks([f.pid])
-            s0 = cpu_secs(sb.p.pid)
+            s0 = cpu_ticks(sb.p.pid) / CLK_TCK  # its threads come and go: process-wide
             t0 = time.monotonic()
             time.sleep(self.scale_idle_secs)
             el = time.monotonic() - t0
@@ -979,7 +989,7 @@ class Bench:
             per_min = 60 / el
             self.rec(f"scale_idle_{k}", impl, (c1 - c0) * per_min)
             self.rec(f"scale_idle_sup_{k}", impl, (cpu_secs(f.pid) - sup0) * per_min)
-            self.rec(f"scale_sb_idle_{k}", impl, (cpu_secs(sb.p.pid) - s0) * per_min)
+            self.rec(f"scale_sb_idle_{k}", impl, (cpu_ticks(sb.p.pid) / CLK_TCK - s0) * per_min)
             self.rec_threads(f"idle {n}-bot fleet: threads of the {n} workers, CPU-s per minute",
                              impl, ticks_delta(th0, thread_ticks(pids)), per=60 / el)
             self.rec_threads(f"idle {n}-bot fleet: supervisor threads, CPU-s per minute",
@@ -1011,63 +1021,82 @@ class Bench:
     def want(self, section):
         return not self.args.only or section in self.args.only.split(",")
 
+    def section(self, name, fn):
+        """Runs one section; a failure is reported and the run goes on."""
+        if not self.want(name):
+            return
+        try:
+            fn()
+        except (RuntimeError, OSError, AssertionError, KeyError, ValueError) as e:
+            log(f"SECTION {name} FAILED: {e}")
+            self.evidence.setdefault("failed", []).append(f"{name}: {str(e).splitlines()[0]}")
+
     def run(self):
         sb = Sandbox(GLIBC_BIN)
         try:
             log(f"sandbox at {sb.url}")
             self.sizes()
-            if self.want("sandbox"):
-                log("sandbox alone (sendMessage loop, persistent connection)")
-                self.sandbox_alone(sb)
-            if self.want("throughput"):
-                for r in range(self.runs):
-                    for impl in self.impls():
-                        for chats in (20, 1):
-                            log(f"echo throughput {impl}, {chats} chat(s), run {r + 1}/{self.runs}")
-                            self.throughput(sb, impl, chats)
-            if self.want("latency"):
-                for r in range(self.runs):
-                    for impl in self.impls():
-                        log(f"reply latency {impl}, run {r + 1}/{self.runs}")
-                        self.latency(sb, impl)
-            if self.want("supervision"):
-                for impl in (GLIBC, MUSL):
-                    log(f"kill -9 to successor's first getUpdates, {impl}, {self.repeats} kills")
-                    self.kill9(sb, impl)
-                    log(f".env token added to READY, {impl}, {self.repeats} additions")
-                    self.env_add(sb, impl)
-            if self.want("rss"):
-                one = {impl: sb.new_bots(1) for impl in self.impls()}
-                hundred = [t for _, t in sb.new_bots(100)]
-                for r in range(self.runs):
-                    last = r == self.runs - 1
-                    for impl in self.impls():
-                        log(f"peak RSS, 1 bot, {impl}, run {r + 1}/{self.runs}")
-                        self.fleet_rss(sb, impl, [t for _, t in one[impl]], last)
-                    for impl in (GLIBC, MUSL):
-                        log(f"100 bots: start, peak RSS, SIGTERM, {impl}, run {r + 1}/{self.runs}")
-                        self.fleet_rss(sb, impl, hundred, last)
-            if self.want("idle"):
-                for r in range(self.runs):
-                    log(f"idle CPU, 10-bot fleets side by side, {self.idle_secs} s, run {r + 1}/{self.runs}")
-                    self.idle(sb)
-            if self.want("standalone"):
-                self.standalone()
-            if self.want("scale"):
-                self.raise_pid_max(max(self.scale_sizes, default=0))
-                for n in self.scale_sizes:
-                    tokens = [t for _, t in sb.new_bots(n + 100)]
-                    for impl in (MUSL, GLIBC):
-                        log(f"{n} bots: start, PSS, idle {self.scale_idle_secs} s, +100 by .env, "
-                            f"SIGTERM, {impl}")
-                        try:
-                            self.scale(sb, impl, tokens)
-                        except RuntimeError as e:
-                            log(f"  {n} bots {impl} FAILED: {e}")
-                            self.evidence.setdefault("scale_failed", []).append(f"{n} bots, {impl}: {e}")
+            self.section("sandbox", lambda: self.sandbox_alone(sb))
+            self.section("throughput", lambda: self.run_throughput(sb))
+            self.section("latency", lambda: self.run_latency(sb))
+            self.section("supervision", lambda: self.run_supervision(sb))
+            self.section("rss", lambda: self.run_rss(sb))
+            self.section("idle", lambda: self.run_idle(sb))
+            self.section("standalone", self.standalone)
+            self.section("scale", lambda: self.run_scale(sb))
         finally:
             kill_group(sb.p, signal.SIGTERM)
             reap(sb.p)
+
+    def run_throughput(self, sb):
+        for r in range(self.runs):
+            for impl in self.impls():
+                for chats in (20, 1):
+                    log(f"echo throughput {impl}, {chats} chat(s), run {r + 1}/{self.runs}")
+                    self.throughput(sb, impl, chats)
+
+    def run_latency(self, sb):
+        for r in range(self.runs):
+            for impl in self.impls():
+                log(f"reply latency {impl}, run {r + 1}/{self.runs}")
+                self.latency(sb, impl)
+
+    def run_supervision(self, sb):
+        for impl in (GLIBC, MUSL):
+            log(f"kill -9 to successor's first getUpdates, {impl}, {self.repeats} kills")
+            self.kill9(sb, impl)
+            log(f".env token added to READY, {impl}, {self.repeats} additions")
+            self.env_add(sb, impl)
+
+    def run_rss(self, sb):
+        one = {impl: sb.new_bots(1) for impl in self.impls()}
+        hundred = [t for _, t in sb.new_bots(100)]
+        for r in range(self.runs):
+            last = r == self.runs - 1
+            for impl in self.impls():
+                log(f"peak RSS, 1 bot, {impl}, run {r + 1}/{self.runs}")
+                self.fleet_rss(sb, impl, [t for _, t in one[impl]], last)
+            for impl in (GLIBC, MUSL):
+                log(f"100 bots: start, peak RSS, SIGTERM, {impl}, run {r + 1}/{self.runs}")
+                self.fleet_rss(sb, impl, hundred, last)
+
+    def run_idle(self, sb):
+        for r in range(self.runs):
+            log(f"idle CPU, 10-bot groups side by side, {self.idle_secs} s, run {r + 1}/{self.runs}")
+            self.idle(sb)
+
+    def run_scale(self, sb):
+        self.raise_pid_max(max(self.scale_sizes, default=0))
+        for n in self.scale_sizes:
+            tokens = [t for _, t in sb.new_bots(n + 100)]
+            for impl in (MUSL, GLIBC):
+                log(f"{n} bots: start, PSS, idle {self.scale_idle_secs} s, +100 by .env, SIGTERM, {impl}")
+                try:
+                    self.scale(sb, impl, tokens)
+                except RuntimeError as e:
+                    log(f"  {n} bots {impl} FAILED: {e}")
+                    self.evidence.setdefault("scale_failed", []).append(
+                        f"{n} bots, {impl}: {str(e).splitlines()[0]}")
 
 
 # --------------------------------------------------------------------------
@@ -1241,9 +1270,11 @@ def build_report(b, m, date, cmd):
                     bf = [vals.get(i) for i in BOTFLEET]
                     if pv is None or not all(bf):
                         continue
+                    if ratio == "higher" and not pv:
+                        continue
                     rs = [(pv / x if ratio == "lower" else x / pv) for x in bf]
                     parts.append(f"{IMPL_NAMES[peer]} " + " / ".join(
-                        f"{r:.1f}×" if r >= 0.1 else f"1/{1 / r:.0f}×" for r in rs))
+                        f"{r:.1f}×" if r >= 0.1 else (f"1/{1 / r:.0f}×" if r > 0 else "0×") for r in rs))
                 if parts:
                     what = "peer ÷ botfleet" if ratio == "lower" else "botfleet ÷ peer"
                     rtxt = f"{what} (glibc / musl): " + "; ".join(parts)
@@ -1351,6 +1382,9 @@ def write_report(b, path, date, cmd, t_total):
     body = "\n".join(head) + "\n" + table + "\n"
     if b.evidence.get("pid_max"):
         body += f"\nScale: {b.evidence['pid_max']}.\n"
+    if b.evidence.get("failed"):
+        body += "\n**Sections that failed** (their rows are missing or partial above):\n\n"
+        body += "".join(f"- {e}\n" for e in b.evidence["failed"])
     if b.evidence.get("scale_failed"):
         body += "\n**Scale runs that did not finish** (their rows are missing above):\n\n"
         body += "".join(f"- {e}\n" for e in b.evidence["scale_failed"])

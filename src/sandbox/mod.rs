@@ -667,6 +667,8 @@ fn call(st: &mut State, bot_id: u64, method: &str, params: &http::Params) -> Rep
             me["can_join_groups"] = json!(true);
             me["can_read_all_group_messages"] = json!(false);
             me["supports_inline_queries"] = json!(false);
+            me["can_connect_to_business"] = json!(false);
+            me["has_main_web_app"] = json!(false);
             api_ok(me)
         }
         "setMyCommands" => {
