@@ -618,10 +618,9 @@ class Bench:
         log("cargo build --release of bench/teloxide_echo (first time: a few minutes)")
         subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path", manifest,
                         "--target-dir", tdir], check=True, capture_output=True, timeout=1800)
-        r = subprocess.run(["cargo", "tree", "--manifest-path", manifest, "--target-dir", tdir,
-                            "-i", "teloxide", "--depth", "0"], capture_output=True, text=True)
-        self.peer_version[TELOXIDE] = (r.stdout.split()[1] if r.returncode == 0 and r.stdout.split()[1:]
-                                       else "?")
+        lock = open(os.path.join(ROOT, "bench/teloxide_echo/Cargo.lock")).read()
+        m = re.search(r'name = "teloxide"\nversion = "([^"]+)"', lock)
+        self.peer_version[TELOXIDE] = m.group(1) if m else "?"
         self.peer_argv[TELOXIDE] = [os.path.join(tdir, "release/teloxide_echo")]
 
     # --- sizes
