@@ -161,7 +161,7 @@ def main():
             except subprocess.TimeoutExpired:
                 pass
         for d in bench.TEMPDIRS:
-            for pid in bench.pids_with_env(f"STATE_DIR={os.path.join(d, 'state')}"):
+            for pid in bench.workers_of(os.path.join(d, 'state')):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

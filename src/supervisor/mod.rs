@@ -36,6 +36,12 @@ pub use crate::fleet::{Event, FleetView, WorkerView};
 pub use crate::ipc::HEARTBEAT_PERIOD;
 pub use limits::{fit_open_files, FdLimitError};
 
+/// After events that are only heartbeats, the pass over every worker (its
+/// machine ticked, the health view rebuilt) runs at most this often. It is
+/// O(workers): run for each of a 1,000-bot fleet's 500 heartbeats a second,
+/// it was most of the idle fleet's CPU (bench/NOTES.md, scale).
+const ROUTINE_PASS_EVERY: Duration = Duration::from_millis(100);
+
 /// The longest the loop waits without turning.
 const TURN: Duration = Duration::from_secs(1);
 /// A turn this much later than planned means the loop was not running.
@@ -236,9 +242,7 @@ impl Supervisor {
             memory: memory::MemoryWatch::new(Instant::now()),
         };
         let tokens = sup.config.tokens.clone();
-        for token in tokens {
-            sup.add_slot(token)?;
-        }
+        sup.add_slots(tokens)?;
         let signal_tx = sup.tx.clone();
         crate::signals::forward(move |kind| {
             // A closed channel means the loop is gone; nothing left to tell.
@@ -258,13 +262,31 @@ impl Supervisor {
         Arc::clone(&self.view)
     }
 
-    fn add_slot(&mut self, token: Token) -> Result<u32, SupervisorError> {
-        let (index, changed) = self.registry.index_for(token.bot_id());
+    /// Adds a slot per token. New indices are saved to the registry once
+    /// for all of them, before any slot exists: saved once per new bot (the
+    /// whole registry, fsynced), a first start of 1,000 bots spent ~6 s here.
+    fn add_slots(&mut self, tokens: Vec<Token>) -> Result<Vec<u32>, SupervisorError> {
+        let mut changed = false;
+        let indices: Vec<u32> = tokens
+            .iter()
+            .map(|t| {
+                let (index, new) = self.registry.index_for(t.bot_id());
+                changed |= new;
+                index
+            })
+            .collect();
         if changed {
             self.registry
                 .save(&self.config.settings.state_dir)
                 .map_err(SupervisorError::State)?;
         }
+        for (token, index) in tokens.into_iter().zip(indices.iter().copied()) {
+            self.insert_slot(token, index);
+        }
+        Ok(indices)
+    }
+
+    fn insert_slot(&mut self, token: Token, index: u32) {
         crate::logging::add_secret(token.secret());
         crate::logging::name_bot(index, token.bot_id());
         self.slots.insert(
@@ -285,7 +307,6 @@ impl Supervisor {
                 memory_restarts: 0,
             },
         );
-        Ok(index)
     }
 
     /// Runs until the fleet has stopped. Returns the process exit code.
@@ -346,11 +367,20 @@ impl Supervisor {
             // Every event already queued is read before any deadline is
             // judged: heartbeats that waited in the channel count.
             let mut reconfigured = false;
+            // Only heartbeats this turn (no deadline woke the loop).
+            let mut routine = event.is_some();
             if let Some(first) = event {
                 let mut next = Some(first);
                 let mut handled = 0;
                 while let Some(event) = next {
                     reconfigured |= matches!(event, Event::Loaded { .. });
+                    routine &= matches!(
+                        event,
+                        Event::FromWorker {
+                            msg: WorkerMsg::Heartbeat(_),
+                            ..
+                        }
+                    );
                     self.handle(event);
                     handled += 1;
                     next = if handled < DRAIN_MAX {
@@ -378,6 +408,11 @@ impl Supervisor {
                     gap.as_secs()
                 );
                 self.excuse_all(gap);
+            }
+            // A deadline that came due ends the wait with no event, so a
+            // skipped pass is at most ROUTINE_PASS_EVERY late.
+            if routine && last_tick.elapsed() < ROUTINE_PASS_EVERY {
+                continue;
             }
             self.tick_all();
             self.check_memory();
@@ -847,11 +882,14 @@ impl Supervisor {
             self.step(id, Input::Restart);
         }
         let added_ids: Vec<u64> = added.iter().map(Token::bot_id).collect();
-        for token in added {
-            match self.add_slot(token) {
-                Ok(index) => log::info!("Spawning new bot worker for added token (index {index})"),
-                Err(e) => log::error!("Cannot add a worker: {e}"),
+        let count = added.len();
+        match self.add_slots(added) {
+            Ok(indices) => {
+                for index in indices {
+                    log::info!("Spawning new bot worker for added token (index {index})");
+                }
             }
+            Err(e) => log::error!("Cannot add {count} worker(s): {e}"),
         }
         // Settings a running worker cannot take: its client's base URL, its
         // media and state directories. Those workers restart one at a time.

@@ -207,6 +207,23 @@ impl Fleet {
         }
     }
 
+    /// Like `start`, with another `botfleet` executable (a cross-built one
+    /// that the kernel runs through binfmt_misc, say).
+    pub fn start_with_binary(
+        sandbox: &SandboxProc,
+        tokens: &[String],
+        extra: &[(&str, &str)],
+        binary: &std::path::Path,
+    ) -> Fleet {
+        let dir = temp_dir();
+        let vars = merged_env(sandbox, &dir, tokens, extra);
+        let env_file = dir.join(".env");
+        std::fs::write(&env_file, render_env(&vars)).expect("write .env");
+        let mut cmd = Command::new(binary);
+        cmd.args(["run", "--env-file"]).arg(&env_file);
+        Fleet::spawn(cmd, dir, env_file, &[])
+    }
+
     pub fn start_in(dir: TempDir, env_file: PathBuf) -> Fleet {
         Fleet::start_in_with_env(dir, env_file, &[])
     }
