@@ -667,6 +667,12 @@ fn config_status(settings: &Settings) -> String {
     )
 }
 
+/// `chat N` for log lines (the form `logging` reads a chat id from), or
+/// `no chat` for updates without one (inline queries, polls).
+fn chat_label(chat: Option<i64>) -> String {
+    chat.map_or_else(|| "no chat".to_string(), |c| format!("chat {c}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::chat_key;
@@ -690,10 +696,4 @@ mod tests {
         assert_eq!(chat_key(&inline), 3, "an inline query goes with its user");
         assert_eq!(chat_key(&json!({"update_id": 2})), 0);
     }
-}
-
-/// `chat N` for log lines (the form `logging` reads a chat id from), or
-/// `no chat` for updates without one (inline queries, polls).
-fn chat_label(chat: Option<i64>) -> String {
-    chat.map_or_else(|| "no chat".to_string(), |c| format!("chat {c}"))
 }
