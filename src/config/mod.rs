@@ -10,6 +10,9 @@
 //! any message, warning, `Debug` or `Display`: values of secret keys (see
 //! `is_secret_key`) are shown as `***` or described as "the value", and a
 //! line dotenvy cannot parse is named by its number, never by its text.
+//! (Past 700 lines: reading, versioning, diffing and redacting all walk the
+//! same key map and share its secret rules; the parts that stand alone
+//! already do: `settings`, `error`, `words`, and the tests in `tests.rs`.)
 //!
 //! One dotenvy behaviour is kept as it is: `$NAME` and `${NAME}` in an
 //! unquoted or double-quoted value are replaced by the process environment's

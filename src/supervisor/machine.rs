@@ -4,6 +4,8 @@
 //! limit, the stable-run reset, the hung-worker check, the stop deadline).
 //! It must never touch a process, a clock or a file: time and randomness
 //! come in as arguments, so every transition is unit-tested without spawning.
+//! (Past 700 lines: the second half is those unit tests, kept beside the
+//! transitions they pin down.)
 //!
 //! ```text
 //!             spawn ok            READY
