@@ -5,7 +5,7 @@
 //! its own, and never put a token in a label.
 
 use super::routes::{worker_health, Live};
-use crate::fleet::FleetView;
+use crate::fleet::{FleetView, WorkerView};
 use std::fmt::Write;
 use std::time::SystemTime;
 
@@ -47,6 +47,33 @@ impl Family<'_> {
         }
         let _infallible = writeln!(self.out, " {}", format_value(value));
     }
+
+    /// One family with a sample per worker, labelled `index` and `username`;
+    /// a worker whose `value` is `None` has no sample.
+    fn per_worker(
+        &mut self,
+        workers: &[WorkerView],
+        name: &str,
+        kind: &str,
+        help: &str,
+        value: impl Fn(&WorkerView) -> Option<f64>,
+    ) {
+        self.header(name, kind, help);
+        for w in workers {
+            if let Some(v) = value(w) {
+                let labels = [
+                    ("index", w.index.to_string()),
+                    ("username", w.username.clone().unwrap_or_default()),
+                ];
+                self.sample(name, &labels, v);
+            }
+        }
+    }
+}
+
+/// Milliseconds since the epoch as Unix seconds, 0 for none.
+fn unix_seconds_or_zero(ms: Option<u64>) -> f64 {
+    ms.map_or(0.0, |ms| ms as f64 / 1000.0)
 }
 
 fn format_value(v: f64) -> String {
@@ -70,12 +97,6 @@ pub fn render(
 ) -> String {
     let mut out = String::with_capacity(2048);
     let mut f = Family { out: &mut out };
-    let bot = |w: &crate::fleet::WorkerView| {
-        vec![
-            ("index", w.index.to_string()),
-            ("username", w.username.clone().unwrap_or_default()),
-        ]
-    };
 
     f.header(
         "botfleet_info",
@@ -123,161 +144,94 @@ pub fn render(
         );
     }
 
-    f.header(
+    let workers = &view.workers;
+    f.per_worker(
+        workers,
         "botfleet_worker_healthy",
         "gauge",
         "1 when the worker is healthy (not failed, polled successfully within UNHEALTHY_THRESHOLD_SECS).",
+        |w| {
+            let ok = worker_health(w, view.started, live.unhealthy_threshold, now)
+                == super::routes::WorkerHealth::Ok;
+            Some(if ok { 1.0 } else { 0.0 })
+        },
     );
-    for w in &view.workers {
-        let ok = worker_health(w, view.started, live.unhealthy_threshold, now)
-            == super::routes::WorkerHealth::Ok;
-        f.sample(
-            "botfleet_worker_healthy",
-            &bot(w),
-            if ok { 1.0 } else { 0.0 },
-        );
-    }
-
-    f.header(
+    f.per_worker(
+        workers,
         "botfleet_worker_updates_total",
         "counter",
         "Updates handled by the worker's current process.",
+        |w| Some(w.counters.updates as f64),
     );
-    for w in &view.workers {
-        f.sample(
-            "botfleet_worker_updates_total",
-            &bot(w),
-            w.counters.updates as f64,
-        );
-    }
-
-    f.header(
+    f.per_worker(
+        workers,
         "botfleet_worker_errors_total",
         "counter",
         "Errors seen by the worker's current process.",
+        |w| Some(w.counters.errors as f64),
     );
-    for w in &view.workers {
-        f.sample(
-            "botfleet_worker_errors_total",
-            &bot(w),
-            w.counters.errors as f64,
-        );
-    }
-
-    f.header(
+    f.per_worker(
+        workers,
         "botfleet_worker_restarts_total",
         "counter",
         "Restarts of the worker since the supervisor started.",
+        |w| Some(f64::from(w.restarts)),
     );
-    for w in &view.workers {
-        f.sample(
-            "botfleet_worker_restarts_total",
-            &bot(w),
-            f64::from(w.restarts),
-        );
-    }
-
-    f.header(
+    f.per_worker(
+        workers,
         "botfleet_worker_memory_restarts_total",
         "counter",
         "Restarts of the worker for WORKER_MAX_RSS_MB (also in restarts_total).",
+        |w| Some(f64::from(w.memory_restarts)),
     );
-    for w in &view.workers {
-        f.sample(
-            "botfleet_worker_memory_restarts_total",
-            &bot(w),
-            f64::from(w.memory_restarts),
-        );
-    }
-
-    f.header(
+    f.per_worker(
+        workers,
         "botfleet_worker_last_poll_success_timestamp_seconds",
         "gauge",
         "Unix time of the worker's last successful getUpdates (0: never).",
+        |w| Some(unix_seconds_or_zero(w.counters.last_poll_ok_ms)),
     );
-    for w in &view.workers {
-        let t = w
-            .counters
-            .last_poll_ok_ms
-            .map_or(0.0, |ms| ms as f64 / 1000.0);
-        f.sample(
-            "botfleet_worker_last_poll_success_timestamp_seconds",
-            &bot(w),
-            t,
-        );
-    }
-
-    f.header(
+    f.per_worker(
+        workers,
         "botfleet_worker_inbox_depth",
         "gauge",
         "Updates in the worker's inbox not done yet.",
+        |w| Some(w.counters.inbox_depth as f64),
     );
-    for w in &view.workers {
-        f.sample(
-            "botfleet_worker_inbox_depth",
-            &bot(w),
-            w.counters.inbox_depth as f64,
-        );
-    }
-
-    f.header(
+    f.per_worker(
+        workers,
         "botfleet_worker_oldest_pending_timestamp_seconds",
         "gauge",
         "Unix time the oldest update not done was fetched (0: none pending).",
+        |w| Some(unix_seconds_or_zero(w.counters.oldest_pending_ms)),
     );
-    for w in &view.workers {
-        let t = w
-            .counters
-            .oldest_pending_ms
-            .map_or(0.0, |ms| ms as f64 / 1000.0);
-        f.sample(
-            "botfleet_worker_oldest_pending_timestamp_seconds",
-            &bot(w),
-            t,
-        );
-    }
-
-    f.header(
+    f.per_worker(
+        workers,
         "botfleet_worker_inbox_journal_bytes",
         "gauge",
         "Size of the worker's inbox journal.",
+        |w| Some(w.counters.journal_bytes as f64),
     );
-    for w in &view.workers {
-        f.sample(
-            "botfleet_worker_inbox_journal_bytes",
-            &bot(w),
-            w.counters.journal_bytes as f64,
-        );
-    }
-
-    f.header(
+    f.per_worker(
+        workers,
         "botfleet_worker_fetch_paused",
         "gauge",
         "1 while the worker does not fetch (inbox at its cap, disk full).",
+        |w| {
+            Some(if w.counters.fetch_paused.is_some() {
+                1.0
+            } else {
+                0.0
+            })
+        },
     );
-    for w in &view.workers {
-        let paused = if w.counters.fetch_paused.is_some() {
-            1.0
-        } else {
-            0.0
-        };
-        f.sample("botfleet_worker_fetch_paused", &bot(w), paused);
-    }
-
-    f.header(
+    f.per_worker(
+        workers,
         "botfleet_worker_resident_memory_bytes",
         "gauge",
         "Resident memory of the worker process (absent while it has none).",
+        |w| w.pid.and_then(rss).map(|bytes| bytes as f64),
     );
-    for w in &view.workers {
-        if let Some(bytes) = w.pid.and_then(rss) {
-            f.sample(
-                "botfleet_worker_resident_memory_bytes",
-                &bot(w),
-                bytes as f64,
-            );
-        }
-    }
     out
 }
 
