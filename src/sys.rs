@@ -155,17 +155,21 @@ pub fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
 /// /proc/PID/status (VmRSS, VmHWM). None where /proc is not there.
 pub fn memory_of(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        let kb: u64 = line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
-    };
+    let field = |name: &str| kb_field(&status, name);
     Some((field("VmRSS:")?, field("VmHWM:").unwrap_or(0)))
+}
+
+/// The first `name` line of a /proc file such as `VmRSS:   1234 kB`, in
+/// bytes. None where the line is missing or not a number of kB.
+fn kb_field(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    let kb: u64 = line[name.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// CLOCK_MONOTONIC in microseconds, as systemd's `MONOTONIC_USEC=` wants it.
@@ -285,16 +289,7 @@ pub fn host_load() -> Option<[f64; 3]> {
 /// The host's memory in bytes: (total, available), from /proc/meminfo.
 pub fn host_memory() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = text.lines().find(|l| l.starts_with(name))?;
-        let kb: u64 = line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
-    };
+    let field = |name: &str| kb_field(&text, name);
     Some((field("MemTotal:")?, field("MemAvailable:")?))
 }
 

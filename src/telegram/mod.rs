@@ -246,18 +246,7 @@ impl Client {
         caption: Option<&str>,
     ) -> Result<i64, ApiError> {
         let method = "sendDocument";
-        let local = |what: &str, source: io::Error| ApiError::Local {
-            what: format!("{what} {}", path.display()),
-            source,
-        };
-        let file = File::open(path).map_err(|e| local("cannot open upload", e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| local("cannot stat upload", e))?;
-        if !meta.is_file() {
-            let source = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
-            return Err(local("cannot upload", source));
-        }
+        let (file, meta) = open_upload(path)?;
         let file_len = meta.len();
 
         let boundary = multipart::boundary();
@@ -444,18 +433,7 @@ impl Client {
             .chain(rest.iter().map(|(f, p, n)| (f, p, n)))
             .enumerate()
         {
-            let local = |what: &str, source: io::Error| ApiError::Local {
-                what: format!("{what} {}", path.display()),
-                source,
-            };
-            let file = File::open(path).map_err(|e| local("cannot open upload", e))?;
-            let meta = file
-                .metadata()
-                .map_err(|e| local("cannot stat upload", e))?;
-            if !meta.is_file() {
-                let source = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
-                return Err(local("cannot upload", source));
-            }
+            let (file, meta) = open_upload(path)?;
             let head = if i == 0 {
                 multipart::preamble(&boundary, &fields, field, name)
             } else {
@@ -613,6 +591,24 @@ impl Client {
         out.sync_all().map_err(|e| local("cannot fsync", e))?;
         Ok(total)
     }
+}
+
+/// Opens a file to upload and checks that it is a regular file; the error
+/// names the path and what failed.
+fn open_upload(path: &Path) -> Result<(File, fs::Metadata), ApiError> {
+    let local = |what: &str, source: io::Error| ApiError::Local {
+        what: format!("{what} {}", path.display()),
+        source,
+    };
+    let file = File::open(path).map_err(|e| local("cannot open upload", e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| local("cannot stat upload", e))?;
+    if !meta.is_file() {
+        let source = io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+        return Err(local("cannot upload", source));
+    }
+    Ok((file, meta))
 }
 
 /// Classifies a Bot API reply. Pure: the HTTP status, the body bytes and the
