@@ -8,7 +8,7 @@
 mod common;
 
 use common::fleet::{free_port, Fleet};
-use common::{bin, temp_dir, wait_until, SandboxProc};
+use common::{bin, botfleet_output, temp_dir, wait_until, SandboxProc};
 use serde_json::Value;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -25,29 +25,9 @@ fn sandbox_with(ids: &[u64]) -> (SandboxProc, Vec<String>) {
 
 /// Runs `botfleet ARGS` to completion (killed after 30 s).
 fn botfleet(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(bin())
-        .args(args)
-        .env_remove("PORT")
-        .env_remove("TELEGRAM_BOT_TOKENS")
-        .env_remove("NOTIFY_SOCKET")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("botfleet runs");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _killed = child.kill();
-            panic!("botfleet {args:?} did not finish within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("botfleet's output")
+    botfleet_output(args, |cmd| {
+        cmd.envs(env.iter().copied());
+    })
 }
 
 fn text(bytes: &[u8]) -> String {

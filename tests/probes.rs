@@ -8,10 +8,10 @@
 mod common;
 
 use common::fleet::{alive, kill, Fleet};
-use common::{bin, http_with_timeout, temp_dir, wait_until, SandboxProc};
+use common::{botfleet_output, http_with_timeout, temp_dir, wait_until, SandboxProc};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 fn token(id: u64) -> String {
@@ -21,29 +21,9 @@ fn token(id: u64) -> String {
 /// Runs `botfleet ARGS` in `dir` to completion (killed after 30 s), with
 /// none of the test process's PORT or tokens.
 fn botfleet_in(dir: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(bin())
-        .args(args)
-        .current_dir(dir)
-        .env_remove("PORT")
-        .env_remove("TELEGRAM_BOT_TOKENS")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("botfleet runs");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _killed = child.kill();
-            panic!("botfleet {args:?} did not finish within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("botfleet's output")
+    botfleet_output(args, |cmd| {
+        cmd.current_dir(dir);
+    })
 }
 
 fn text(bytes: &[u8]) -> String {

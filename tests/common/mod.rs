@@ -56,6 +56,39 @@ pub fn temp_dir() -> TempDir {
     TempDir { path }
 }
 
+/// Runs `botfleet ARGS` to completion (killed after 30 s), with none of the
+/// test process's PORT, tokens or NOTIFY_SOCKET; `configure` adds to the
+/// command (a working dir, settings) before it starts.
+pub fn botfleet_output(
+    args: &[&str],
+    configure: impl FnOnce(&mut Command),
+) -> std::process::Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env_remove("PORT")
+        .env_remove("TELEGRAM_BOT_TOKENS")
+        .env_remove("NOTIFY_SOCKET");
+    configure(&mut cmd);
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("botfleet runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _killed = child.kill();
+            panic!("botfleet {args:?} did not finish within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("botfleet's output")
+}
+
 /// Polls `f` every 10 ms until it returns true; panics at `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
