@@ -7,14 +7,11 @@ use super::*;
 pub(super) fn call(st: &mut State, bot_id: u64, method: &str, params: &Params) -> Reply {
     match method {
         "getChat" => {
-            let chat_id = match chat_id_param(params, "chat_id") {
+            let chat_id = match known_chat(st, bot_id, params) {
                 Ok(c) => c,
                 Err(r) => return r,
             };
             let bot = &st.bots[&bot_id];
-            if !bot.chats.contains(&chat_id) {
-                return bad_request("chat not found");
-            }
             let mut chat = chat_of(st, bot, chat_id);
             chat["accent_color_id"] = json!(0);
             chat["max_reaction_count"] = json!(11);
@@ -24,14 +21,11 @@ pub(super) fn call(st: &mut State, bot_id: u64, method: &str, params: &Params) -
             api_ok(chat)
         }
         "getChatMember" | "getChatAdministrators" | "getChatMemberCount" => {
-            let chat_id = match chat_id_param(params, "chat_id") {
+            let chat_id = match known_chat(st, bot_id, params) {
                 Ok(c) => c,
                 Err(r) => return r,
             };
             let bot = &st.bots[&bot_id];
-            if !bot.chats.contains(&chat_id) {
-                return bad_request("chat not found");
-            }
             let members: Vec<i64> = if chat_id > 0 {
                 vec![chat_id]
             } else {
@@ -77,14 +71,11 @@ pub(super) fn call(st: &mut State, bot_id: u64, method: &str, params: &Params) -
             }
         }
         "leaveChat" => {
-            let chat_id = match chat_id_param(params, "chat_id") {
+            let chat_id = match known_chat(st, bot_id, params) {
                 Ok(c) => c,
                 Err(r) => return r,
             };
             let bot = st.bots.get_mut(&bot_id).expect("authorized bot");
-            if !bot.chats.contains(&chat_id) {
-                return bad_request("chat not found");
-            }
             if chat_id > 0 {
                 return bad_request("chat member status can't be changed in private chats");
             }
@@ -130,14 +121,11 @@ pub(super) fn call(st: &mut State, bot_id: u64, method: &str, params: &Params) -
             api_ok(json!(true))
         }
         "pinChatMessage" | "unpinChatMessage" => {
-            let chat_id = match chat_id_param(params, "chat_id") {
+            let chat_id = match known_chat(st, bot_id, params) {
                 Ok(c) => c,
                 Err(r) => return r,
             };
             let bot = st.bots.get_mut(&bot_id).expect("authorized bot");
-            if !bot.chats.contains(&chat_id) {
-                return bad_request("chat not found");
-            }
             let message_id = match (method, params.int("message_id")) {
                 ("pinChatMessage", None) => return bad_request("message_id is empty"),
                 (_, Some(Ok(id))) => Some(id),
@@ -168,4 +156,14 @@ pub(super) fn call(st: &mut State, bot_id: u64, method: &str, params: &Params) -
         }
         _ => api_err(404, "Not Found: method not found"),
     }
+}
+
+/// The `chat_id` parameter, when it names a chat the bot is in; else the
+/// reply Telegram gives ("chat_id is empty", "chat not found").
+fn known_chat(st: &State, bot_id: u64, params: &Params) -> Result<i64, Reply> {
+    let chat_id = chat_id_param(params, "chat_id")?;
+    if !st.bots[&bot_id].chats.contains(&chat_id) {
+        return Err(bad_request("chat not found"));
+    }
+    Ok(chat_id)
 }
