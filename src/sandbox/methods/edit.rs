@@ -241,17 +241,17 @@ pub(super) fn edit(st: &mut State, bot_id: u64, method: &str, params: &Params) -
     updated["edit_date"] = json!(state::unix_now());
     bot.store_message("edit", &updated);
     let mut fields = Map::new();
-    for key in [
-        "text",
-        "entities",
-        "caption",
-        "caption_entities",
-        "reply_markup",
-    ] {
-        if let Some(v) = updated.get(key) {
-            fields.insert(key.into(), v.clone());
-        }
-    }
+    copy_present(
+        &updated,
+        &mut fields,
+        &[
+            "text",
+            "entities",
+            "caption",
+            "caption_entities",
+            "reply_markup",
+        ],
+    );
     fields.insert("edited".into(), json!(true));
     bot.record_sent(method, chat_id, message_id, fields);
     api_ok(updated)

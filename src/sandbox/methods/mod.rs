@@ -100,6 +100,15 @@ pub fn is_reaction(emoji: &str) -> bool {
     REACTIONS.split(' ').any(|r| r == e)
 }
 
+/// Copies into `to` those of `keys` that `from` has, as they are.
+fn copy_present(from: &Value, to: &mut Map<String, Value>, keys: &[&str]) {
+    for &key in keys {
+        if let Some(v) = from.get(key) {
+            to.insert(key.into(), v.clone());
+        }
+    }
+}
+
 fn chat_id_param(params: &Params, name: &str) -> Result<i64, Reply> {
     match params.int(name) {
         None => Err(bad_request(&format!("{name} is empty"))),

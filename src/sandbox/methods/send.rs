@@ -255,11 +255,11 @@ pub(super) fn finish_send(
         bot.event("keyboard", chat_id, body);
     }
     let mut fields = Map::new();
-    for key in ["text", "caption", "entities", "caption_entities"] {
-        if let Some(v) = message.get(key) {
-            fields.insert(key.into(), v.clone());
-        }
-    }
+    copy_present(
+        &message,
+        &mut fields,
+        &["text", "caption", "entities", "caption_entities"],
+    );
     if let Some(r) = &replied {
         fields.insert("reply_to_message_id".into(), r["message_id"].clone());
     }
@@ -283,18 +283,18 @@ pub(super) fn finish_send(
             fields.insert("media".into(), json!(kind));
         }
     }
-    for key in [
-        "location",
-        "contact",
-        "poll",
-        "dice",
-        "media_group_id",
-        "forward_origin",
-    ] {
-        if let Some(v) = message.get(key) {
-            fields.insert(key.into(), v.clone());
-        }
-    }
+    copy_present(
+        &message,
+        &mut fields,
+        &[
+            "location",
+            "contact",
+            "poll",
+            "dice",
+            "media_group_id",
+            "forward_origin",
+        ],
+    );
     bot.record_sent(method, chat_id, message_id, fields);
     message
 }
@@ -620,28 +620,28 @@ pub(super) fn copy_or_forward(
         Err(r) => return r,
     };
     let mut content = Map::new();
-    for key in [
-        "text",
-        "entities",
-        "caption",
-        "caption_entities",
-        "photo",
-        "document",
-        "video",
-        "audio",
-        "voice",
-        "animation",
-        "sticker",
-        "video_note",
-        "location",
-        "contact",
-        "poll",
-        "dice",
-    ] {
-        if let Some(v) = original.get(key) {
-            content.insert(key.into(), v.clone());
-        }
-    }
+    copy_present(
+        &original,
+        &mut content,
+        &[
+            "text",
+            "entities",
+            "caption",
+            "caption_entities",
+            "photo",
+            "document",
+            "video",
+            "audio",
+            "voice",
+            "animation",
+            "sticker",
+            "video_note",
+            "location",
+            "contact",
+            "poll",
+            "dice",
+        ],
+    );
     if let Some((c, e)) = caption {
         content.insert("caption".into(), json!(c));
         content.insert("caption_entities".into(), e);
