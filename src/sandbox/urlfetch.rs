@@ -9,18 +9,14 @@ use serde_json::Value;
 use std::net::IpAddr;
 use std::time::Duration;
 
-/// The parameters that take an InputFile.
-const FILE_FIELDS: [&str; 9] = [
-    "photo",
-    "document",
-    "video",
-    "audio",
-    "voice",
-    "animation",
-    "sticker",
-    "video_note",
-    "thumbnail",
-];
+/// The parameters that take an InputFile: each media kind a send method
+/// carries (methods::MEDIA), and a thumbnail.
+fn file_fields() -> impl Iterator<Item = &'static str> {
+    methods::MEDIA
+        .iter()
+        .map(|&(_, field)| field)
+        .chain(["thumbnail"])
+}
 
 /// Files given by URL: an `http://` URL on loopback is fetched (the
 /// sandbox never reaches beyond loopback); any other URL is left for the
@@ -28,7 +24,7 @@ const FILE_FIELDS: [&str; 9] = [
 pub(super) fn fetch_loopback_urls(params: &mut http::Params) {
     let mut urls = vec![];
     // Only the parameters that carry files: a URL in a text is just text.
-    for key in FILE_FIELDS {
+    for key in file_fields() {
         if let Some(text) = params.fields.get(key).and_then(Value::as_str) {
             urls.push((key.to_string(), text.to_string()));
         }

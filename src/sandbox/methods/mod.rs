@@ -72,7 +72,7 @@ pub const METHODS: [&str; 46] = [
 ];
 
 /// The media a send method carries: (method, field, kind in the message).
-const MEDIA: [(&str, &str); 8] = [
+pub(in crate::sandbox) const MEDIA: [(&str, &str); 8] = [
     ("sendDocument", "document"),
     ("sendPhoto", "photo"),
     ("sendVideo", "video"),
