@@ -385,6 +385,30 @@ def wait_sent(sb, bot_ids, targets, timeout=120, interval=0.05):
 # A botfleet fleet and a python-telegram-bot process
 
 
+def inject_paced(sb, bid, n, gap, chats):
+    """Injects n messages into bot `bid`, one every `gap` s over `chats`
+    chats; returns {text: injected at_us}."""
+    inj = {}
+    t0 = time.monotonic()
+    for i in range(n):
+        d = t0 + i * gap - time.monotonic()
+        if d > 0:
+            time.sleep(d)
+        text = f"lat{bid} {i}"
+        inj[text] = sb.inject(bid, 200000 + i % chats, text)["at_us"]
+    return inj
+
+
+def reply_latencies_ms(sent, inj, n, who=""):
+    """Each reply's latency (ms) after the message of inject_paced it echoes;
+    raises when fewer than n replies match."""
+    lat = [(e["at_us"] - inj[e["text"]]) / 1000 for e in sent
+           if e["method"] == "sendMessage" and e.get("text") in inj]
+    if len(lat) < n:
+        raise RuntimeError(f"{who}only {len(lat)} of {n} latency replies matched")
+    return lat
+
+
 class Fleet:
     def __init__(self, label, binary, sb, tokens, extra=None):
         self.binary = binary
@@ -741,14 +765,7 @@ class Bench:
             if impl not in PEERS:
                 objs[0].wait_log("All 1 workers ready", 30)
             time.sleep(0.3)
-            inj = {}
-            t0 = time.monotonic()
-            for i in range(n):
-                d = t0 + i * gap - time.monotonic()
-                if d > 0:
-                    time.sleep(d)
-                text = f"lat{bid} {i}"
-                inj[text] = sb.inject(bid, 200000 + i % chats, text)["at_us"]
+            inj = inject_paced(sb, bid, n, gap, chats)
             wait_sent(sb, [bid], {bid: n}, timeout=60, interval=0.05)
             sent = sb.sent(bid)
             time.sleep(0.5)  # back in its long poll
@@ -769,10 +786,7 @@ class Bench:
                 log(f"  ({impl}: still running 15 s after SIGTERM)")
         finally:
             self.close_all(objs)
-        lat = [(e["at_us"] - inj[e["text"]]) / 1000 for e in sent
-               if e["method"] == "sendMessage" and e.get("text") in inj]
-        if len(lat) < n:
-            raise RuntimeError(f"{impl}: only {len(lat)} of {n} latency replies matched")
+        lat = reply_latencies_ms(sent, inj, n, f"{impl}: ")
         q = statistics.quantiles(lat, n=100, method="inclusive")
         self.rec("lat_p50", impl, statistics.median(lat))
         self.rec("lat_p99", impl, q[98])

@@ -27,7 +27,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (the helpers of bench/bench.py)
-from bench import Fleet, Sandbox, log, mono_us, status_kb, wait_first_polls, wait_sent  # noqa: E402
+from bench import (  # noqa: E402
+    Fleet, Sandbox, inject_paced, log, mono_us, reply_latencies_ms, status_kb, wait_first_polls,
+    wait_sent)
 
 
 def start(binary, sb, tokens, extra):
@@ -97,22 +99,12 @@ def latency(binary, sb, n=200, gap=0.020, chats=20):
         "BOT_HANDLER": "builtin:echo", "SEND_RATE_PER_CHAT": "0", "SEND_RATE_PER_BOT": "0"})
     try:
         time.sleep(0.3)
-        inj = {}
-        t0 = time.monotonic()
-        for i in range(n):
-            d = t0 + i * gap - time.monotonic()
-            if d > 0:
-                time.sleep(d)
-            text = f"lat{bid} {i}"
-            inj[text] = sb.inject(bid, 200000 + i % chats, text)["at_us"]
+        inj = inject_paced(sb, bid, n, gap, chats)
         wait_sent(sb, [bid], {bid: n}, timeout=60, interval=0.05)
         sent = sb.sent(bid)
     finally:
         fleet.close()
-    lat = [(e["at_us"] - inj[e["text"]]) / 1000 for e in sent
-           if e["method"] == "sendMessage" and e.get("text") in inj]
-    if len(lat) < n:
-        raise RuntimeError(f"only {len(lat)} of {n} latency replies matched")
+    lat = reply_latencies_ms(sent, inj, n)
     q = statistics.quantiles(lat, n=100, method="inclusive")
     return statistics.median(lat), q[98]
 
