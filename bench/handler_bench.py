@@ -15,20 +15,17 @@ Every process it starts is in its own session and is killed in `finally`.
 """
 
 import argparse
-import http.client
-import json
 import os
-import re
-import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (the helpers of bench/bench.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BENCH_GLIBC_BIN") or os.path.join(ROOT, "target/release/botfleet")
@@ -53,17 +50,14 @@ u = json.load(sys.stdin)
 sys.stdout.write(u.get("message", {}).get("text", ""))
 '''
 
-STARTED = []
+# bench.py's process list, so kill_all reaps the sandbox it starts too.
+STARTED = bench.STARTED
+spawn = bench.spawn
+free_port = bench.free_port
 
 
 def log(msg):
     print(f"[handler-bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def spawn(argv, **kw):
-    p = subprocess.Popen(argv, start_new_session=True, **kw)
-    STARTED.append(p)
-    return p
 
 
 def kill_all():
@@ -80,60 +74,24 @@ def kill_all():
                 pass
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Sandbox(bench.Sandbox):
+    """bench.py's sandbox client, with the calls this script makes."""
 
-
-class Sandbox:
     def __init__(self):
-        self.p = spawn([BIN, "sandbox", "--port", "0"], stdout=subprocess.PIPE,
-                       stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
-        r, _, _ = select.select([self.p.stdout], [], [], 10)
-        line = self.p.stdout.readline() if r else ""
-        m = re.match(r"sandbox listening on http://([\d.]+):(\d+)", line)
-        if not m:
-            raise RuntimeError(f"sandbox did not start: {line!r}")
-        self.host, self.port = m.group(1), int(m.group(2))
-        self.url = f"http://{self.host}:{self.port}"
-        threading.Thread(target=lambda: [None for _ in self.p.stdout], daemon=True).start()
-        self.conn = None
+        super().__init__(BIN)
         self.next_bot = 8100001
 
-    def req(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        for attempt in range(3):
-            try:
-                if self.conn is None:
-                    self.conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-                self.conn.request(method, "/_sandbox/" + path, body=data,
-                                  headers={"Content-Type": "application/json"})
-                return json.loads(self.conn.getresponse().read())["result"]
-            except (http.client.HTTPException, OSError):
-                if self.conn:
-                    self.conn.close()
-                self.conn = None
-                if attempt == 2:
-                    raise
-
     def new_bot(self):
-        bid = self.next_bot
-        self.next_bot += 1
-        tok = f"{bid}:hbench-secret-{bid}"
-        self.req("POST", "bots", {"token": tok, "username": f"hbench{bid}_bot"})
-        return bid, tok
+        return self.new_bots(1)[0]
 
     def inject(self, bid, chat, text):
-        return self.req("POST", f"bots/{bid}/messages",
-                        {"user_id": chat, "chat_id": chat, "text": text})["at_us"]
+        return super().inject(bid, chat, text)["at_us"]
 
     def replies(self, bid):
-        return [e for e in self.req("GET", f"bots/{bid}/sent")
-                if e["method"] == "sendMessage"]
+        return [e for e in self.sent(bid) if e["method"] == "sendMessage"]
 
     def polled(self, bid):
-        return self.req("GET", "stats")["bots"][str(bid)]["calls"].get("getUpdates", 0)
+        return self.bot_stats(bid)["calls"].get("getUpdates", 0)
 
 
 class Botfleet:
