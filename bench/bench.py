@@ -385,6 +385,17 @@ def wait_sent(sb, bot_ids, targets, timeout=120, interval=0.05):
 # A botfleet fleet and a python-telegram-bot process
 
 
+def inject_queued(sb, bid, n, chats):
+    """Injects n messages into bot `bid` at once over `chats` chats; returns
+    their texts."""
+    texts = set()
+    for i in range(n):
+        t = f"tp{bid} message {i}"
+        sb.inject(bid, 100000 + (i % chats), t)
+        texts.add(t)
+    return texts
+
+
 def inject_paced(sb, bid, n, gap, chats):
     """Injects n messages into bot `bid`, one every `gap` s over `chats`
     chats; returns {text: injected at_us}."""
@@ -708,12 +719,7 @@ class Bench:
     # --- echo throughput
     def throughput(self, sb, impl, chats, n=2000):
         (bid, tok), = sb.new_bots(1)
-        tag = f"tp{bid}"
-        texts = set()
-        for i in range(n):
-            t = f"{tag} message {i}"
-            sb.inject(bid, 100000 + (i % chats), t)
-            texts.add(t)
+        texts = inject_queued(sb, bid, n, chats)
         before = mono_us()
         objs = self.start_impl(impl, sb, [tok], {
             "BOT_HANDLER": "builtin:echo", "SEND_RATE_PER_CHAT": "0", "SEND_RATE_PER_BOT": "0"})

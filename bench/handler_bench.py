@@ -74,6 +74,16 @@ def kill_all():
                 pass
 
 
+def terminate(p):
+    """SIGTERM to p's process group, and up to 10 s for p to exit (kill_all
+    does the rest)."""
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+
+
 class Sandbox(bench.Sandbox):
     """bench.py's sandbox client, with the calls this script makes."""
 
@@ -118,11 +128,7 @@ class Botfleet:
                        stderr=subprocess.DEVNULL, env=penv)
 
     def close(self):
-        try:
-            os.killpg(self.p.pid, signal.SIGTERM)
-            self.p.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
+        terminate(self.p)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -132,11 +138,7 @@ class Ptb:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def close(self):
-        try:
-            os.killpg(self.p.pid, signal.SIGTERM)
-            self.p.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
+        terminate(self.p)
 
 
 def wait_replies(sb, bid, n, timeout):

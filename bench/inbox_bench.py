@@ -28,8 +28,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (the helpers of bench/bench.py)
 from bench import (  # noqa: E402
-    Fleet, Sandbox, inject_paced, log, mono_us, reply_latencies_ms, status_kb, wait_first_polls,
-    wait_sent)
+    Fleet, Sandbox, inject_paced, inject_queued, log, mono_us, reply_latencies_ms, status_kb,
+    wait_first_polls, wait_sent)
 
 
 def start(binary, sb, tokens, extra):
@@ -69,11 +69,7 @@ def busy_chat(binary, sb, n):
 def throughput(binary, sb, chats, n=2000):
     """(replies a second, worker peak RSS in KB) for n queued echoes."""
     (bid, tok), = sb.new_bots(1)
-    texts = set()
-    for i in range(n):
-        t = f"tp{bid} message {i}"
-        sb.inject(bid, 100000 + (i % chats), t)
-        texts.add(t)
+    texts = inject_queued(sb, bid, n, chats)
     before = mono_us()
     fleet = Fleet("inbox", binary, sb, [tok], {
         "BOT_HANDLER": "builtin:echo", "SEND_RATE_PER_CHAT": "0", "SEND_RATE_PER_BOT": "0"})
