@@ -433,3 +433,26 @@ impl Fleet {
         Fleet::spawn(cmd, dir, env_file, &[])
     }
 }
+
+impl Fleet {
+    /// Like `start`, but `botfleet run` runs as the last arguments of
+    /// `wrapper` (e.g. `unshare --pid --fork --mount-proc`). The pid is the
+    /// wrapper's; botfleet is its child.
+    pub fn start_under(
+        sandbox: &SandboxProc,
+        tokens: &[String],
+        extra: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Fleet {
+        let dir = temp_dir();
+        let vars = merged_env(sandbox, &dir, tokens, extra);
+        let env_file = dir.join(".env");
+        std::fs::write(&env_file, render_env(&vars)).expect("write .env");
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..])
+            .arg(bin())
+            .args(["run", "--env-file"])
+            .arg(&env_file);
+        Fleet::spawn(cmd, dir, env_file, &[])
+    }
+}
