@@ -565,40 +565,46 @@ fn bot_api(shared: &Arc<Shared>, mut request: server::Request, rest: &str, query
     let name = canonical
         .map(str::to_string)
         .unwrap_or_else(|| method.to_string());
-    {
+    let body = read_body(&mut request, state::MAX_UPLOAD_BYTES);
+    let content_type = header(&request, "Content-Type").to_string();
+    // Parsing is pure, so it may run before the fault is drawn; its error
+    // is still answered after a fault and before a 401, as before.
+    let parsed = body
+        .as_ref()
+        .map(|body| http::parse_params(query, &content_type, body));
+    // One lock for the count, the fault and the token check, not three.
+    let (fault, known) = {
         let mut st = shared.lock();
         *st.calls.entry(name.clone()).or_default() += 1;
         if let Some(bot) = st.bots.get_mut(&bot_id) {
-            *bot.calls.entry(name.clone()).or_default() += 1;
+            *bot.calls.entry(name).or_default() += 1;
         }
-    }
-    let Some(body) = read_body(&mut request, state::MAX_UPLOAD_BYTES) else {
-        return send(request, api_err(413, "Request Entity Too Large"));
-    };
-    let fault = shared.lock().take_fault(bot_id, &lower);
-    if let Some(fault) = fault {
-        return faults::apply_fault(shared, request, &fault);
-    }
-    let content_type = header(&request, "Content-Type").to_string();
-    let mut params = match http::parse_params(query, &content_type, &body) {
-        Ok(p) => p,
-        Err(http::ParseError::Json) => {
-            return send(request, bad_request("can't parse JSON object"))
+        if parsed.is_none() {
+            drop(st);
+            return send(request, api_err(413, "Request Entity Too Large"));
         }
-        Err(http::ParseError::Multipart) => {
-            return send(request, bad_request("can't parse multipart/form-data"))
-        }
-    };
-    {
-        let st = shared.lock();
+        let fault = st.take_fault(bot_id, &lower);
         let known = st
             .bots
             .get(&bot_id)
             .is_some_and(|b| !b.revoked && !b.logged_out && b.token == token.expose());
-        if !known {
-            drop(st);
-            return send(request, api_err(401, "Unauthorized"));
+        (fault, known)
+    };
+    if let Some(fault) = fault {
+        return faults::apply_fault(shared, request, &fault);
+    }
+    let mut params = match parsed {
+        Some(Ok(p)) => p,
+        Some(Err(http::ParseError::Json)) => {
+            return send(request, bad_request("can't parse JSON object"))
         }
+        Some(Err(http::ParseError::Multipart)) => {
+            return send(request, bad_request("can't parse multipart/form-data"))
+        }
+        None => return send(request, api_err(413, "Request Entity Too Large")),
+    };
+    if !known {
+        return send(request, api_err(401, "Unauthorized"));
     }
     let Some(method) = canonical else {
         return send(request, api_err(404, "Not Found: method not found"));
