@@ -425,7 +425,7 @@ fn bot_control(
         }
         _ => control_err(404, "no such control endpoint"),
     };
-    shared.changed.notify_all();
+    st.wake(bot_id);
     reply
 }
 
@@ -547,11 +547,7 @@ fn events(shared: &Arc<Shared>, request: server::Request, bot_id: u64, params: &
         if !found.is_empty() || now >= deadline || shared.stopping() {
             break control_ok(json!({"events": found, "next": bot.next_event}));
         }
-        st = shared
-            .changed
-            .wait_timeout(st, deadline - now)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
+        st = shared.wait_for_bot(st, bot_id, deadline - now);
     };
     drop(st);
     send(request, reply);

@@ -6,8 +6,9 @@
 //!
 //! It owns the model (`state`), request parsing (`http`) and its HTTP
 //! server (`server`): one accept loop that gives each connection its own
-//! small-stack thread, so hundreds of long polls can wait at once on one
-//! condvar.
+//! small-stack thread, so thousands of long polls can wait at once, each on
+//! its bot's condvar: a call wakes only the waiters of the bot it changed
+//! (all of them only when the sandbox stops).
 //!
 //! It must never listen beyond the address it is given (loopback by
 //! default), never reach the network (a URL given as a file is refused, not
@@ -101,8 +102,10 @@ const REPEAT_WINDOW: Duration = Duration::from_secs(3);
 /// State shared by the server threads.
 struct Shared {
     state: Mutex<State>,
-    /// Notified on every change a waiting poll may care about and on stop.
-    changed: Condvar,
+    /// Notified only when the sandbox stops: what sleeps for a while
+    /// without waiting on a bot (a held 409, a hanging fault) sleeps here.
+    /// Waiters of a bot sleep on its own condvar (`Bot::wake`).
+    stopped: Condvar,
     stop: AtomicBool,
     port: u16,
     /// Request threads still running.
@@ -129,11 +132,32 @@ impl Shared {
                 break;
             }
             guard = self
-                .changed
+                .stopped
                 .wait_timeout(guard, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// Waits on `bot_id`'s condvar until a change to that bot (or the
+    /// stop) wakes it, or `d` passes; at once if there is no such bot.
+    fn wait_for_bot<'a>(
+        &'a self,
+        st: MutexGuard<'a, State>,
+        bot_id: u64,
+        d: Duration,
+    ) -> MutexGuard<'a, State> {
+        let Some(wake) = st.bots.get(&bot_id).map(|b| Arc::clone(&b.wake)) else {
+            return st;
+        };
+        let mut st = wake
+            .wait_timeout(st, d)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        if let Some(bot) = st.bots.get_mut(&bot_id) {
+            bot.wakeups += 1;
+        }
+        st
     }
 }
 
@@ -170,7 +194,7 @@ impl Sandbox {
         }
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
-            changed: Condvar::new(),
+            stopped: Condvar::new(),
             stop: AtomicBool::new(false),
             port,
             active: Arc::new(AtomicUsize::new(0)),
@@ -250,7 +274,7 @@ impl Sandbox {
         let mut content = Map::new();
         content.insert("text".into(), json!(text));
         let ids = bot.push_user_message(user_id, chat_id, content);
-        self.shared.changed.notify_all();
+        st.wake(bot_id);
         Ok(ids)
     }
 
@@ -274,7 +298,7 @@ impl Sandbox {
             ttl: state::CALLBACK_TTL,
         };
         let pressed = methods::press_button(&mut st, bot_id, &press);
-        self.shared.changed.notify_all();
+        st.wake(bot_id);
         pressed.map(|(_, update_id)| update_id)
     }
 
@@ -316,8 +340,9 @@ impl Sandbox {
     fn stop_threads(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         {
-            let _guard = self.shared.lock();
-            self.shared.changed.notify_all();
+            let st = self.shared.lock();
+            st.wake_all();
+            self.shared.stopped.notify_all();
         }
         self.server.unblock();
         if let Some(accept) = self.accept.take() {
@@ -540,40 +565,46 @@ fn bot_api(shared: &Arc<Shared>, mut request: server::Request, rest: &str, query
     let name = canonical
         .map(str::to_string)
         .unwrap_or_else(|| method.to_string());
-    {
+    let body = read_body(&mut request, state::MAX_UPLOAD_BYTES);
+    let content_type = header(&request, "Content-Type").to_string();
+    // Parsing is pure, so it may run before the fault is drawn; its error
+    // is still answered after a fault and before a 401, as before.
+    let parsed = body
+        .as_ref()
+        .map(|body| http::parse_params(query, &content_type, body));
+    // One lock for the count, the fault and the token check, not three.
+    let (fault, known) = {
         let mut st = shared.lock();
         *st.calls.entry(name.clone()).or_default() += 1;
         if let Some(bot) = st.bots.get_mut(&bot_id) {
-            *bot.calls.entry(name.clone()).or_default() += 1;
+            *bot.calls.entry(name).or_default() += 1;
         }
-    }
-    let Some(body) = read_body(&mut request, state::MAX_UPLOAD_BYTES) else {
-        return send(request, api_err(413, "Request Entity Too Large"));
-    };
-    let fault = shared.lock().take_fault(bot_id, &lower);
-    if let Some(fault) = fault {
-        return faults::apply_fault(shared, request, &fault);
-    }
-    let content_type = header(&request, "Content-Type").to_string();
-    let mut params = match http::parse_params(query, &content_type, &body) {
-        Ok(p) => p,
-        Err(http::ParseError::Json) => {
-            return send(request, bad_request("can't parse JSON object"))
+        if parsed.is_none() {
+            drop(st);
+            return send(request, api_err(413, "Request Entity Too Large"));
         }
-        Err(http::ParseError::Multipart) => {
-            return send(request, bad_request("can't parse multipart/form-data"))
-        }
-    };
-    {
-        let st = shared.lock();
+        let fault = st.take_fault(bot_id, &lower);
         let known = st
             .bots
             .get(&bot_id)
             .is_some_and(|b| !b.revoked && !b.logged_out && b.token == token.expose());
-        if !known {
-            drop(st);
-            return send(request, api_err(401, "Unauthorized"));
+        (fault, known)
+    };
+    if let Some(fault) = fault {
+        return faults::apply_fault(shared, request, &fault);
+    }
+    let mut params = match parsed {
+        Some(Ok(p)) => p,
+        Some(Err(http::ParseError::Json)) => {
+            return send(request, bad_request("can't parse JSON object"))
         }
+        Some(Err(http::ParseError::Multipart)) => {
+            return send(request, bad_request("can't parse multipart/form-data"))
+        }
+        None => return send(request, api_err(413, "Request Entity Too Large")),
+    };
+    if !known {
+        return send(request, api_err(401, "Unauthorized"));
     }
     let Some(method) = canonical else {
         return send(request, api_err(404, "Not Found: method not found"));
@@ -585,7 +616,7 @@ fn bot_api(shared: &Arc<Shared>, mut request: server::Request, rest: &str, query
     let reply = {
         let mut st = shared.lock();
         let reply = methods::call(&mut st, bot_id, method, &params);
-        shared.changed.notify_all();
+        st.wake(bot_id);
         reply
     };
     send(request, reply);

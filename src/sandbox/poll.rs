@@ -1,5 +1,5 @@
-//! getUpdates: offsets, limits, long polls waiting on the sandbox's
-//! condvar, the 409s between polls and webhooks, and the real server's
+//! getUpdates: offsets, limits, long polls waiting on their bot's
+//! condvar (another bot's calls never wake them), the 409s between polls and webhooks, and the real server's
 //! slowing of a loop that repeats one offset. It never holds the lock while
 //! it sleeps.
 
@@ -91,7 +91,7 @@ pub(super) fn get_updates(
     let generation = if timeout > 0 {
         bot.poll_generation += 1;
         bot.poll_terminated_by = state::CONFLICT_OTHER_POLL;
-        shared.changed.notify_all();
+        bot.wake.notify_all();
         Some(bot.poll_generation)
     } else {
         None
@@ -127,11 +127,7 @@ pub(super) fn get_updates(
         if now >= deadline {
             break PollEnd::Reply(api_ok(json!([])));
         }
-        st = shared
-            .changed
-            .wait_timeout(st, deadline - now)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
+        st = shared.wait_for_bot(st, bot_id, deadline - now);
     };
     if let Some(bot) = st.bots.get_mut(&bot_id) {
         bot.current_get_updates -= 1;
@@ -149,5 +145,73 @@ pub(super) fn get_updates(
             }
         }
         PollEnd::Drop => close_without_reply(shared, request),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Sandbox, SandboxOptions};
+    use std::time::{Duration, Instant};
+
+    fn get(url: &str) -> String {
+        ureq::get(url)
+            .call()
+            .expect("the sandbox answers")
+            .body_mut()
+            .read_to_string()
+            .expect("a text body")
+    }
+
+    /// A long poll of bot B sleeps through everything bot A does (users
+    /// write to A, A sends and asks getMe) and wakes for B's own update.
+    /// With one condvar for all bots, every one of A's calls woke it.
+    #[test]
+    fn one_bots_calls_leave_another_bots_long_poll_asleep() {
+        let sb = Sandbox::start(&SandboxOptions::default()).expect("the sandbox starts");
+        let a = sb
+            .register_bot("7001:a-secret", "a_bot")
+            .expect("A registers");
+        let b = sb
+            .register_bot("7002:b-secret", "b_bot")
+            .expect("B registers");
+        let url = sb.url();
+        let poll = {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                get(&format!("{url}/bot7002:b-secret/getUpdates?timeout=30"))
+            })
+        };
+        let waiting = |sb: &Sandbox| sb.shared.lock().bots[&b].current_get_updates == 1;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !waiting(&sb) {
+            assert!(Instant::now() < deadline, "B's long poll never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Seen under the lock, the poll is asleep on B's condvar (it holds
+        // the lock from its count until it waits).
+        let before = sb.shared.lock().bots[&b].wakeups;
+        for n in 0..20 {
+            sb.inject_text(a, 5, 5, &format!("to A {n}"))
+                .expect("A exists");
+            let sent = get(&format!(
+                "{url}/bot7001:a-secret/sendMessage?chat_id=5&text=from+A+{n}"
+            ));
+            assert!(sent.contains(r#""ok":true"#), "{sent}");
+            let me = get(&format!("{url}/bot7001:a-secret/getMe"));
+            assert!(me.contains("a_bot"), "{me}");
+        }
+        let after = sb.shared.lock().bots[&b].wakeups;
+        // 60 calls of A; a stray (spurious) wake-up or so is allowed.
+        assert!(
+            after - before <= 2,
+            "B's poll woke {} times for A's 60 calls",
+            after - before
+        );
+        assert!(waiting(&sb), "B's poll is still waiting");
+        sb.inject_text(b, 6, 6, "to B").expect("B exists");
+        let got = poll.join().expect("the poll thread");
+        assert!(got.contains("to B"), "B's poll answers B's update: {got}");
+        assert!(!got.contains("to A"), "{got}");
+        sb.shutdown();
     }
 }

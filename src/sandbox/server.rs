@@ -199,8 +199,9 @@ pub struct Request {
     body: BodyReader,
     writer: TcpStream,
     keep_alive: bool,
-    /// Where the connection goes back after a response, for its next request.
-    back: std::sync::mpsc::Sender<BufReader<TcpStream>>,
+    /// Where the connection (both halves) goes back after a response, for
+    /// its next request.
+    back: std::sync::mpsc::Sender<(BufReader<TcpStream>, TcpStream)>,
 }
 
 impl Request {
@@ -256,8 +257,10 @@ impl Request {
         }
         let result = write_response(&mut self.writer, response, reusable);
         if result.is_ok() && reusable {
-            let Request { body, back, .. } = self;
-            if back.send(body.conn).is_err() {
+            let Request {
+                body, back, writer, ..
+            } = self;
+            if back.send((body.conn, writer)).is_err() {
                 // The connection loop is gone; the socket closes with us.
             }
             return result;
@@ -376,6 +379,11 @@ fn connection(stream: TcpStream, stop: &AtomicBool, handler: &(dyn Fn(Request) +
         return;
     };
     let mut conn = BufReader::new(read_half);
+    // One write half for all the connection's requests (not a dup(2) and a
+    // close(2) per request).
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
     let (back_tx, back_rx) = std::sync::mpsc::channel();
     while !stop.load(Ordering::SeqCst) {
         let (method, url, version, headers) = match read_head(&mut conn) {
@@ -395,9 +403,6 @@ fn connection(stream: TcpStream, stop: &AtomicBool, handler: &(dyn Fn(Request) +
             Some(c) if c.contains("close") => false,
             Some(c) if c.contains("keep-alive") => true,
             _ => version == "HTTP/1.1",
-        };
-        let Ok(mut writer) = stream.try_clone() else {
-            break;
         };
         if find("Expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
             && writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
@@ -436,7 +441,7 @@ fn connection(stream: TcpStream, stop: &AtomicBool, handler: &(dyn Fn(Request) +
         handler(request);
         // The request sent the connection back if it may serve another one.
         match back_rx.try_recv() {
-            Ok(c) => conn = c,
+            Ok((c, w)) => (conn, writer) = (c, w),
             Err(_) => break,
         }
     }

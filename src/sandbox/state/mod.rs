@@ -1,13 +1,15 @@
 //! The in-memory model behind the sandbox: bots, their update queues, the
 //! files they hold, what they sent, the faults waiting to fire and the flood
-//! limiter. Everything here runs under the sandbox's one mutex and never
-//! blocks; the waiting (long polls, held replies) lives in `mod.rs`.
+//! limiter, and each bot's condvar (what waits on a bot sleeps there).
+//! Everything here runs under the sandbox's one mutex and never blocks; the
+//! waiting (long polls, held replies) lives in `mod.rs`, `poll` and
+//! `control`.
 
 mod chat;
 
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Uploads above this get 413 (Telegram's 50 MB).
@@ -175,6 +177,13 @@ pub struct Bot {
     pub menu_button: Value,
     pub registered_at: Instant,
     pub logged_out: bool,
+    /// What waits on this bot (its long polls, its chat page's event
+    /// stream) sleeps here, on the sandbox's one mutex; a change to this
+    /// bot wakes only these (`State::wake`), never another bot's.
+    pub wake: Arc<Condvar>,
+    /// How often a waiter of this bot woke up (a wake-up, a timeout or a
+    /// spurious return), to show that other bots' calls leave it asleep.
+    pub wakeups: u64,
 }
 
 /// The 409 a superseded poll gets.
@@ -228,6 +237,8 @@ impl Bot {
             menu_button: json!({"type": "commands"}),
             registered_at: Instant::now(),
             logged_out: false,
+            wake: Arc::new(Condvar::new()),
+            wakeups: 0,
         }
     }
 
@@ -444,6 +455,23 @@ pub struct State {
 }
 
 impl State {
+    /// Wakes what waits on `bot_id` (after a change to that bot), and
+    /// nothing else: with thousands of bots long-polling, waking them all
+    /// on every call made the sandbox's cost grow with the square of the
+    /// fleet.
+    pub fn wake(&self, bot_id: u64) {
+        if let Some(bot) = self.bots.get(&bot_id) {
+            bot.wake.notify_all();
+        }
+    }
+
+    /// Wakes every waiter of every bot (the sandbox stops).
+    pub fn wake_all(&self) {
+        for bot in self.bots.values() {
+            bot.wake.notify_all();
+        }
+    }
+
     /// Stores bytes as a file of `owner` and returns its file_id.
     pub fn store_file(
         &mut self,
