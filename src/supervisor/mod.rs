@@ -47,6 +47,12 @@ const ROUTINE_PASS_EVERY: Duration = Duration::from_millis(100);
 /// the view are this much staler at most.
 const HEARTBEATS_PASS_EVERY: Duration = Duration::from_millis(500);
 
+/// At most this many workers are spawned in one pass; the loop reads the
+/// events queued meanwhile before it spawns more. Spawning 3,000 in one go
+/// kept the loop away from its channel for seconds, with every READY and
+/// heartbeat of the workers already up queued in memory.
+const SPAWN_BATCH: usize = 64;
+
 /// The longest the loop waits without turning.
 const TURN: Duration = Duration::from_secs(1);
 /// A turn this much later than planned means the loop was not running.
@@ -69,11 +75,13 @@ struct Slot {
     stdin: Option<ChildStdin>,
     /// Whole lines waiting for the worker's stdin to take them.
     outgoing: Vec<u8>,
-    /// The settings version this process has (from its spawn or its ack).
-    settings_version: String,
+    /// This process has the current settings (from its spawn or its ack).
+    settings_acked: bool,
     /// When SETTINGS last went to this process (sent again until acked).
     settings_sent: Option<Instant>,
-    counters: Counters,
+    /// Its last heartbeat said it cannot poll (409); its other counters
+    /// live only in the health view.
+    conflict: bool,
     running_since: Option<SystemTime>,
     /// What the owner was last told about this worker.
     alerted: Alerted,
@@ -196,6 +204,8 @@ pub struct Supervisor {
     jitter: Jitter,
     shutting_down: Option<Instant>,
     announced_ready: bool,
+    /// Workers due to be spawned were left for the next pass (SPAWN_BATCH).
+    spawns_waiting: bool,
     /// A pass was skipped: the loop wakes for it by then.
     pass_by: Option<Instant>,
     /// Slots came or went: the next pass rebuilds the health view's list.
@@ -255,6 +265,7 @@ impl Supervisor {
             announced_ready: false,
             ready: 0,
             pass_by: None,
+            spawns_waiting: false,
             view_stale: true,
             next_due: None,
             backlog: std::collections::BTreeSet::new(),
@@ -326,9 +337,9 @@ impl Supervisor {
                 generation: 0,
                 stdin: None,
                 outgoing: Vec::new(),
-                settings_version: String::new(),
+                settings_acked: false,
                 settings_sent: None,
-                counters: Counters::default(),
+                conflict: false,
                 running_since: None,
                 alerted: Alerted::Nothing,
                 memory_restarts: 0,
@@ -451,7 +462,7 @@ impl Supervisor {
             } else {
                 ROUTINE_PASS_EVERY
             };
-            if routine && last_tick.elapsed() < every {
+            if routine && !self.spawns_waiting && last_tick.elapsed() < every {
                 self.pass_by = Some(last_tick + every);
                 continue;
             }
@@ -642,7 +653,7 @@ impl Supervisor {
             }
             WorkerMsg::Heartbeat(counters) => {
                 let conflict = counters.conflict;
-                slot.counters = counters;
+                slot.conflict = conflict;
                 let index = slot.index;
                 match (&slot.alerted, conflict) {
                     (Alerted::Nothing, true) => {
@@ -659,6 +670,7 @@ impl Supervisor {
                     _ => {}
                 }
                 self.step(bot_id, Input::Heartbeat);
+                self.publish_counters(bot_id, counters);
             }
             WorkerMsg::Fatal { reason } => {
                 log::error!("Worker bot-{} reports a fatal error: {reason}", slot.index);
@@ -666,7 +678,7 @@ impl Supervisor {
             }
             WorkerMsg::SettingsAck { version } => {
                 if version == self.settings_version {
-                    slot.settings_version = version;
+                    slot.settings_acked = true;
                 }
             }
             WorkerMsg::ReloadRequest { chat_id } => {
@@ -967,7 +979,7 @@ impl Supervisor {
                 // Forget what each acknowledged: versions are content
                 // hashes, so after A → B → A a worker whose ack of B is
                 // still in flight would otherwise look current and stay on B.
-                slot.settings_version.clear();
+                slot.settings_acked = false;
                 slot.settings_sent = None;
             }
             self.settings_unacked = true;
@@ -1055,7 +1067,7 @@ impl Supervisor {
         let unacked = self
             .slots
             .values()
-            .filter(|s| s.stdin.is_some() && s.settings_version != self.settings_version)
+            .filter(|s| s.stdin.is_some() && !s.settings_acked)
             .count();
         if unacked == 0 {
             self.settings_unacked = false;
@@ -1066,7 +1078,7 @@ impl Supervisor {
             .iter()
             .filter(|(_, s)| {
                 s.stdin.is_some()
-                    && s.settings_version != self.settings_version
+                    && !s.settings_acked
                     && s.settings_sent
                         .is_none_or(|t| now.duration_since(t) >= SETTINGS_RESEND)
             })
@@ -1104,21 +1116,43 @@ impl Supervisor {
     /// when slots came or went (`view_stale`); each worker's own entry is
     /// kept current by `publish_one` as it changes.
     fn publish(&mut self) {
-        let workers = self
-            .view_stale
-            .then(|| self.slots.iter().map(|(id, s)| view_of(*id, s)).collect());
-        self.view_stale = false;
+        let stale = std::mem::take(&mut self.view_stale);
         let shutting_down = self.shutting_down.is_some();
         let version = self.config.version();
         let mut view = self.lock_view();
-        if let Some(workers) = workers {
-            view.workers = workers;
+        if stale {
+            // In place, in bot id order: no second list of every worker,
+            // and each worker's counters stay.
+            view.workers.retain(|w| self.slots.contains_key(&w.bot_id));
+            for (id, s) in &self.slots {
+                let mut entry = view_of(*id, s);
+                match view.workers.binary_search_by_key(id, |w| w.bot_id) {
+                    Ok(i) => {
+                        entry.counters = std::mem::take(&mut view.workers[i].counters);
+                        view.workers[i] = entry;
+                    }
+                    Err(i) => view.workers.insert(i, entry),
+                }
+            }
         }
         if view.config_version != version {
             view.config_version = version.to_string();
         }
         view.shutting_down = shutting_down;
         view.last_turn = Some(SystemTime::now());
+    }
+
+    /// A heartbeat's counters into the worker's entry in the health view
+    /// (the only copy of them), O(log workers).
+    fn publish_counters(&mut self, bot_id: u64, counters: Counters) {
+        let mut view = self.lock_view();
+        match view.workers.binary_search_by_key(&bot_id, |w| w.bot_id) {
+            Ok(i) => view.workers[i].counters = counters,
+            Err(_) => {
+                drop(view);
+                self.view_stale = true;
+            }
+        }
     }
 
     /// One worker's entry in the health view, O(log workers); a worker not
@@ -1128,11 +1162,14 @@ impl Supervisor {
             self.view_stale = true;
             return;
         };
-        let entry = view_of(bot_id, slot);
+        let mut entry = view_of(bot_id, slot);
         let mut view = self.lock_view();
         // The list is in bot id order, as the slots are.
         match view.workers.binary_search_by_key(&bot_id, |w| w.bot_id) {
-            Ok(i) => view.workers[i] = entry,
+            Ok(i) => {
+                entry.counters = std::mem::take(&mut view.workers[i].counters);
+                view.workers[i] = entry;
+            }
             Err(_) => {
                 drop(view);
                 self.view_stale = true;
@@ -1143,8 +1180,29 @@ impl Supervisor {
     /// Ticks every machine (O(workers): only when a deadline is due, or
     /// the policy changed) and computes `next_due` anew.
     fn tick_all(&mut self) {
-        let ids: Vec<u64> = self.slots.keys().copied().collect();
-        for id in ids {
+        let now = Instant::now();
+        let due: Vec<(u64, bool)> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| {
+                s.machine
+                    .next_deadline(&self.policy)
+                    .is_some_and(|d| d <= now)
+            })
+            .map(|(id, s)| (*id, matches!(s.machine.state, State::Backoff { .. })))
+            .collect();
+        let mut budget = SPAWN_BATCH;
+        self.spawns_waiting = false;
+        for (id, spawn) in due {
+            if spawn {
+                if budget == 0 {
+                    // The rest next turn, once the events queued by these
+                    // are read.
+                    self.spawns_waiting = true;
+                    continue;
+                }
+                budget -= 1;
+            }
             self.step(id, Input::Tick);
         }
         self.next_due = self
@@ -1260,9 +1318,7 @@ impl Supervisor {
             .slots
             .iter()
             .filter(|(id, s)| {
-                **id != about
-                    && matches!(s.machine.state, State::Ready { .. })
-                    && !s.counters.conflict
+                **id != about && matches!(s.machine.state, State::Ready { .. }) && !s.conflict
             })
             .map(|(id, _)| *id)
             .next()
@@ -1375,7 +1431,7 @@ impl Supervisor {
         slot.stdin = Some(stdin);
         slot.outgoing.clear();
         // It started with the current settings in its environment.
-        slot.settings_version = self.settings_version.clone();
+        slot.settings_acked = true;
         slot.settings_sent = None;
         slot.running_since = Some(SystemTime::now());
         log::debug!("Worker bot-{index} started (pid {pid})");
@@ -1398,7 +1454,8 @@ fn view_of(bot_id: u64, s: &Slot) -> WorkerView {
         running_since: s.running_since,
         restarts: s.machine.restarts,
         memory_restarts: s.memory_restarts,
-        counters: s.counters.clone(),
+        // Kept in the view only (`publish_counters`).
+        counters: Counters::default(),
     }
 }
 
