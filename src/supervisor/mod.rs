@@ -1,6 +1,6 @@
 //! The supervisor: one loop on one thread that owns the worker table and the
 //! receiving end of the one `Event` channel. The signal thread, the worker
-//! reader threads (one per worker process: its stdout lines, then its exit
+//! pipe reader (`reader`: every worker's stdout lines, then its exit
 //! status), the config watcher and the health server hold senders. The loop
 //! never blocks on I/O and never sleeps: it waits on the channel until the
 //! next deadline (a restart due, a stop grace ending, a heartbeat overdue).
