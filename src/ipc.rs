@@ -11,7 +11,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// How often a worker sends a heartbeat.
-pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(2);
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
 
 /// Exit code of a worker whose token Telegram rejected: never restart as is.
 pub const EXIT_TOKEN_REJECTED: i32 = 78;

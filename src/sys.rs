@@ -1,5 +1,5 @@
 //! The one place that calls the C library directly: signals to processes and
-//! process groups, the parent-death signal, non-blocking pipes, poll(2),
+//! process groups, the parent-death signal, non-blocking pipes, poll(2), epoll(7),
 //! CLOCK_MONOTONIC, and reading a process's memory from /proc. Every `unsafe`
 //! block has a `// SAFETY:` note.
 //! This module must never hold state or decide policy; it only wraps calls.
@@ -529,6 +529,111 @@ pub fn peer_closed(fd: std::os::fd::RawFd) -> bool {
             Some(libc::EAGAIN) | Some(libc::EINTR)
         ),
     }
+}
+
+/// An epoll(7) instance, level-triggered, watching descriptors for input:
+/// a wait costs O(ready descriptors), not O(watched) as poll(2) does.
+/// Each descriptor is registered with a caller's `u64` key, given back
+/// when it is ready. Closed on drop.
+#[derive(Debug)]
+pub struct Epoll {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: epoll_create1 takes one flag and returns a new descriptor
+        // (or -1); no memory of ours is touched.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
+        Ok(Epoll {
+            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Watches `fd` for input (and hang-up), reported with `key`.
+    pub fn add(&self, fd: std::os::fd::RawFd, key: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+            u64: key,
+        };
+        // SAFETY: `ev` is a valid epoll_event that epoll_ctl only reads;
+        // both descriptors are open (the caller owns `fd`).
+        check(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })
+    }
+
+    /// Stops watching `fd` (before the caller closes it).
+    pub fn remove(&self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: as in `add`; EPOLL_CTL_DEL ignores the event (non-null
+        // for kernels before 2.6.9).
+        check(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) })
+    }
+
+    /// Waits at most `timeout_ms` (-1: for ever) and fills `keys` with the
+    /// keys of ready descriptors (at most 256 a call; level-triggered, so
+    /// the rest are reported by the next). An interrupted wait (EINTR)
+    /// reports nothing ready.
+    pub fn wait(&self, keys: &mut Vec<u64>, timeout_ms: i32) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        keys.clear();
+        const MAX: usize = 256;
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; MAX];
+        // SAFETY: `events` is a valid, exclusively borrowed array of MAX
+        // epoll_event structs; the kernel writes at most MAX of them.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                events.as_mut_ptr(),
+                MAX as libc::c_int,
+                timeout_ms,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(());
+            }
+            return Err(e);
+        }
+        keys.extend(events[..n as usize].iter().map(|e| e.u64));
+        Ok(())
+    }
+}
+
+/// The pids of this process's children (Linux: the main thread's
+/// `/proc/self/task/<pid>/children`, where spawned workers and orphans
+/// reparented to a subreaper are listed). None when it cannot be read.
+pub fn own_children() -> Option<Vec<u32>> {
+    let me = std::process::id();
+    let text = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).ok()?;
+    Some(
+        text.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+    )
+}
+
+/// The process group of `pid` (from /proc/PID/stat), None when it is gone.
+pub fn process_group_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: the
+    // fields after it start after its last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // state, ppid, pgrp
+    rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// This process's own process group.
+pub fn own_process_group() -> u32 {
+    // SAFETY: getpgrp(2) cannot fail and takes no arguments.
+    unsafe { libc::getpgrp() as u32 }
 }
 
 #[cfg(test)]

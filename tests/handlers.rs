@@ -529,6 +529,76 @@ fn a_missed_deadline_gets_the_error_and_a_stop_leaves_no_process() {
     );
 }
 
+/// A persistent handler in sh that starts a `sleep 1000` of its own (a
+/// grandchild of the worker) and answers "ok" to every update.
+const WITH_A_CHILD: &str = r#"#!/bin/sh
+read hello
+sleep 1000 &
+while read line; do
+  case "$line" in *'"type":"update"'*) ;; *) continue;; esac
+  id=${line#*\"id\":\"}; id=${id%%\"*}
+  echo "{\"type\":\"reply\",\"id\":\"$id\",\"calls\":[{\"method\":\"sendMessage\",\"text\":\"ok\"}]}"
+done
+"#;
+
+#[test]
+fn a_killed_workers_handler_leaves_no_grandchild() {
+    let (sb, tokens) = one_bot(15_021);
+    let dir = temp_dir();
+    let h = script(&dir, "with_child.sh", WITH_A_CHILD);
+    let mut fleet = Fleet::start(
+        &sb,
+        &tokens,
+        &[
+            ("BOT_HANDLER", h.to_str().expect("utf-8")),
+            ("BOT_HANDLER_MODE", "persistent"),
+        ],
+    );
+    fleet.wait_ready(1);
+    let data = data_dir(&fleet)
+        .canonicalize()
+        .expect("the data dir exists");
+    sb.send_text(15_021, USER, USER, "hi");
+    wait_until(Duration::from_secs(15), "the handler answers", || {
+        texts(&sb, 15_021, USER).iter().any(|t| t == "ok")
+    });
+    let mut grandchild = Vec::new();
+    wait_until(Duration::from_secs(5), "the handler's own sleep", || {
+        grandchild = sleeps_in(&data, "1000");
+        grandchild.len() == 1
+    });
+    let worker = fleet.workers()[0];
+    // The handler dies by its parent-death signal; its sleep is orphaned.
+    kill(worker, "KILL");
+    wait_until(
+        Duration::from_secs(5),
+        "the orphaned sleep gone after the worker's SIGKILL",
+        || !alive(grandchild[0]),
+    );
+    // The fleet goes on: a new worker (and handler) answers.
+    wait_until(Duration::from_secs(15), "a new worker", || {
+        fleet.workers().iter().any(|p| *p != worker)
+    });
+    sb.send_text(15_021, USER, USER, "again");
+    wait_until(Duration::from_secs(15), "the new worker answers", || {
+        texts(&sb, 15_021, USER)
+            .iter()
+            .filter(|t| *t == "ok")
+            .count()
+            >= 2
+    });
+    fleet.signal("TERM");
+    assert!(
+        fleet.wait_exit(Duration::from_secs(15)).is_some(),
+        "the fleet stops"
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "no sleep left after the stop",
+        || sleeps_in(&data, "1000").is_empty(),
+    );
+}
+
 #[test]
 fn as_root_handler_user_runs_handlers_as_that_user() {
     // Only as root: `id -u` of this test process.

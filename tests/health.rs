@@ -340,9 +340,9 @@ fn health_is_503_while_a_worker_cannot_poll_and_200_again_after() {
         &tokens,
         &[
             // An idle bot's polls repeat one offset, which the sandbox (as
-            // Telegram) holds for 3 s; its heartbeat reports every 2 s. The
+            // Telegram) holds for 3 s; its heartbeat reports every 5 s. The
             // threshold leaves room for both on a loaded machine.
-            ("UNHEALTHY_THRESHOLD_SECS", "10"),
+            ("UNHEALTHY_THRESHOLD_SECS", "12"),
             ("POLL_TIMEOUT_SECS", "1"),
         ],
     );

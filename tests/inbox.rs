@@ -275,7 +275,8 @@ fn an_inbox_at_its_cap_pauses_fetching_says_why_and_resumes() {
     let id = 91006;
     let (sandbox, tokens) = one_bot(id);
     let dir = temp_dir();
-    let h = script(&dir, "slow.sh", "sleep 0.3\nprintf '%s' \"$MESSAGE_TEXT\"");
+    // Slow enough that the pause spans a heartbeat (every 5 s).
+    let h = script(&dir, "slow.sh", "sleep 1\nprintf '%s' \"$MESSAGE_TEXT\"");
     let fleet = Fleet::start(
         &sandbox,
         &tokens,

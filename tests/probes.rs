@@ -167,13 +167,13 @@ fn worker_pids(fleet: &Fleet, n: usize) -> Vec<u32> {
 #[test]
 fn a_paused_supervisor_replaces_no_worker() {
     let (sandbox, tokens) = SandboxProc::with_bots(&[13041, 13042], token, "probe");
-    // POLL_TIMEOUT_SECS=1: the hung limit is 3 x 2 s + 1 s = 7 s.
+    // POLL_TIMEOUT_SECS=1: the hung limit is 3 x 5 s + 1 s = 16 s.
     let fleet = Fleet::start(&sandbox, &tokens, &[("POLL_TIMEOUT_SECS", "1")]);
     fleet.wait_ready(2);
     let base = fleet.health_base();
     let before = worker_pids(&fleet, 2);
     fleet.signal("STOP");
-    std::thread::sleep(Duration::from_secs(12)); // the pause under test
+    std::thread::sleep(Duration::from_secs(19)); // the pause under test, past the limit
     fleet.signal("CONT");
     wait_until(Duration::from_secs(10), "the supervisor answers", || {
         get(&format!("{base}/ping")).0 == 200
@@ -213,8 +213,8 @@ fn a_worker_waiting_for_its_lock_is_not_restarted() {
         "waiting for it to exit before polling",
         Duration::from_secs(10),
     );
-    // The hung limit is 7 s and the worker's own staleness 21 s: hold the
-    // lock for 35 s, five times the limit, past both.
+    // The hung limit is 16 s and the worker's own staleness 21 s: hold the
+    // lock for 35 s, past both.
     let until = Instant::now() + Duration::from_secs(35);
     while Instant::now() < until {
         assert_eq!(fleet.workers(), pids, "{}", fleet.logs());

@@ -1,5 +1,6 @@
 //! The supervisor's side of its workers' log lines: every worker's stderr
-//! is a pipe, and one thread (`worker-logs`) polls them all, handing each
+//! is a pipe, and one thread (`worker-logs`) waits on them all with
+//! epoll(7) (each wake O(ready pipes), not O(workers)), handing each
 //! line to the logger, which renders it in the fleet's format (text or
 //! JSON) to the fleet's sink (stderr or LOG_FILE). One thread for the whole
 //! fleet, as for stdout. It must never block on one worker (pipes are
@@ -17,18 +18,18 @@ use std::time::Duration;
 /// A line longer than this is cut (the rest follows as another line).
 const MAX_LINE: usize = 16 * 1024;
 /// After a round that read something the thread waits this long before it
-/// polls again, so one poll(2) over every pipe, which costs O(workers)
-/// (about 0.1 ms at 3,000), serves the lines of many workers instead of
-/// one: polling once a line would cost a good part of a core at a few
-/// thousand lines a second. A line waits at most this long; a worker's
-/// 64 KiB pipe does not fill in it.
+/// waits again, so one wake serves the lines of many workers instead of
+/// one. A line waits at most this long; a worker's 64 KiB pipe does not
+/// fill in it.
 const GATHER: Duration = Duration::from_millis(20);
 
 struct Followed {
     index: u32,
     bot_id: u64,
     stderr: ChildStderr,
-    buf: Vec<u8>,
+    /// The start of a line whose end has not come yet (empty, without an
+    /// allocation, between lines).
+    partial: Vec<u8>,
 }
 
 struct Handle {
@@ -47,11 +48,13 @@ fn handle() -> Option<&'static Handle> {
             let (wake, wake_rx) = UnixStream::pair().ok()?;
             wake.set_nonblocking(true).ok()?;
             wake_rx.set_nonblocking(true).ok()?;
+            let epoll = sys::Epoll::new().ok()?;
+            epoll.add(wake_rx.as_raw_fd(), WAKE_KEY).ok()?;
             let (tx, rx) = mpsc::channel();
             std::thread::Builder::new()
                 .name("worker-logs".into())
                 .stack_size(128 * 1024)
-                .spawn(move || run(&rx, &wake_rx))
+                .spawn(move || run(&rx, &wake_rx, &epoll))
                 .ok()?;
             Some(Handle {
                 tx: Mutex::new(tx),
@@ -85,7 +88,7 @@ pub fn follow(stderr: ChildStderr, index: u32, bot_id: u64) -> Result<(), ChildS
             index,
             bot_id,
             stderr,
-            buf: Vec::new(),
+            partial: Vec::new(),
         }),
         Err(_) => return Ok(()),
     };
@@ -124,81 +127,145 @@ fn emit(f: &Followed, bytes: &[u8]) {
     }
 }
 
-/// Emits every complete line in `f.buf` (and a too-long partial one).
-/// One pass, then one shift of the rest: not a shift of the buffer a line.
-fn lines(f: &mut Followed) {
-    let mut start = 0;
-    while let Some(nl) = f.buf[start..].iter().position(|b| *b == b'\n') {
-        emit(f, &f.buf[start..=start + nl]);
-        start += nl + 1;
+/// Emits every complete line of `data` (after `f.partial`); the unfinished
+/// rest is kept as the partial line, which is cut and emitted past
+/// MAX_LINE. Lines are emitted straight from the read buffer; only an
+/// unfinished one is copied.
+fn lines(f: &mut Followed, data: &[u8]) {
+    let mut rest = data;
+    while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+        if f.partial.is_empty() {
+            emit(f, &rest[..=nl]);
+        } else {
+            f.partial.extend_from_slice(&rest[..=nl]);
+            let line = std::mem::take(&mut f.partial);
+            emit(f, &line);
+        }
+        rest = &rest[nl + 1..];
     }
-    f.buf.drain(..start);
-    if f.buf.len() > MAX_LINE {
-        let line = std::mem::take(&mut f.buf);
+    f.partial.extend_from_slice(rest);
+    if f.partial.len() > MAX_LINE {
+        let line = std::mem::take(&mut f.partial);
         emit(f, &line);
     }
 }
 
-fn run(rx: &Receiver<Followed>, wake: &UnixStream) {
-    let mut pipes: Vec<Followed> = Vec::new();
+/// The key of the wake pipe in the epoll set (pipes' keys are slab indices).
+const WAKE_KEY: u64 = u64::MAX;
+
+fn run(rx: &Receiver<Followed>, wake: &UnixStream, epoll: &sys::Epoll) {
+    // Pipes by key (the epoll key is the index); `free` lists holes.
+    let mut slab: Vec<Option<Followed>> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
+    let mut ready: Vec<u64> = Vec::with_capacity(256);
     loop {
         loop {
             match rx.try_recv() {
-                Ok(f) => pipes.push(f),
+                Ok(f) => {
+                    let key = free.pop().unwrap_or(slab.len());
+                    if let Err(e) = epoll.add(f.stderr.as_raw_fd(), key as u64) {
+                        log::warn!("cannot watch a worker's stderr ({e}); its log lines are lost");
+                        free.push(key);
+                        count(-1);
+                        continue;
+                    }
+                    if key == slab.len() {
+                        slab.push(Some(f));
+                    } else {
+                        slab[key] = Some(f);
+                    }
+                }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return,
             }
         }
-        let mut fds = vec![wake.as_raw_fd()];
-        fds.extend(pipes.iter().map(|f| f.stderr.as_raw_fd()));
-        let ready = match sys::poll_readable(&fds, -1) {
-            Ok(r) => r,
-            Err(e) => {
-                log::error!("poll on worker stderr pipes failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        if ready.first() == Some(&true) {
-            let mut sink = [0u8; 64];
-            while matches!((&*wake).read(&mut sink), Ok(n) if n > 0) {}
+        if let Err(e) = epoll.wait(&mut ready, -1) {
+            log::error!("epoll on worker stderr pipes failed: {e}");
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
         }
-        let mut closed = Vec::new();
         let mut read_any = false;
-        for (i, f) in pipes.iter_mut().enumerate() {
-            if !ready.get(i + 1).copied().unwrap_or(false) {
+        for &key in &ready {
+            if key == WAKE_KEY {
+                let mut sink = [0u8; 64];
+                while matches!((&*wake).read(&mut sink), Ok(n) if n > 0) {}
                 continue;
             }
-            // At most 8 chunks a round: fair to the other workers.
+            let key = key as usize;
+            let Some(f) = slab.get_mut(key).and_then(Option::as_mut) else {
+                continue;
+            };
+            let mut closed = false;
+            // At most 8 chunks a round: fair to the other workers
+            // (level-triggered: the rest is reported again).
             for _ in 0..8 {
                 match f.stderr.read(&mut chunk) {
                     Ok(0) => {
-                        closed.push(i);
+                        closed = true;
                         break;
                     }
                     Ok(n) => {
                         read_any = true;
-                        f.buf.extend_from_slice(&chunk[..n]);
-                        lines(f);
+                        lines(f, &chunk[..n]);
+                        if n < chunk.len() {
+                            break;
+                        }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => {
-                        closed.push(i);
+                        closed = true;
                         break;
                     }
                 }
             }
-        }
-        for i in closed.into_iter().rev() {
-            let f = pipes.swap_remove(i);
-            let rest = f.buf.clone();
-            emit(&f, &rest);
-            count(-1);
+            if closed {
+                if let Some(f) = slab[key].take() {
+                    if let Err(e) = epoll.remove(f.stderr.as_raw_fd()) {
+                        log::debug!("cannot unwatch a closed worker stderr: {e}");
+                    }
+                    emit(&f, &f.partial);
+                    free.push(key);
+                    if free.len() == slab.len() {
+                        // Every pipe closed: give the memory back.
+                        slab = Vec::new();
+                        free = Vec::new();
+                    }
+                    count(-1);
+                }
+            }
         }
         if read_any {
             std::thread::sleep(GATHER);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_lines_are_kept_only_while_pending() {
+        let mut child = std::process::Command::new("true")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("`true` can be started in tests");
+        let stderr = child.stderr.take().expect("stderr was piped");
+        let mut f = Followed {
+            index: 0,
+            bot_id: 1,
+            stderr,
+            partial: Vec::new(),
+        };
+        lines(&mut f, b"one\ntw");
+        assert_eq!(f.partial, b"tw");
+        lines(&mut f, b"o\n");
+        assert!(f.partial.is_empty() && f.partial.capacity() == 0);
+        let big = vec![b'x'; MAX_LINE + 1];
+        lines(&mut f, &big);
+        assert!(f.partial.is_empty(), "an overlong line is cut and emitted");
+        let _ = child.wait();
     }
 }

@@ -1,6 +1,6 @@
 //! The supervisor: one loop on one thread that owns the worker table and the
 //! receiving end of the one `Event` channel. The signal thread, the worker
-//! reader threads (one per worker process: its stdout lines, then its exit
+//! pipe reader (`reader`: every worker's stdout lines, then its exit
 //! status), the config watcher and the health server hold senders. The loop
 //! never blocks on I/O and never sleeps: it waits on the channel until the
 //! next deadline (a restart due, a stop grace ending, a heartbeat overdue).
@@ -36,11 +36,22 @@ pub use crate::fleet::{Event, FleetView, WorkerView};
 pub use crate::ipc::HEARTBEAT_PERIOD;
 pub use limits::{fit_open_files, FdLimitError};
 
-/// After events that are only heartbeats, the pass over every worker (its
-/// machine ticked, the health view rebuilt) runs at most this often. It is
-/// O(workers): run for each of a 1,000-bot fleet's 500 heartbeats a second,
-/// it was most of the idle fleet's CPU (bench/NOTES.md, scale).
+/// After turns of workers' messages alone (READY, exits, bad lines), the
+/// pass (deadlines judged, the health view rebuilt) runs at most this
+/// often; after turns of heartbeats alone, at most every HEARTBEATS_PASS_EVERY.
+/// Rebuilding the view is O(workers): run for each of a 1,000-bot fleet's
+/// heartbeats, it was most of the idle fleet's CPU (BENCHMARKS.md, scale).
+/// The machines themselves are ticked only when a deadline is due.
 const ROUTINE_PASS_EVERY: Duration = Duration::from_millis(100);
+/// See ROUTINE_PASS_EVERY; heartbeats come every 5 s, so the counters in
+/// the view are this much staler at most.
+const HEARTBEATS_PASS_EVERY: Duration = Duration::from_millis(500);
+
+/// At most this many workers are spawned in one pass; the loop reads the
+/// events queued meanwhile before it spawns more. Spawning 3,000 in one go
+/// kept the loop away from its channel for seconds, with every READY and
+/// heartbeat of the workers already up queued in memory.
+const SPAWN_BATCH: usize = 64;
 
 /// The longest the loop waits without turning.
 const TURN: Duration = Duration::from_secs(1);
@@ -64,11 +75,13 @@ struct Slot {
     stdin: Option<ChildStdin>,
     /// Whole lines waiting for the worker's stdin to take them.
     outgoing: Vec<u8>,
-    /// The settings version this process has (from its spawn or its ack).
-    settings_version: String,
+    /// This process has the current settings (from its spawn or its ack).
+    settings_acked: bool,
     /// When SETTINGS last went to this process (sent again until acked).
     settings_sent: Option<Instant>,
-    counters: Counters,
+    /// Its last heartbeat said it cannot poll (409); its other counters
+    /// live only in the health view.
+    conflict: bool,
     running_since: Option<SystemTime>,
     /// What the owner was last told about this worker.
     alerted: Alerted,
@@ -191,6 +204,23 @@ pub struct Supervisor {
     jitter: Jitter,
     shutting_down: Option<Instant>,
     announced_ready: bool,
+    /// Workers due to be spawned were left for the next pass (SPAWN_BATCH).
+    spawns_waiting: bool,
+    /// A pass was skipped: the loop wakes for it by then.
+    pass_by: Option<Instant>,
+    /// Slots came or went: the next pass rebuilds the health view's list.
+    view_stale: bool,
+    /// Slots whose machine is Ready (kept by `step`), so "all ready" is O(1).
+    ready: usize,
+    /// No machine deadline is earlier than this (None: none at all). It
+    /// may be earlier than the true next deadline, never later: `step`
+    /// lowers it, and a pass that finds it due ticks every machine and
+    /// computes it anew. So the idle loop ticks no machine per turn.
+    next_due: Option<Instant>,
+    /// Slots with queued lines their pipe has not taken yet.
+    backlog: std::collections::BTreeSet<u64>,
+    /// Some worker may not have acknowledged the current SETTINGS yet.
+    settings_unacked: bool,
     view: Arc<Mutex<FleetView>>,
     watcher: Option<crate::watcher::Watcher>,
     /// The thread that reads every worker's stdout and reaps it.
@@ -233,6 +263,13 @@ impl Supervisor {
             jitter: Jitter::new(),
             shutting_down: None,
             announced_ready: false,
+            ready: 0,
+            pass_by: None,
+            spawns_waiting: false,
+            view_stale: true,
+            next_due: None,
+            backlog: std::collections::BTreeSet::new(),
+            settings_unacked: false,
             view,
             watcher: None,
             reader: pipes,
@@ -287,6 +324,7 @@ impl Supervisor {
     }
 
     fn insert_slot(&mut self, token: Token, index: u32) {
+        self.view_stale = true;
         crate::logging::add_secret(token.secret());
         crate::logging::name_bot(index, token.bot_id());
         self.slots.insert(
@@ -299,9 +337,9 @@ impl Supervisor {
                 generation: 0,
                 stdin: None,
                 outgoing: Vec::new(),
-                settings_version: String::new(),
+                settings_acked: false,
                 settings_sent: None,
-                counters: Counters::default(),
+                conflict: false,
                 running_since: None,
                 alerted: Alerted::Nothing,
                 memory_restarts: 0,
@@ -367,19 +405,27 @@ impl Supervisor {
             // Every event already queued is read before any deadline is
             // judged: heartbeats that waited in the channel count.
             let mut reconfigured = false;
-            // Only heartbeats this turn (no deadline woke the loop).
+            // Only workers' messages (only heartbeats) this turn, and no
+            // deadline woke the loop.
             let mut routine = event.is_some();
+            let mut heartbeats = event.is_some();
             if let Some(first) = event {
                 let mut next = Some(first);
                 let mut handled = 0;
                 while let Some(event) = next {
                     reconfigured |= matches!(event, Event::Loaded { .. });
-                    routine &= matches!(
+                    heartbeats &= matches!(
                         event,
                         Event::FromWorker {
                             msg: WorkerMsg::Heartbeat(_),
                             ..
                         }
+                    );
+                    routine &= matches!(
+                        event,
+                        Event::FromWorker { .. }
+                            | Event::WorkerExited { .. }
+                            | Event::BadLine { .. }
                     );
                     self.handle(event);
                     handled += 1;
@@ -409,12 +455,21 @@ impl Supervisor {
                 );
                 self.excuse_all(gap);
             }
-            // A deadline that came due ends the wait with no event, so a
-            // skipped pass is at most ROUTINE_PASS_EVERY late.
-            if routine && last_tick.elapsed() < ROUTINE_PASS_EVERY {
+            // A skipped pass sets `pass_by`, which ends the next wait, so it
+            // is at most its period late.
+            let every = if heartbeats {
+                HEARTBEATS_PASS_EVERY
+            } else {
+                ROUTINE_PASS_EVERY
+            };
+            if routine && !self.spawns_waiting && last_tick.elapsed() < every {
+                self.pass_by = Some(last_tick + every);
                 continue;
             }
-            self.tick_all();
+            self.pass_by = None;
+            if reconfigured || self.next_due.is_none_or(|d| d <= Instant::now()) {
+                self.tick_all();
+            }
             self.check_memory();
             last_tick = Instant::now();
             self.advance_rolling();
@@ -462,12 +517,12 @@ impl Supervisor {
         }
     }
 
+    /// The next time the loop must turn: O(1), from `next_due`.
     fn next_deadline(&self) -> Option<Instant> {
-        let mut next = self
-            .slots
-            .values()
-            .filter_map(|s| s.machine.next_deadline(&self.policy))
-            .min();
+        let mut next = match (self.next_due, self.pass_by) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if let Some(begun) = self.shutting_down {
             let last = begun + self.policy.shutdown_timeout + Duration::from_secs(3);
             next = Some(next.map_or(last, |n| n.min(last)));
@@ -491,6 +546,14 @@ impl Supervisor {
             return;
         }
         let limit = self.config.settings.worker_max_rss;
+        let now = Instant::now();
+        if self.memory.next_deadline(limit).is_none_or(|d| d > now) {
+            // Not due (or no limit): nothing to read, no O(workers) list.
+            if limit.is_none() {
+                self.memory.check(now, None, &[], &|_| None);
+            }
+            return;
+        }
         let running: Vec<(u64, u32)> = self
             .slots
             .iter()
@@ -500,7 +563,7 @@ impl Supervisor {
             })
             .collect();
         let rss_of = |pid: u32| sys::memory_of(pid).map(|(rss, _)| rss);
-        for over in self.memory.check(Instant::now(), limit, &running, &rss_of) {
+        for over in self.memory.check(now, limit, &running, &rss_of) {
             if let Some(slot) = self.slots.get_mut(&over.bot_id) {
                 slot.memory_restarts += 1;
                 log::warn!(
@@ -590,7 +653,7 @@ impl Supervisor {
             }
             WorkerMsg::Heartbeat(counters) => {
                 let conflict = counters.conflict;
-                slot.counters = counters;
+                slot.conflict = conflict;
                 let index = slot.index;
                 match (&slot.alerted, conflict) {
                     (Alerted::Nothing, true) => {
@@ -607,6 +670,7 @@ impl Supervisor {
                     _ => {}
                 }
                 self.step(bot_id, Input::Heartbeat);
+                self.publish_counters(bot_id, counters);
             }
             WorkerMsg::Fatal { reason } => {
                 log::error!("Worker bot-{} reports a fatal error: {reason}", slot.index);
@@ -614,7 +678,7 @@ impl Supervisor {
             }
             WorkerMsg::SettingsAck { version } => {
                 if version == self.settings_version {
-                    slot.settings_version = version;
+                    slot.settings_acked = true;
                 }
             }
             WorkerMsg::ReloadRequest { chat_id } => {
@@ -671,14 +735,10 @@ impl Supervisor {
     }
 
     fn check_all_ready(&mut self) {
-        if !self.announced_ready
-            && !self.slots.is_empty()
-            && self
-                .slots
-                .values()
-                .all(|s| matches!(s.machine.state, State::Ready { .. }))
-        {
+        if !self.announced_ready && !self.slots.is_empty() && self.ready == self.slots.len() {
             self.announced_ready = true;
+            // /health says so too by the time the log line is out.
+            self.publish();
             log::info!("All {} workers ready", self.slots.len());
             crate::sdnotify::notify(&format!(
                 "READY=1\nSTATUS={} worker(s) ready",
@@ -857,6 +917,8 @@ impl Supervisor {
         }
         let old_worker_env = self.config.worker_env();
         self.policy = policy_of(&new);
+        // Deadlines may come earlier under the new policy: judge them now.
+        self.next_due = Some(Instant::now());
         self.config = new;
         crate::logging::configure(&self.config.settings);
         if let Some(w) = &self.watcher {
@@ -917,9 +979,10 @@ impl Supervisor {
                 // Forget what each acknowledged: versions are content
                 // hashes, so after A → B → A a worker whose ack of B is
                 // still in flight would otherwise look current and stay on B.
-                slot.settings_version.clear();
+                slot.settings_acked = false;
                 slot.settings_sent = None;
             }
+            self.settings_unacked = true;
             self.flush_outgoing();
         }
         let total = self
@@ -974,6 +1037,9 @@ impl Supervisor {
         }
         slot.outgoing.extend_from_slice(line.as_bytes());
         write_pending(slot);
+        if !slot.outgoing.is_empty() {
+            self.backlog.insert(bot_id);
+        }
     }
 
     /// Sends SETTINGS to every worker that has not acknowledged the current
@@ -981,12 +1047,38 @@ impl Supervisor {
     /// queued lines as far as its pipe takes them. Runs every turn.
     fn flush_outgoing(&mut self) {
         let now = Instant::now();
+        if self.settings_unacked {
+            self.resend_settings(now);
+        }
+        let backlog = std::mem::take(&mut self.backlog);
+        for id in backlog {
+            if let Some(slot) = self.slots.get_mut(&id) {
+                write_pending(slot);
+                if !slot.outgoing.is_empty() {
+                    self.backlog.insert(id);
+                }
+            }
+        }
+    }
+
+    /// SETTINGS to every worker that has not acknowledged the current ones
+    /// (again after SETTINGS_RESEND); O(workers), only while some have not.
+    fn resend_settings(&mut self, now: Instant) {
+        let unacked = self
+            .slots
+            .values()
+            .filter(|s| s.stdin.is_some() && !s.settings_acked)
+            .count();
+        if unacked == 0 {
+            self.settings_unacked = false;
+            return;
+        }
         let due: Vec<u64> = self
             .slots
             .iter()
             .filter(|(_, s)| {
                 s.stdin.is_some()
-                    && s.settings_version != self.settings_version
+                    && !s.settings_acked
                     && s.settings_sent
                         .is_none_or(|t| now.duration_since(t) >= SETTINGS_RESEND)
             })
@@ -1010,11 +1102,6 @@ impl Supervisor {
                 self.send_to(id, &msg);
             }
         }
-        for slot in self.slots.values_mut() {
-            if !slot.outgoing.is_empty() {
-                write_pending(slot);
-            }
-        }
     }
 
     fn lock_view(&self) -> std::sync::MutexGuard<'_, FleetView> {
@@ -1025,44 +1112,137 @@ impl Supervisor {
         }
     }
 
-    fn publish(&self) {
-        let workers = self
-            .slots
-            .iter()
-            .map(|(id, s)| WorkerView {
-                index: s.index,
-                bot_id: *id,
-                username: s.username.clone(),
-                pid: s.machine.state.pid(),
-                state: s.machine.state.name(),
-                failure: match &s.machine.state {
-                    State::Failed { reason } => Some(reason.to_string()),
-                    _ => None,
-                },
-                running_since: s.running_since,
-                restarts: s.machine.restarts,
-                memory_restarts: s.memory_restarts,
-                counters: s.counters.clone(),
-            })
-            .collect();
-        let version = self.config.version().to_string();
+    /// Publishes the fleet to the health view: the whole worker list only
+    /// when slots came or went (`view_stale`); each worker's own entry is
+    /// kept current by `publish_one` as it changes.
+    fn publish(&mut self) {
+        let stale = std::mem::take(&mut self.view_stale);
         let shutting_down = self.shutting_down.is_some();
+        let version = self.config.version();
         let mut view = self.lock_view();
-        view.workers = workers;
-        view.config_version = version;
+        if stale {
+            // In place, in bot id order: no second list of every worker,
+            // and each worker's counters stay.
+            view.workers.retain(|w| self.slots.contains_key(&w.bot_id));
+            for (id, s) in &self.slots {
+                let mut entry = view_of(*id, s);
+                match view.workers.binary_search_by_key(id, |w| w.bot_id) {
+                    Ok(i) => {
+                        entry.counters = std::mem::take(&mut view.workers[i].counters);
+                        view.workers[i] = entry;
+                    }
+                    Err(i) => view.workers.insert(i, entry),
+                }
+            }
+        }
+        if view.config_version != version {
+            view.config_version = version.to_string();
+        }
         view.shutting_down = shutting_down;
         view.last_turn = Some(SystemTime::now());
     }
 
+    /// A heartbeat's counters into the worker's entry in the health view
+    /// (the only copy of them), O(log workers).
+    fn publish_counters(&mut self, bot_id: u64, counters: Counters) {
+        let mut view = self.lock_view();
+        match view.workers.binary_search_by_key(&bot_id, |w| w.bot_id) {
+            Ok(i) => view.workers[i].counters = counters,
+            Err(_) => {
+                drop(view);
+                self.view_stale = true;
+            }
+        }
+    }
+
+    /// One worker's entry in the health view, O(log workers); a worker not
+    /// in it (new, or gone) makes the next pass rebuild the list.
+    fn publish_one(&mut self, bot_id: u64) {
+        let Some(slot) = self.slots.get(&bot_id) else {
+            self.view_stale = true;
+            return;
+        };
+        let mut entry = view_of(bot_id, slot);
+        let mut view = self.lock_view();
+        // The list is in bot id order, as the slots are.
+        match view.workers.binary_search_by_key(&bot_id, |w| w.bot_id) {
+            Ok(i) => {
+                entry.counters = std::mem::take(&mut view.workers[i].counters);
+                view.workers[i] = entry;
+            }
+            Err(_) => {
+                drop(view);
+                self.view_stale = true;
+            }
+        }
+    }
+
+    /// Ticks every machine (O(workers): only when a deadline is due, or
+    /// the policy changed) and computes `next_due` anew.
     fn tick_all(&mut self) {
-        let ids: Vec<u64> = self.slots.keys().copied().collect();
-        for id in ids {
+        let now = Instant::now();
+        let due: Vec<(u64, bool)> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| {
+                s.machine
+                    .next_deadline(&self.policy)
+                    .is_some_and(|d| d <= now)
+            })
+            .map(|(id, s)| (*id, matches!(s.machine.state, State::Backoff { .. })))
+            .collect();
+        let mut budget = SPAWN_BATCH;
+        self.spawns_waiting = false;
+        for (id, spawn) in due {
+            if spawn {
+                if budget == 0 {
+                    // The rest next turn, once the events queued by these
+                    // are read.
+                    self.spawns_waiting = true;
+                    continue;
+                }
+                budget -= 1;
+            }
             self.step(id, Input::Tick);
         }
+        self.next_due = self
+            .slots
+            .values()
+            .filter_map(|s| s.machine.next_deadline(&self.policy))
+            .min();
     }
 
     /// Feeds one input to one worker's machine and carries out its actions.
     fn step(&mut self, bot_id: u64, input: Input) {
+        let was_ready = self
+            .slots
+            .get(&bot_id)
+            .is_some_and(|s| matches!(s.machine.state, State::Ready { .. }));
+        self.step_machine(bot_id, input);
+        let slot = self.slots.get(&bot_id);
+        let is_ready = slot.is_some_and(|s| matches!(s.machine.state, State::Ready { .. }));
+        match (was_ready, is_ready) {
+            (false, true) => self.ready += 1,
+            (true, false) => self.ready -= 1,
+            _ => {}
+        }
+        if let Some(due) = slot.and_then(|s| s.machine.next_deadline(&self.policy)) {
+            self.next_due = Some(self.next_due.map_or(due, |d| d.min(due)));
+        }
+        if slot.is_some_and(|s| s.machine.state == State::Gone) {
+            if is_ready {
+                self.ready -= 1;
+            }
+            self.slots.remove(&bot_id);
+            self.backlog.remove(&bot_id);
+            self.view_stale = true;
+            return;
+        }
+        self.publish_one(bot_id);
+        self.alert_on_change(bot_id);
+    }
+
+    fn step_machine(&mut self, bot_id: u64, input: Input) {
         let mut queue = vec![input];
         while let Some(input) = queue.pop() {
             let now = Instant::now();
@@ -1103,15 +1283,6 @@ impl Supervisor {
                 }
             }
         }
-        if self
-            .slots
-            .get(&bot_id)
-            .is_some_and(|s| s.machine.state == State::Gone)
-        {
-            self.slots.remove(&bot_id);
-            return;
-        }
-        self.alert_on_change(bot_id);
     }
 
     /// Tells the owner once when a worker becomes failed, and once when it
@@ -1147,9 +1318,7 @@ impl Supervisor {
             .slots
             .iter()
             .filter(|(id, s)| {
-                **id != about
-                    && matches!(s.machine.state, State::Ready { .. })
-                    && !s.counters.conflict
+                **id != about && matches!(s.machine.state, State::Ready { .. }) && !s.conflict
             })
             .map(|(id, _)| *id)
             .next()
@@ -1199,6 +1368,9 @@ impl Supervisor {
             token: slot.token.clone(),
             env,
         };
+        // Held until the reader has the child: its orphan sweep never
+        // takes a worker being spawned for an orphan.
+        let _gate = self.reader.spawn_gate();
         let mut cmd = Command::new(&self.exe);
         cmd.arg("worker")
             .arg("--state-dir")
@@ -1259,11 +1431,31 @@ impl Supervisor {
         slot.stdin = Some(stdin);
         slot.outgoing.clear();
         // It started with the current settings in its environment.
-        slot.settings_version = self.settings_version.clone();
+        slot.settings_acked = true;
         slot.settings_sent = None;
         slot.running_since = Some(SystemTime::now());
         log::debug!("Worker bot-{index} started (pid {pid})");
         Ok(pid)
+    }
+}
+
+/// One worker as the health view shows it.
+fn view_of(bot_id: u64, s: &Slot) -> WorkerView {
+    WorkerView {
+        index: s.index,
+        bot_id,
+        username: s.username.clone(),
+        pid: s.machine.state.pid(),
+        state: s.machine.state.name(),
+        failure: match &s.machine.state {
+            State::Failed { reason } => Some(reason.to_string()),
+            _ => None,
+        },
+        running_since: s.running_since,
+        restarts: s.machine.restarts,
+        memory_restarts: s.memory_restarts,
+        // Kept in the view only (`publish_counters`).
+        counters: Counters::default(),
     }
 }
 

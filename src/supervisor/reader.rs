@@ -1,10 +1,21 @@
-//! One thread that reads every worker's stdout: poll(2) over the pipes,
+//! One thread that reads every worker's stdout: epoll(7) over the pipes,
 //! JSON lines into `Event::FromWorker`, and at end of file the child reaped
 //! into `Event::WorkerExited`. One thread instead of one per worker keeps
-//! the supervisor small with a hundred bots. It owns the `Child` handles and
-//! must never block on one worker: pipes are non-blocking, and a child that
-//! closed its stdout but has not exited yet is checked again shortly. As
-//! PID 1 it also reaps every orphan reparented to it, at least once a second.
+//! the supervisor small with thousands of bots, and epoll keeps each wake
+//! O(ready pipes), not O(workers). It owns the `Child` handles and must
+//! never block on one worker: pipes are non-blocking, and a child that
+//! closed its stdout but has not exited yet is checked again shortly.
+//!
+//! The supervisor is a child subreaper (PR_SET_CHILD_SUBREAPER): what a
+//! dead worker's tree leaves behind (a persistent handler killed by its
+//! parent-death signal, that handler's own children) is reparented here,
+//! and this thread kills (its whole group) and reaps every child that is
+//! not one of its workers, so no orphan outlives its owner. The supervisor
+//! process starts no other children while it runs; `Reader::spawn_gate`
+//! keeps a worker being spawned from ever looking like an orphan.
+//!
+//! Per worker it keeps the `Child`, its pipe and a partial line only while
+//! one is pending; one read buffer serves every pipe.
 
 use super::Event;
 use crate::ipc::WorkerMsg;
@@ -14,16 +25,24 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, ChildStdout};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A line longer than this is not a message (it is dropped).
 const MAX_LINE: usize = 64 * 1024;
 /// After a round that read something the thread waits this long before it
-/// polls again: one poll(2) over every pipe costs O(workers) (about 0.1 ms
-/// at 3,000), and 3,000 workers send 1,500 heartbeats a second, so a poll a
-/// line would cost a good part of a core; gathered, a poll serves many.
-/// Messages wait at most this long (the heartbeat period is 2 s).
+/// waits again, so one wake (and one turn of the supervisor loop) serves
+/// the lines of many workers: 3,000 workers send 600 heartbeats a second.
+/// Messages wait at most this long (the heartbeat period is 5 s).
 const GATHER: Duration = Duration::from_millis(10);
+/// After a worker exits (or an orphan is reaped), children that are not
+/// workers are looked for this long: a dead worker's handler dies by its
+/// parent-death signal a moment later, and its children come to us then.
+const SWEEP_FOR: Duration = Duration::from_secs(3);
+/// How often they are looked for in that window.
+const SWEEP_EVERY: Duration = Duration::from_millis(50);
+/// The key of the wake pipe in the epoll set (workers' keys are slab indices).
+const WAKE_KEY: u64 = u64::MAX;
 
 /// A worker process for the reader to watch.
 #[derive(Debug)]
@@ -39,6 +58,7 @@ pub struct Watched {
 pub struct Reader {
     tx: Sender<Watched>,
     wake: UnixStream,
+    gate: Arc<Mutex<()>>,
 }
 
 impl Reader {
@@ -46,12 +66,45 @@ impl Reader {
         let (wake, wake_rx) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         wake_rx.set_nonblocking(true)?;
+        let epoll = sys::Epoll::new()?;
+        epoll.add(wake_rx.as_raw_fd(), WAKE_KEY)?;
+        // Orphans of a dead worker's tree come to this process, not to init.
+        if let Err(e) = sys::become_subreaper() {
+            log::warn!("cannot become the reaper of the workers' orphans: {e}");
+        }
         let (tx, rx) = mpsc::channel();
+        let gate = Arc::new(Mutex::new(()));
+        let thread_gate = Arc::clone(&gate);
         std::thread::Builder::new()
             .name("worker-pipes".into())
             .stack_size(128 * 1024)
-            .spawn(move || run(&rx, &wake_rx, &events))?;
-        Ok(Reader { tx, wake })
+            .spawn(move || {
+                let mut r = Run {
+                    rx,
+                    wake: wake_rx,
+                    events,
+                    epoll,
+                    gate: thread_gate,
+                    slab: Vec::new(),
+                    free: Vec::new(),
+                    live: 0,
+                    exiting: Vec::new(),
+                    sweep_until: None,
+                    last_sweep: None,
+                };
+                r.run();
+            })?;
+        Ok(Reader { tx, wake, gate })
+    }
+
+    /// Held while a worker is spawned and handed over: the orphan sweep
+    /// takes it too, so a child it finds is either a watched worker or not
+    /// a worker at all.
+    pub fn spawn_gate(&self) -> std::sync::MutexGuard<'_, ()> {
+        match self.gate.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
     }
 
     /// Watches a new child; on failure the child comes back to the caller.
@@ -73,174 +126,360 @@ impl Reader {
 
 struct Entry {
     w: Watched,
-    buf: Vec<u8>,
+    /// The start of a line whose end has not come yet (empty, without an
+    /// allocation, between lines).
+    partial: Vec<u8>,
     eof: bool,
 }
 
-fn send(events: &Sender<Event>, event: Event) -> bool {
-    events.send(event).is_ok()
+struct Run {
+    rx: Receiver<Watched>,
+    wake: UnixStream,
+    events: Sender<Event>,
+    epoll: sys::Epoll,
+    gate: Arc<Mutex<()>>,
+    /// Workers by key (the epoll key is the index); `free` lists holes.
+    slab: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    /// Entries in the slab.
+    live: usize,
+    /// Keys whose pipe closed: reaped once their child has exited.
+    exiting: Vec<usize>,
+    /// Look for orphans until then.
+    sweep_until: Option<Instant>,
+    last_sweep: Option<Instant>,
 }
 
-fn drain_lines(e: &mut Entry, events: &Sender<Event>) -> bool {
-    while let Some(nl) = e.buf.iter().position(|b| *b == b'\n') {
-        let line: Vec<u8> = e.buf.drain(..=nl).collect();
-        let text = String::from_utf8_lossy(&line);
-        let event = match WorkerMsg::decode(&text) {
-            Ok(msg) => Event::FromWorker {
-                bot_id: e.w.bot_id,
-                generation: e.w.generation,
-                msg,
-            },
-            Err(err) => Event::BadLine {
-                bot_id: e.w.bot_id,
-                error: err.to_string(),
-            },
+/// Decodes one line (without its newline) into the event it stands for.
+fn event_of(w: &Watched, line: &[u8]) -> Event {
+    let text = String::from_utf8_lossy(line);
+    match WorkerMsg::decode(&text) {
+        Ok(msg) => Event::FromWorker {
+            bot_id: w.bot_id,
+            generation: w.generation,
+            msg,
+        },
+        Err(err) => Event::BadLine {
+            bot_id: w.bot_id,
+            error: err.to_string(),
+        },
+    }
+}
+
+/// Sends an event for every complete line of `data` (after `e.partial`);
+/// the unfinished rest becomes the new partial line. False when the
+/// supervisor loop is gone.
+fn take_lines(e: &mut Entry, data: &[u8], events: &Sender<Event>) -> bool {
+    let mut rest = data;
+    while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+        let event = if e.partial.is_empty() {
+            event_of(&e.w, &rest[..nl])
+        } else {
+            e.partial.extend_from_slice(&rest[..nl]);
+            let line = std::mem::take(&mut e.partial);
+            event_of(&e.w, &line)
         };
-        if !send(events, event) {
+        if events.send(event).is_err() {
             return false;
         }
+        rest = &rest[nl + 1..];
     }
-    if e.buf.len() > MAX_LINE {
-        e.buf.clear();
-        return send(
-            events,
-            Event::BadLine {
+    if e.partial.len() + rest.len() > MAX_LINE {
+        e.partial = Vec::new();
+        return events
+            .send(Event::BadLine {
                 bot_id: e.w.bot_id,
                 error: format!("a line over {MAX_LINE} bytes"),
-            },
-        );
+            })
+            .is_ok();
     }
+    e.partial.extend_from_slice(rest);
     true
 }
 
-fn run(rx: &Receiver<Watched>, wake: &UnixStream, events: &Sender<Event>) {
-    let mut entries: Vec<Entry> = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
-    let mut open = true;
-    let pid_one = std::process::id() == 1;
-    loop {
-        // New children.
+impl Run {
+    fn send(&self, event: Event) -> bool {
+        self.events.send(event).is_ok()
+    }
+
+    /// New children from the supervisor into the slab and the epoll set.
+    /// False once the supervisor's handle is gone.
+    fn take_new(&mut self) -> bool {
         loop {
-            match rx.try_recv() {
-                Ok(w) => entries.push(Entry {
-                    w,
-                    buf: Vec::new(),
-                    eof: false,
-                }),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
+            match self.rx.try_recv() {
+                Ok(w) => {
+                    let key = self.free.pop().unwrap_or(self.slab.len());
+                    let fd = w.stdout.as_raw_fd();
+                    let eof = match self.epoll.add(fd, key as u64) {
+                        Ok(()) => false,
+                        Err(err) => {
+                            // Unwatched, it would never be reaped: treat
+                            // its pipe as closed, so it is reaped on exit.
+                            log::error!("cannot watch a worker pipe: {err}");
+                            true
+                        }
+                    };
+                    let entry = Entry {
+                        w,
+                        partial: Vec::new(),
+                        eof,
+                    };
+                    if key == self.slab.len() {
+                        self.slab.push(Some(entry));
+                    } else {
+                        self.slab[key] = Some(entry);
+                    }
+                    self.live += 1;
+                    if eof {
+                        self.exiting.push(key);
+                    }
                 }
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
             }
         }
-        // Children whose pipe closed: reap them once they have exited.
+    }
+
+    /// Reaps the children whose pipe closed once they have exited.
+    fn reap_exited(&mut self) -> bool {
         let mut i = 0;
-        while i < entries.len() {
-            if entries[i].eof {
-                match entries[i].w.child.try_wait() {
-                    Ok(Some(status)) => {
-                        let e = entries.swap_remove(i);
-                        use std::os::unix::process::ExitStatusExt;
-                        let event = Event::WorkerExited {
-                            bot_id: e.w.bot_id,
-                            generation: e.w.generation,
-                            code: status.code(),
-                            signal: status.signal(),
-                        };
-                        if !send(events, event) {
-                            return;
-                        }
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(err) => {
-                        log::warn!("cannot reap a worker: {err}");
-                        let e = entries.swap_remove(i);
-                        let event = Event::WorkerExited {
-                            bot_id: e.w.bot_id,
-                            generation: e.w.generation,
-                            code: None,
-                            signal: None,
-                        };
-                        if !send(events, event) {
-                            return;
-                        }
-                        continue;
-                    }
+        while i < self.exiting.len() {
+            let key = self.exiting[i];
+            let Some(e) = self.slab[key].as_mut() else {
+                self.exiting.swap_remove(i);
+                continue;
+            };
+            let (code, signal) = match e.w.child.try_wait() {
+                Ok(Some(status)) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    (status.code(), status.signal())
                 }
+                Ok(None) => {
+                    i += 1;
+                    continue;
+                }
+                Err(err) => {
+                    log::warn!("cannot reap a worker: {err}");
+                    (None, None)
+                }
+            };
+            self.exiting.swap_remove(i);
+            let Some(e) = self.slab[key].take() else {
+                continue;
+            };
+            self.free.push(key);
+            self.live -= 1;
+            if self.free.len() == self.slab.len() {
+                // Every worker gone: give the memory back.
+                self.slab = Vec::new();
+                self.free = Vec::new();
             }
-            i += 1;
-        }
-        if !open && entries.is_empty() {
-            return;
-        }
-        // As PID 1 (a container) every orphan of the container is ours to
-        // reap, a handler's leftovers included; our workers are reaped above.
-        if pid_one {
-            let known = |pid: u32| entries.iter().any(|e| e.w.child.id() == pid);
-            while let Some(pid) = sys::reap_orphan(&known) {
-                log::debug!("Reaped orphan process {pid}");
+            // What a dead worker's tree leaves behind comes to us now.
+            self.sweep_until = Some(Instant::now() + SWEEP_FOR);
+            let event = Event::WorkerExited {
+                bot_id: e.w.bot_id,
+                generation: e.w.generation,
+                code,
+                signal,
+            };
+            if !self.send(event) {
+                return false;
             }
         }
-        let mut fds = vec![wake.as_raw_fd()];
-        let live: Vec<usize> = (0..entries.len()).filter(|i| !entries[*i].eof).collect();
-        fds.extend(live.iter().map(|i| entries[*i].w.stdout.as_raw_fd()));
-        // Wait for input; while a closed child is still exiting, look again
-        // every 20 ms to reap it.
-        let exiting = entries.iter().any(|e| e.eof);
-        let timeout = match (exiting, pid_one) {
-            (true, _) => 20,
-            (false, true) => 1000,
-            (false, false) => -1,
+        true
+    }
+
+    fn worker_pids(&self) -> std::collections::HashSet<u32> {
+        self.slab.iter().flatten().map(|e| e.w.child.id()).collect()
+    }
+
+    /// Kills and reaps every child of this process that is not a worker:
+    /// orphans reparented to us as subreaper (or as PID 1).
+    fn sweep_orphans(&mut self) -> bool {
+        let gate = Arc::clone(&self.gate);
+        let _held = match gate.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
         };
-        let ready = match sys::poll_readable(&fds, timeout) {
-            Ok(r) => r,
-            Err(err) => {
-                log::error!("poll on worker pipes failed: {err}");
+        // A worker spawned before we took the gate is in the channel now.
+        let open = self.take_new();
+        let workers = self.worker_pids();
+        let mut reaped = false;
+        while let Some(pid) = sys::reap_orphan(&|pid| workers.contains(&pid)) {
+            log::debug!("Reaped orphan process {pid}");
+            reaped = true;
+        }
+        if let Some(children) = sys::own_children() {
+            let mine = sys::own_process_group();
+            for pid in children {
+                if workers.contains(&pid) {
+                    continue;
+                }
+                // Its whole group (a handler and what it started), unless
+                // that group is ours; then the process itself.
+                if let Some(pgid) = sys::process_group_of(pid).filter(|g| *g != mine && *g > 1) {
+                    let _gone = sys::signal_group(pgid, sys::Signal::Kill);
+                }
+                match sys::signal_pid(pid, sys::Signal::Kill) {
+                    Ok(()) => log::warn!("Killed orphan process {pid} left by a worker"),
+                    Err(e) => log::debug!("orphan {pid}: {e}"),
+                }
+                reaped = true;
+            }
+        }
+        if reaped {
+            // Its own children come to us in turn; reap the killed ones.
+            self.sweep_until = Some(Instant::now() + SWEEP_FOR);
+        }
+        open
+    }
+
+    fn run(&mut self) {
+        let mut chunk = vec![0u8; 16 * 1024];
+        let mut ready: Vec<u64> = Vec::with_capacity(256);
+        let pid_one = std::process::id() == 1;
+        let mut open = true;
+        loop {
+            open &= self.take_new();
+            if !self.reap_exited() {
+                return;
+            }
+            let now = Instant::now();
+            if self.sweep_until.is_some_and(|t| t <= now) {
+                self.sweep_until = None;
+            }
+            let sweeping = self.sweep_until.is_some();
+            let sweep_due = self.last_sweep.is_none_or(|t| now - t >= SWEEP_EVERY);
+            if (sweeping || pid_one) && sweep_due {
+                self.last_sweep = Some(now);
+                open &= self.sweep_orphans();
+            }
+            if !open && self.live == 0 {
+                return;
+            }
+            // Wait for input; while a closed child is still exiting, look
+            // again every 20 ms to reap it; while orphans may come, every
+            // SWEEP_EVERY; as PID 1, once a second.
+            let timeout = if !self.exiting.is_empty() {
+                20
+            } else if sweeping {
+                SWEEP_EVERY.as_millis() as i32
+            } else if pid_one {
+                1000
+            } else {
+                -1
+            };
+            if let Err(err) = self.epoll.wait(&mut ready, timeout) {
+                log::error!("epoll on worker pipes failed: {err}");
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
-        };
-        if ready.first() == Some(&true) {
-            let mut sink = [0u8; 64];
-            while matches!((&*wake).read(&mut sink), Ok(n) if n > 0) {}
-        }
-        let mut read_any = false;
-        for (slot, idx) in live.iter().enumerate() {
-            if !ready.get(slot + 1).copied().unwrap_or(false) {
-                continue;
-            }
-            let e = &mut entries[*idx];
-            let started = Instant::now();
-            loop {
-                match e.w.stdout.read(&mut chunk) {
-                    Ok(0) => {
-                        e.eof = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        read_any = true;
-                        e.buf.extend_from_slice(&chunk[..n]);
-                        if !drain_lines(e, events) {
-                            return;
+            let mut read_any = false;
+            for &key in &ready {
+                if key == WAKE_KEY {
+                    let mut sink = [0u8; 64];
+                    while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
+                    continue;
+                }
+                let key = key as usize;
+                let Some(e) = self.slab.get_mut(key).and_then(Option::as_mut) else {
+                    continue;
+                };
+                if e.eof {
+                    continue;
+                }
+                let started = Instant::now();
+                loop {
+                    match e.w.stdout.read(&mut chunk) {
+                        Ok(0) => {
+                            e.eof = true;
+                            break;
                         }
-                        // Be fair to the other workers.
-                        if started.elapsed() > Duration::from_millis(5) {
+                        Ok(n) => {
+                            read_any = true;
+                            if !take_lines(e, &chunk[..n], &self.events) {
+                                return;
+                            }
+                            // Be fair to the other workers (level-triggered:
+                            // the rest is reported again).
+                            if n < chunk.len() || started.elapsed() > Duration::from_millis(5) {
+                                break;
+                            }
+                        }
+                        Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                        Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+                        Err(_) => {
+                            e.eof = true;
                             break;
                         }
                     }
-                    Err(err) if err.kind() == ErrorKind::WouldBlock => break,
-                    Err(err) if err.kind() == ErrorKind::Interrupted => continue,
-                    Err(_) => {
-                        e.eof = true;
-                        break;
+                }
+                if e.eof {
+                    e.partial = Vec::new();
+                    if let Err(err) = self.epoll.remove(e.w.stdout.as_raw_fd()) {
+                        log::debug!("cannot unwatch a closed worker pipe: {err}");
                     }
+                    self.exiting.push(key);
                 }
             }
+            if read_any {
+                std::thread::sleep(GATHER);
+            }
         }
-        if read_any {
-            std::thread::sleep(GATHER);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        let mut child = std::process::Command::new("true")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("`true` can be started in tests");
+        let stdout = child.stdout.take().expect("stdout was piped");
+        Entry {
+            w: Watched {
+                bot_id: 7,
+                generation: 1,
+                child,
+                stdout,
+            },
+            partial: Vec::new(),
+            eof: false,
         }
+    }
+
+    #[test]
+    fn lines_split_across_reads_are_joined_and_partials_freed() {
+        let (tx, rx) = mpsc::channel();
+        let mut e = entry();
+        let hb = br#"{"type":"FATAL","reason":"x"}"#;
+        assert!(take_lines(&mut e, &hb[..10], &tx));
+        assert_eq!(e.partial.len(), 10);
+        let mut rest = hb[10..].to_vec();
+        rest.push(b'\n');
+        rest.extend_from_slice(b"not json\n");
+        assert!(take_lines(&mut e, &rest, &tx));
+        assert!(e.partial.is_empty() && e.partial.capacity() == 0);
+        let got: Vec<Event> = rx.try_iter().collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(matches!(got[1], Event::BadLine { bot_id: 7, .. }));
+        let _ = e.w.child.wait();
+    }
+
+    #[test]
+    fn an_overlong_line_is_dropped_and_said() {
+        let (tx, rx) = mpsc::channel();
+        let mut e = entry();
+        let big = vec![b'x'; MAX_LINE + 1];
+        assert!(take_lines(&mut e, &big, &tx));
+        assert!(e.partial.is_empty());
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Event::BadLine { bot_id: 7, .. })
+        ));
+        let _ = e.w.child.wait();
     }
 }
