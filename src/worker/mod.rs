@@ -6,9 +6,10 @@
 //! the bot's logic (`bot`); its ticket (`track`) records it done once its
 //! replies are out (`send`).
 //!
-//! Threads: the poll loop (main), the job pool, the senders, the outbox, a
-//! heartbeat thread, a signal thread and a stdin reader (parent messages;
-//! EOF means the parent is gone). It must never poll before it holds the
+//! Threads: the poll loop (main), the job pool, the senders, and one
+//! control thread: a poll(2) over stdin (parent messages; EOF means the
+//! parent is gone) and the signal pipe, which also sends the heartbeats
+//! and runs the outbox. It must never poll before it holds the
 //! lock, confirm an update that is not in the inbox, or pass its token to
 //! anything but the Bot API client.
 
@@ -40,7 +41,7 @@ use inbox::Inbox;
 use poll::Backoff;
 use send::{Content, Outgoing, RateSet, Rates, SendPath};
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -218,7 +219,11 @@ pub fn main() -> i32 {
     }
     // The first line on stdin: the token and the whole environment. The
     // worker takes no setting from its own environment.
-    let (token, env) = match read_start() {
+    let mut parent_pipe = match ParentPipe::open() {
+        Ok(p) => p,
+        Err(e) => fatal(&format!("cannot read stdin: {e}"), EXIT_PERMANENT),
+    };
+    let (token, env) = match read_start(&mut parent_pipe) {
         Ok(start) => start,
         Err(e) => fatal(
             &format!("no START from the supervisor: {e}"),
@@ -271,20 +276,71 @@ pub fn main() -> i32 {
         send: OnceLock::new(),
         bot: OnceLock::new(),
     });
-    if let Err(e) = start_threads(&shared, settings.poll_timeout_secs) {
+    let (outbox_tx, outbox_rx) = std::sync::mpsc::channel();
+    if let Err(e) = start_control(&shared, parent_pipe, settings.poll_timeout_secs, outbox_rx) {
         fatal(&format!("cannot start threads: {e}"), 1);
     }
-    run(shared, token, settings)
+    run(shared, token, settings, outbox_tx)
+}
+
+/// The worker's stdin (a pipe from the supervisor), read in whole lines
+/// with read(2) and no hidden buffer, so poll(2) on it tells the truth.
+struct ParentPipe {
+    file: std::fs::File,
+    buf: Vec<u8>,
+}
+
+impl ParentPipe {
+    fn open() -> std::io::Result<ParentPipe> {
+        use std::os::fd::AsFd;
+        let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+        Ok(ParentPipe {
+            file: std::fs::File::from(fd),
+            buf: Vec::with_capacity(1024),
+        })
+    }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.file.as_raw_fd()
+    }
+
+    /// One read(2) into the buffer; Ok(false) at end of file.
+    fn fill(&mut self) -> std::io::Result<bool> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.file.read(&mut chunk) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next whole line already read, if any.
+    fn next_line(&mut self) -> Option<String> {
+        let end = self.buf.iter().position(|&b| b == b'\n')?;
+        let line: Vec<u8> = self.buf.drain(..=end).collect();
+        Some(String::from_utf8_lossy(&line).into_owned())
+    }
 }
 
 /// Reads START, the first line the supervisor writes.
-fn read_start() -> Result<(Token, Vec<(String, String)>), String> {
-    let mut line = String::new();
-    match std::io::stdin().lock().read_line(&mut line) {
-        Ok(0) => return Err("stdin closed".into()),
-        Ok(_) => {}
-        Err(e) => return Err(e.to_string()),
-    }
+fn read_start(pipe: &mut ParentPipe) -> Result<(Token, Vec<(String, String)>), String> {
+    let line = loop {
+        if let Some(line) = pipe.next_line() {
+            break line;
+        }
+        match pipe.fill() {
+            Ok(true) => {}
+            Ok(false) => return Err("stdin closed".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+    };
     match ParentMsg::decode(&line) {
         Ok(ParentMsg::Start { token, env }) => Ok((token, env)),
         Ok(_) => Err("another message came first".into()),
@@ -293,53 +349,114 @@ fn read_start() -> Result<(Token, Vec<(String, String)>), String> {
     }
 }
 
-fn start_threads(shared: &Arc<Shared>, poll_timeout_secs: u64) -> std::io::Result<()> {
-    let s = Arc::clone(shared);
-    crate::signals::forward(move |kind| {
-        if let crate::signals::SignalKind::Stop(name) = kind {
-            exit_now(&s, &format!("received {name}"), 0, stop_grace(&s));
-        }
-    })?;
-    let s = Arc::clone(shared);
-    std::thread::Builder::new()
-        .name("parent".into())
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            let stdin = std::io::stdin();
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match stdin.lock().read_line(&mut line) {
-                    Ok(0) | Err(_) => {
-                        exit_now(&s, "the supervisor is gone (stdin closed)", 0, ORPHAN_GRACE)
-                    }
-                    Ok(_) => match ParentMsg::decode(&line) {
-                        Ok(msg) => on_parent_msg(&s, msg),
-                        Err(e) => log::warn!("{e}"),
-                    },
-                }
-            }
-        })?;
+/// One HEARTBEAT, if the poll loop made progress recently.
+fn heartbeat(s: &Shared, stale_after: Duration) {
+    let alive = Duration::from_millis(s.alive_ms.load(Ordering::Relaxed));
+    if s.started.elapsed().saturating_sub(alive) >= stale_after {
+        return;
+    }
+    let mut counters = lock(&s.counters).clone();
+    if let Some(inbox) = s.inbox.get() {
+        let ib = lock(inbox);
+        counters.inbox_depth = ib.depth() as u64;
+        counters.oldest_pending_ms = ib.oldest_ms();
+        counters.journal_bytes = ib.bytes();
+    }
+    emit(&WorkerMsg::Heartbeat(counters));
+}
+
+/// Starts the control thread: one poll(2) over stdin (the supervisor's
+/// messages; EOF: it is gone) and the signal pipe, waking for heartbeats
+/// and the outbox (handed over on `outbox` once the bot is up). One thread
+/// instead of four (signals, parent, heartbeat, outbox): each thread costs
+/// a worker its touched stack, and each timer its wake-ups.
+fn start_control(
+    shared: &Arc<Shared>,
+    mut parent: ParentPipe,
+    poll_timeout_secs: u64,
+    outbox: std::sync::mpsc::Receiver<outbox::Outbox>,
+) -> std::io::Result<()> {
+    let signals = crate::signals::SignalPipe::new()?;
     let s = Arc::clone(shared);
     // The poll loop is alive if it made progress within one long poll plus
     // the client's slack; past that, heartbeats stop and the parent kills us.
     let stale_after = Duration::from_secs(poll_timeout_secs + 20);
     std::thread::Builder::new()
-        .name("heartbeat".into())
-        .stack_size(64 * 1024)
-        .spawn(move || loop {
-            let alive = Duration::from_millis(s.alive_ms.load(Ordering::Relaxed));
-            if s.started.elapsed().saturating_sub(alive) < stale_after {
-                let mut counters = lock(&s.counters).clone();
-                if let Some(inbox) = s.inbox.get() {
-                    let ib = lock(inbox);
-                    counters.inbox_depth = ib.depth() as u64;
-                    counters.oldest_pending_ms = ib.oldest_ms();
-                    counters.journal_bytes = ib.bytes();
+        .name("control".into())
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            let mut next_beat = Instant::now();
+            let mut the_outbox: Option<outbox::Outbox> = None;
+            let mut stopping = false;
+            loop {
+                let now = Instant::now();
+                if now >= next_beat {
+                    heartbeat(&s, stale_after);
+                    next_beat = now + HEARTBEAT_PERIOD;
                 }
-                emit(&WorkerMsg::Heartbeat(counters));
+                if the_outbox.is_none() {
+                    the_outbox = outbox.try_recv().ok();
+                }
+                let mut wake = next_beat;
+                if let Some(ob) = the_outbox.as_mut() {
+                    if let Some(at) = ob.tick(now) {
+                        wake = wake.min(at);
+                    }
+                }
+                let wait = wake.saturating_duration_since(Instant::now());
+                // Rounded up, so a wake-up never comes a hair early.
+                let wait_ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                let ready = match crate::sys::poll_readable(&[parent.fd(), signals.fd()], wait_ms) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        log::error!("control: poll failed: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                };
+                if ready[1] {
+                    for kind in signals.take() {
+                        if let crate::signals::SignalKind::Stop(name) = kind {
+                            if !std::mem::replace(&mut stopping, true) {
+                                // On a thread of its own: the stop waits for
+                                // the updates in hand, and meanwhile stdin
+                                // EOF must still cut it short.
+                                let st = Arc::clone(&s);
+                                let spawned = std::thread::Builder::new()
+                                    .name("stop".into())
+                                    .stack_size(128 * 1024)
+                                    .spawn(move || {
+                                        exit_now(
+                                            &st,
+                                            &format!("received {name}"),
+                                            0,
+                                            stop_grace(&st),
+                                        )
+                                    });
+                                if let Err(e) = spawned {
+                                    log::warn!("cannot start the stop thread ({e}): stopping here");
+                                    exit_now(&s, &format!("received {name}"), 0, stop_grace(&s));
+                                }
+                            }
+                        }
+                    }
+                }
+                if ready[0] {
+                    match parent.fill() {
+                        Ok(true) => {
+                            while let Some(line) = parent.next_line() {
+                                match ParentMsg::decode(&line) {
+                                    Ok(msg) => on_parent_msg(&s, msg),
+                                    Err(e) => log::warn!("{e}"),
+                                }
+                            }
+                        }
+                        Ok(false) | Err(_) => {
+                            exit_now(&s, "the supervisor is gone (stdin closed)", 0, ORPHAN_GRACE)
+                        }
+                    }
+                }
             }
-            std::thread::sleep(HEARTBEAT_PERIOD);
         })?;
     Ok(())
 }
@@ -391,7 +508,12 @@ fn on_parent_msg(shared: &Shared, msg: ParentMsg) {
     }
 }
 
-fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
+fn run(
+    shared: Arc<Shared>,
+    token: Token,
+    settings: Settings,
+    outbox_tx: std::sync::mpsc::Sender<outbox::Outbox>,
+) -> i32 {
     let bot_id = token.bot_id();
     let lock_path = settings.state_dir.join(format!("bot-{bot_id}.lock"));
     let lock_wait = Duration::from_secs(86_400);
@@ -443,10 +565,11 @@ fn run(shared: Arc<Shared>, token: Token, settings: Settings) -> i32 {
         Err(e) => fatal(&format!("cannot start the sender: {e}"), 1),
     };
     let recipients_shared = Arc::clone(&shared);
-    if let Err(e) = outbox::start(media.clone(), send.clone(), move || {
+    let the_outbox = outbox::Outbox::new(media.clone(), send.clone(), move || {
         recipients_shared.settings().recipients().to_vec()
-    }) {
-        fatal(&format!("cannot start the outbox: {e}"), 1);
+    });
+    if outbox_tx.send(the_outbox).is_err() {
+        fatal("the control thread is gone", 1);
     }
     let opened = open_inbox(&settings, bot_id);
     let pending = opened.pending;

@@ -1,5 +1,6 @@
-//! The outbox: a thread that looks at `bot-N/` about once a second, and
-//! sends each regular, non-hidden file whose size and mtime held still
+//! The outbox: looks at `bot-N/` about once a second while it holds files
+//! or sends are in hand (run by the worker's control thread; an empty,
+//! unchanged outbox costs one stat(2) per heartbeat), and sends each regular, non-hidden file whose size and mtime held still
 //! across two looks as a document to every MEDIA_RECIPIENTS id, then moves
 //! it into `sent/` under a name that overwrites nothing. Which recipients
 //! already have a file is kept beside it in `.NAME.sent-to`, so a failure or
@@ -11,7 +12,7 @@ use super::send::{Content, Outcome, Outgoing, SendPath};
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 const LOOK_EVERY: Duration = Duration::from_secs(1);
@@ -80,94 +81,166 @@ fn look(dir: &Path) -> HashMap<String, (u64, Option<SystemTime>)> {
     files
 }
 
-/// Starts the outbox thread. `recipients` is read at each look, so a reload
-/// of MEDIA_RECIPIENTS applies at once.
-pub fn start(
-    dir: PathBuf,
-    send: SendPath,
-    recipients: impl Fn() -> Vec<i64> + Send + 'static,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("outbox".into())
-        .stack_size(128 * 1024)
-        .spawn(move || run(&dir, &send, &recipients))?;
-    Ok(())
+/// The directory's modification time and inode, as a cheap "anything new?"
+/// (creating, renaming or removing an entry moves the time).
+type DirStamp = (SystemTime, u64);
+
+fn dir_stamp(dir: &Path) -> Option<DirStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir).ok()?;
+    Some((meta.modified().ok()?, meta.ino()))
 }
 
-fn run(dir: &Path, send: &SendPath, recipients: &dyn Fn() -> Vec<i64>) {
-    let sent_dir = dir.join("sent");
-    let (tx, rx) = mpsc::channel::<Outcome>();
-    let mut last: HashMap<String, (u64, Option<SystemTime>)> = HashMap::new();
-    let mut jobs: HashMap<u64, Job> = HashMap::new();
-    let mut cool_down: HashMap<String, (Instant, Duration)> = HashMap::new();
-    let mut next_tag = 0u64;
-    let mut warned_no_recipients = false;
-    let mut next_look = Instant::now();
-    loop {
-        match rx.recv_timeout(next_look.saturating_duration_since(Instant::now())) {
-            Ok(outcome) => {
-                if let Some(job) = jobs.get_mut(&outcome.tag) {
-                    job.waiting.remove(&outcome.chat_id);
-                    match &outcome.error {
-                        None => {
-                            if let Err(e) = note_progress(dir, &job.name, outcome.chat_id) {
-                                log::warn!(
-                                    "outbox: cannot record that {} reached {}: {e}",
-                                    job.name,
-                                    outcome.chat_id
-                                );
-                            }
-                        }
-                        Some(err) if is_unreachable(err) => {
-                            job.failed = true;
-                            job.unreachable.push(outcome.chat_id);
-                        }
-                        Some(err) => {
-                            job.failed = true;
-                            log::warn!(
-                                "outbox: {} not sent to {}: {err}",
-                                job.name,
-                                outcome.chat_id
-                            );
-                        }
-                    }
-                    if job.waiting.is_empty() {
-                        if let Some(job) = jobs.remove(&outcome.tag) {
-                            finish_job(dir, &sent_dir, job, &mut cool_down);
-                        }
-                    }
-                }
-                continue;
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+/// The outbox of one bot, run by the worker's control thread: `tick` at
+/// every wake-up of that thread, and again at the time it returns.
+pub struct Outbox {
+    dir: PathBuf,
+    sent_dir: PathBuf,
+    send: SendPath,
+    recipients: Box<dyn Fn() -> Vec<i64> + Send>,
+    tx: mpsc::Sender<Outcome>,
+    rx: mpsc::Receiver<Outcome>,
+    last: HashMap<String, (u64, Option<SystemTime>)>,
+    jobs: HashMap<u64, Job>,
+    cool_down: HashMap<String, (Instant, Duration)>,
+    next_tag: u64,
+    warned_no_recipients: bool,
+    next_look: Instant,
+    /// Set when a look found no file and nothing in hand, and the
+    /// directory had not changed for a while: until the directory's stamp
+    /// moves, a look is one stat(2), and no wake-up of its own is needed.
+    quiet: Option<DirStamp>,
+}
+
+/// A directory changed within this long may change again within the same
+/// tick of the file system's clock, unseen: its stamp is not trusted yet.
+const STAMP_SETTLE: Duration = Duration::from_secs(2);
+
+impl Outbox {
+    /// `recipients` is read at each look, so a reload of MEDIA_RECIPIENTS
+    /// applies at once.
+    pub fn new(
+        dir: PathBuf,
+        send: SendPath,
+        recipients: impl Fn() -> Vec<i64> + Send + 'static,
+    ) -> Outbox {
+        let (tx, rx) = mpsc::channel::<Outcome>();
+        Outbox {
+            sent_dir: dir.join("sent"),
+            dir,
+            send,
+            recipients: Box::new(recipients),
+            tx,
+            rx,
+            last: HashMap::new(),
+            jobs: HashMap::new(),
+            cool_down: HashMap::new(),
+            next_tag: 0,
+            warned_no_recipients: false,
+            next_look: Instant::now(),
+            quiet: None,
         }
-        next_look = Instant::now() + LOOK_EVERY;
+    }
+
+    /// Takes in the sends that finished and looks at the directory when a
+    /// look is due. Returns when it wants to run again; `None` while the
+    /// outbox is empty and quiet (the caller's next wake-up is soon enough:
+    /// a new file is then seen within one heartbeat period).
+    pub fn tick(&mut self, now: Instant) -> Option<Instant> {
+        while let Ok(outcome) = self.rx.try_recv() {
+            self.on_outcome(outcome);
+        }
+        if now >= self.next_look {
+            self.next_look = now + LOOK_EVERY;
+            let unchanged = self.quiet.is_some() && self.quiet == dir_stamp(&self.dir);
+            if !unchanged {
+                self.quiet = None;
+                let stamp = dir_stamp(&self.dir);
+                let files = self.look_once();
+                let settled = stamp.is_some_and(|(mtime, _)| {
+                    SystemTime::now()
+                        .duration_since(mtime)
+                        .is_ok_and(|age| age >= STAMP_SETTLE)
+                });
+                if files == 0 && self.jobs.is_empty() && settled {
+                    self.quiet = stamp;
+                }
+            }
+        }
+        if self.quiet.is_some() {
+            None
+        } else {
+            Some(self.next_look)
+        }
+    }
+
+    fn on_outcome(&mut self, outcome: Outcome) {
+        let dir = self.dir.as_path();
+        let Some(job) = self.jobs.get_mut(&outcome.tag) else {
+            return;
+        };
+        job.waiting.remove(&outcome.chat_id);
+        match &outcome.error {
+            None => {
+                if let Err(e) = note_progress(dir, &job.name, outcome.chat_id) {
+                    log::warn!(
+                        "outbox: cannot record that {} reached {}: {e}",
+                        job.name,
+                        outcome.chat_id
+                    );
+                }
+            }
+            Some(err) if is_unreachable(err) => {
+                job.failed = true;
+                job.unreachable.push(outcome.chat_id);
+            }
+            Some(err) => {
+                job.failed = true;
+                log::warn!(
+                    "outbox: {} not sent to {}: {err}",
+                    job.name,
+                    outcome.chat_id
+                );
+            }
+        }
+        if job.waiting.is_empty() {
+            if let Some(job) = self.jobs.remove(&outcome.tag) {
+                finish_job(dir, &self.sent_dir, job, &mut self.cool_down);
+            }
+        }
+    }
+
+    /// One look: queues the files that held still since the last one.
+    /// Returns how many files the directory holds.
+    fn look_once(&mut self) -> usize {
+        let dir = self.dir.as_path();
         let now_files = look(dir);
-        let busy: BTreeSet<&str> = jobs.values().map(|j| j.name.as_str()).collect();
+        let count = now_files.len();
+        let busy: BTreeSet<&str> = self.jobs.values().map(|j| j.name.as_str()).collect();
         let mut due = vec![];
         for (name, stat) in &now_files {
-            let stable = last.get(name) == Some(stat);
-            let cooling = cool_down
+            let stable = self.last.get(name) == Some(stat);
+            let cooling = self
+                .cool_down
                 .get(name)
                 .is_some_and(|(until, _)| *until > Instant::now());
             if stable && !cooling && !busy.contains(name.as_str()) {
                 due.push(name.clone());
             }
         }
-        last = now_files;
+        self.last = now_files;
         if due.is_empty() {
-            continue;
+            return count;
         }
-        let to = recipients();
+        let to = (self.recipients)();
         if to.is_empty() {
-            if !warned_no_recipients {
+            if !self.warned_no_recipients {
                 log::warn!("outbox: {} file(s) waiting but no MEDIA_RECIPIENTS (or admins/owner) to send them to", due.len());
-                warned_no_recipients = true;
+                self.warned_no_recipients = true;
             }
-            continue;
+            return count;
         }
-        warned_no_recipients = false;
+        self.warned_no_recipients = false;
         due.sort();
         for name in due {
             let done = read_progress(dir, &name);
@@ -179,12 +252,12 @@ fn run(dir: &Path, send: &SendPath, recipients: &dyn Fn() -> Vec<i64>) {
                 unreachable: Vec::new(),
             };
             if waiting.is_empty() {
-                finish_job(dir, &sent_dir, job, &mut cool_down);
+                finish_job(dir, &self.sent_dir, job, &mut self.cool_down);
                 continue;
             }
-            next_tag += 1;
+            self.next_tag += 1;
             for chat_id in waiting {
-                send.send(Outgoing {
+                self.send.send(Outgoing {
                     chat_id,
                     content: Content::Document {
                         path: dir.join(&name),
@@ -193,11 +266,12 @@ fn run(dir: &Path, send: &SendPath, recipients: &dyn Fn() -> Vec<i64>) {
                     },
                     reply_to: None,
                     ticket: None,
-                    report: Some((tx.clone(), next_tag)),
+                    report: Some((self.tx.clone(), self.next_tag)),
                 });
             }
-            jobs.insert(next_tag, job);
+            self.jobs.insert(self.next_tag, job);
         }
+        count
     }
 }
 
