@@ -424,10 +424,11 @@ impl Bot {
         }
     }
 
-    /// Queues a reply (split at 4096 characters) on the send path.
+    /// Sends a reply (split at 4096 characters) through the send path: on
+    /// this job's thread when pacing lets it go now, else queued.
     fn reply(&self, chat_id: i64, text: &str, reply_to: Option<i64>, ticket: Option<&Ticket>) {
         for (i, part) in handler::split_message(text, 4096).into_iter().enumerate() {
-            self.send.send(Outgoing {
+            self.send.send_here(Outgoing {
                 chat_id,
                 content: Content::Text(part),
                 reply_to: if i == 0 { reply_to } else { None },

@@ -6,6 +6,7 @@
 //! thread is free as soon as the job returns. It must never run two jobs of
 //! one chat at once, nor start a job once stopped.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -96,16 +97,23 @@ impl Pool {
         self.inner.1.notify_all();
     }
 
-    /// The chat's update in hand is done: its next job may start.
+    /// The chat's update in hand is done: its next job may start. Called
+    /// from the pool's thread running that chat's job (the job's ticket
+    /// dropping as the job ends, its replies already out), nobody is woken:
+    /// that thread picks the next ready chat itself as soon as the job
+    /// returns, with no thread switch.
     pub fn release(&self, chat_id: i64) {
         let mut s = lock(&self.inner.0);
         s.active.remove(&chat_id);
         if s.queues.get(&chat_id).is_some_and(|q| !q.is_empty()) {
             s.ready.push_back(chat_id);
-            if s.idle == 0 && s.threads < s.wanted && !s.stopped {
-                grow(&self.inner, &mut s);
+            let own = RUNNING.with(Cell::get) == (Arc::as_ptr(&self.inner) as usize, chat_id);
+            if !own {
+                if s.idle == 0 && s.threads < s.wanted && !s.stopped {
+                    grow(&self.inner, &mut s);
+                }
+                self.inner.1.notify_one();
             }
-            self.inner.1.notify_one();
         } else {
             s.queues.remove(&chat_id);
         }
@@ -141,20 +149,25 @@ impl Pool {
         }
     }
 
-    /// Queues a job for a chat.
+    /// Queues a job for a chat. A thread is woken (or started) only when
+    /// the chat becomes ready: a job behind its chat's update in hand
+    /// starts when that one is done (`release`).
     pub fn submit(&self, chat_id: i64, job: impl FnOnce() + Send + 'static) {
         let mut s = lock(&self.inner.0);
         let queue = s.queues.entry(chat_id).or_default();
         let first = queue.is_empty();
         queue.push_back(Box::new(job));
-        if first && !s.active.contains(&chat_id) {
+        let ready = first && !s.active.contains(&chat_id);
+        if ready {
             s.ready.push_back(chat_id);
-        }
-        if s.idle == 0 && s.threads < s.wanted && !s.stopped {
-            grow(&self.inner, &mut s);
+            if s.idle == 0 && s.threads < s.wanted && !s.stopped {
+                grow(&self.inner, &mut s);
+            }
         }
         drop(s);
-        self.inner.1.notify_one();
+        if ready {
+            self.inner.1.notify_one();
+        }
     }
 }
 
@@ -176,6 +189,12 @@ fn grow(inner: &Arc<(Mutex<Sched>, Condvar)>, s: &mut Sched) {
     }
 }
 
+thread_local! {
+    /// The pool (its address) and chat of the job this thread is running,
+    /// (0, 0) when none: `release` of that chat from here wakes nobody.
+    static RUNNING: Cell<(usize, i64)> = const { Cell::new((0, 0)) };
+}
+
 fn work(inner: &Arc<(Mutex<Sched>, Condvar)>) {
     let (m, cv) = &**inner;
     let mut s = lock(m);
@@ -184,6 +203,10 @@ fn work(inner: &Arc<(Mutex<Sched>, Condvar)>) {
     loop {
         if s.threads > s.wanted {
             s.threads -= 1;
+            // A chat this thread released (unannounced) goes to another.
+            if !s.ready.is_empty() {
+                cv.notify_one();
+            }
             return;
         }
         let next = if s.stopped { None } else { s.ready.pop_front() };
@@ -219,9 +242,11 @@ fn work(inner: &Arc<(Mutex<Sched>, Condvar)>) {
             }
         }
         drop(s);
+        RUNNING.with(|r| r.set((Arc::as_ptr(inner) as usize, chat)));
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
             log::error!("a job for chat {chat} panicked; it was skipped");
         }
+        RUNNING.with(|r| r.set((0, 0)));
         // The chat stays in hand until its update is done (`release`).
         s = lock(m);
     }
