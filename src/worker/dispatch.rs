@@ -25,6 +25,8 @@ struct Sched {
     active: HashSet<i64>,
     /// No job starts any more (shutdown).
     stopped: bool,
+    /// Callers in `wait_idle` (a release wakes them only when there are).
+    idle_waiters: usize,
     threads: usize,
     /// Threads waiting for work.
     idle: usize,
@@ -39,6 +41,7 @@ impl Default for Sched {
             ready: VecDeque::new(),
             active: HashSet::new(),
             stopped: false,
+            idle_waiters: 0,
             threads: 0,
             idle: 0,
             wanted: 1,
@@ -117,8 +120,11 @@ impl Pool {
         } else {
             s.queues.remove(&chat_id);
         }
+        let waiters = s.idle_waiters > 0;
         drop(s);
-        self.released.notify_all();
+        if waiters {
+            self.released.notify_all();
+        }
     }
 
     /// Starts no more jobs (what is queued stays queued).
@@ -139,14 +145,17 @@ impl Pool {
 
     /// Waits until no update is in hand, or `timeout`; true when none is.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let s = lock(&self.inner.0);
+        let mut s = lock(&self.inner.0);
+        s.idle_waiters += 1;
         let result = self
             .released
             .wait_timeout_while(s, timeout, |s| !s.active.is_empty());
-        match result {
-            Ok((s, _)) => s.active.is_empty(),
-            Err(p) => p.into_inner().0.active.is_empty(),
-        }
+        let mut s = match result {
+            Ok((s, _)) => s,
+            Err(p) => p.into_inner().0,
+        };
+        s.idle_waiters -= 1;
+        s.active.is_empty()
     }
 
     /// Queues a job for a chat. A thread is woken (or started) only when
@@ -329,6 +338,29 @@ mod tests {
         pool.release(1);
         assert!(pool.wait_idle(Duration::from_secs(1)));
         assert_eq!(pool.queued(), 1, "the job stays queued");
+    }
+
+    #[test]
+    fn wait_idle_wakes_when_the_last_update_is_done() {
+        let pool = Pool::new(2);
+        let p = pool.clone();
+        pool.submit(1, move || {
+            // Done later, from another thread (a sender dropping the ticket).
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                p.release(1);
+            });
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.in_hand() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let t = Instant::now();
+        assert!(
+            pool.wait_idle(Duration::from_secs(10)),
+            "idle once released"
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "woken, not timed out");
     }
 
     #[test]
