@@ -3,7 +3,12 @@
 window (handler_bench.py's measure, interleaved runs, medians), with
 python-telegram-bot beside them. Usage:
 
-    python3 bench/ab_handler.py BASE_BIN NEW_BIN [--runs N] [--no-ptb]
+    python3 bench/ab_handler.py BASE_BIN NEW_BIN [--runs N] [--no-ptb] [--queued]
+
+--queued measures as bench.py's throughput does instead: the messages
+queued before the bot starts, counted from its first getUpdates to the
+last reply (handler_bench's own count starts at the first injection, so
+the driver's injection rate bounds it).
 """
 
 import argparse
@@ -14,7 +19,24 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
 import handler_bench as hb  # noqa: E402
+
+
+def queued(sb, start, n, chats):
+    """(updates/s, 0) with `n` messages queued before the bot starts."""
+    bid, tok = sb.new_bot()
+    texts = bench.inject_queued(sb, bid, n, chats)
+    before = bench.mono_us()
+    bot = start(tok)
+    try:
+        first = bench.wait_first_polls(sb, [bid], before, timeout=60, interval=0.001)[bid]
+        bench.wait_sent(sb, [bid], {bid: n}, timeout=300, interval=0.05)
+        ats = sorted(e["at_us"] for e in sb.sent(bid)
+                     if e["method"] == "sendMessage" and e["text"] in texts)
+        return n / ((ats[n - 1] - first) / 1e6), 0.0
+    finally:
+        bot.close()
 
 
 def main():
@@ -24,6 +46,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-ptb", action="store_true")
     ap.add_argument("--messages", type=int, default=2000)
+    ap.add_argument("--queued", action="store_true")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="botfleet-abh-")
     pers = os.path.join(work, "persistent_echo.py")
@@ -47,7 +70,8 @@ def main():
                         start = lambda t: hb.Botfleet(sb, t, "persistent", pers)  # noqa: E731
                     hb.log(f"run {r + 1}: {name}, {chats} chat(s)")
                     res.setdefault((name, chats), []).append(
-                        hb.measure(sb, start, a.messages, chats, 600))
+                        queued(sb, start, a.messages, chats) if a.queued
+                        else hb.measure(sb, start, a.messages, chats, 600))
     finally:
         hb.kill_all()
         shutil.rmtree(work, ignore_errors=True)
