@@ -507,6 +507,10 @@ impl Client {
             ),
         };
         log::debug!("bot {}: calling {method}", self.bot_id());
+        // The agent's own timeout is `base_timeout`: a request with that
+        // timeout (every call but a long poll of another length) skips the
+        // per-request copy of the agent's configuration.
+        let own_timeout = timeout == self.base_timeout;
         let result = match payload {
             Payload::Empty => self
                 .agent
@@ -515,6 +519,11 @@ impl Client {
                 .timeout_global(Some(timeout))
                 .build()
                 .call(),
+            Payload::Json(body) if own_timeout => self
+                .agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(body),
             Payload::Json(body) => self
                 .agent
                 .post(&url)

@@ -424,16 +424,26 @@ impl Bot {
         }
     }
 
-    /// Queues a reply (split at 4096 characters) on the send path.
+    /// Sends a reply (split at 4096 characters) through the send path: on
+    /// this job's thread when pacing lets it go now, else queued. With
+    /// HANDLER_CONCURRENCY=1 always queued: the round trip on the only job
+    /// thread would hold every other chat back meanwhile (a hung connection
+    /// for up to the call's timeout).
     fn reply(&self, chat_id: i64, text: &str, reply_to: Option<i64>, ticket: Option<&Ticket>) {
+        let here = self.shared.settings().handler_concurrency > 1;
         for (i, part) in handler::split_message(text, 4096).into_iter().enumerate() {
-            self.send.send(Outgoing {
+            let msg = Outgoing {
                 chat_id,
                 content: Content::Text(part),
                 reply_to: if i == 0 { reply_to } else { None },
                 ticket: ticket.cloned(),
                 report: None,
-            });
+            };
+            if here {
+                self.send.send_here(msg);
+            } else {
+                self.send.send(msg);
+            }
         }
     }
 

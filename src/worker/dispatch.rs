@@ -6,6 +6,7 @@
 //! thread is free as soon as the job returns. It must never run two jobs of
 //! one chat at once, nor start a job once stopped.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -24,6 +25,8 @@ struct Sched {
     active: HashSet<i64>,
     /// No job starts any more (shutdown).
     stopped: bool,
+    /// Callers in `wait_idle` (a release wakes them only when there are).
+    idle_waiters: usize,
     threads: usize,
     /// Threads waiting for work.
     idle: usize,
@@ -38,6 +41,7 @@ impl Default for Sched {
             ready: VecDeque::new(),
             active: HashSet::new(),
             stopped: false,
+            idle_waiters: 0,
             threads: 0,
             idle: 0,
             wanted: 1,
@@ -96,21 +100,31 @@ impl Pool {
         self.inner.1.notify_all();
     }
 
-    /// The chat's update in hand is done: its next job may start.
+    /// The chat's update in hand is done: its next job may start. Called
+    /// from the pool's thread running that chat's job (the job's ticket
+    /// dropping as the job ends, its replies already out), nobody is woken:
+    /// that thread picks the next ready chat itself as soon as the job
+    /// returns, with no thread switch.
     pub fn release(&self, chat_id: i64) {
         let mut s = lock(&self.inner.0);
         s.active.remove(&chat_id);
         if s.queues.get(&chat_id).is_some_and(|q| !q.is_empty()) {
             s.ready.push_back(chat_id);
-            if s.idle == 0 && s.threads < s.wanted && !s.stopped {
-                grow(&self.inner, &mut s);
+            let own = RUNNING.with(Cell::get) == (Arc::as_ptr(&self.inner) as usize, chat_id);
+            if !own {
+                if s.idle == 0 && s.threads < s.wanted && !s.stopped {
+                    grow(&self.inner, &mut s);
+                }
+                self.inner.1.notify_one();
             }
-            self.inner.1.notify_one();
         } else {
             s.queues.remove(&chat_id);
         }
+        let waiters = s.idle_waiters > 0;
         drop(s);
-        self.released.notify_all();
+        if waiters {
+            self.released.notify_all();
+        }
     }
 
     /// Starts no more jobs (what is queued stays queued).
@@ -131,30 +145,38 @@ impl Pool {
 
     /// Waits until no update is in hand, or `timeout`; true when none is.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let s = lock(&self.inner.0);
+        let mut s = lock(&self.inner.0);
+        s.idle_waiters += 1;
         let result = self
             .released
             .wait_timeout_while(s, timeout, |s| !s.active.is_empty());
-        match result {
-            Ok((s, _)) => s.active.is_empty(),
-            Err(p) => p.into_inner().0.active.is_empty(),
-        }
+        let mut s = match result {
+            Ok((s, _)) => s,
+            Err(p) => p.into_inner().0,
+        };
+        s.idle_waiters -= 1;
+        s.active.is_empty()
     }
 
-    /// Queues a job for a chat.
+    /// Queues a job for a chat. A thread is woken (or started) only when
+    /// the chat becomes ready: a job behind its chat's update in hand
+    /// starts when that one is done (`release`).
     pub fn submit(&self, chat_id: i64, job: impl FnOnce() + Send + 'static) {
         let mut s = lock(&self.inner.0);
         let queue = s.queues.entry(chat_id).or_default();
         let first = queue.is_empty();
         queue.push_back(Box::new(job));
-        if first && !s.active.contains(&chat_id) {
+        let ready = first && !s.active.contains(&chat_id);
+        if ready {
             s.ready.push_back(chat_id);
-        }
-        if s.idle == 0 && s.threads < s.wanted && !s.stopped {
-            grow(&self.inner, &mut s);
+            if s.idle == 0 && s.threads < s.wanted && !s.stopped {
+                grow(&self.inner, &mut s);
+            }
         }
         drop(s);
-        self.inner.1.notify_one();
+        if ready {
+            self.inner.1.notify_one();
+        }
     }
 }
 
@@ -176,6 +198,12 @@ fn grow(inner: &Arc<(Mutex<Sched>, Condvar)>, s: &mut Sched) {
     }
 }
 
+thread_local! {
+    /// The pool (its address) and chat of the job this thread is running,
+    /// (0, 0) when none: `release` of that chat from here wakes nobody.
+    static RUNNING: Cell<(usize, i64)> = const { Cell::new((0, 0)) };
+}
+
 fn work(inner: &Arc<(Mutex<Sched>, Condvar)>) {
     let (m, cv) = &**inner;
     let mut s = lock(m);
@@ -184,6 +212,10 @@ fn work(inner: &Arc<(Mutex<Sched>, Condvar)>) {
     loop {
         if s.threads > s.wanted {
             s.threads -= 1;
+            // A chat this thread released (unannounced) goes to another.
+            if !s.ready.is_empty() {
+                cv.notify_one();
+            }
             return;
         }
         let next = if s.stopped { None } else { s.ready.pop_front() };
@@ -219,9 +251,11 @@ fn work(inner: &Arc<(Mutex<Sched>, Condvar)>) {
             }
         }
         drop(s);
+        RUNNING.with(|r| r.set((Arc::as_ptr(inner) as usize, chat)));
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
             log::error!("a job for chat {chat} panicked; it was skipped");
         }
+        RUNNING.with(|r| r.set((0, 0)));
         // The chat stays in hand until its update is done (`release`).
         s = lock(m);
     }
@@ -304,6 +338,29 @@ mod tests {
         pool.release(1);
         assert!(pool.wait_idle(Duration::from_secs(1)));
         assert_eq!(pool.queued(), 1, "the job stays queued");
+    }
+
+    #[test]
+    fn wait_idle_wakes_when_the_last_update_is_done() {
+        let pool = Pool::new(2);
+        let p = pool.clone();
+        pool.submit(1, move || {
+            // Done later, from another thread (a sender dropping the ticket).
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                p.release(1);
+            });
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.in_hand() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let t = Instant::now();
+        assert!(
+            pool.wait_idle(Duration::from_secs(10)),
+            "idle once released"
+        );
+        assert!(t.elapsed() < Duration::from_secs(5), "woken, not timed out");
     }
 
     #[test]

@@ -72,8 +72,8 @@ pub enum Answer {
 }
 
 struct Pending {
-    update: Value,
-    deadline_ms: u64,
+    /// Its protocol line (handed again as it is to a restarted process).
+    line: String,
     tx: mpsc::Sender<Answer>,
     /// The generation of the process that holds it (0: none yet).
     sent_to: u64,
@@ -98,7 +98,11 @@ struct State {
 
 struct Shared {
     st: Mutex<State>,
+    /// The manager's: a process died, new settings, stop.
     cv: Condvar,
+    /// An update's slot came free (or stop): `handle` waits on it, so an
+    /// answer wakes a job waiting for a slot, never the manager.
+    slots: Condvar,
 }
 
 impl Shared {
@@ -117,6 +121,11 @@ impl Shared {
         }
         drop(st);
         self.cv.notify_all();
+    }
+
+    /// A slot came free: one job waiting for one may go.
+    fn slot_freed(&self) {
+        self.slots.notify_one();
     }
 }
 
@@ -149,6 +158,7 @@ impl Persistent {
                 overdue_since: None,
             }),
             cv: Condvar::new(),
+            slots: Condvar::new(),
         });
         let s = Arc::clone(&shared);
         let manager = std::thread::Builder::new()
@@ -174,6 +184,8 @@ impl Persistent {
         }
         drop(st);
         self.shared.cv.notify_all();
+        // The concurrency may have grown.
+        self.shared.slots.notify_all();
     }
 
     /// Hands one update to the handler and waits for its answer. Returns
@@ -181,7 +193,11 @@ impl Persistent {
     pub fn handle(&self, update: &Value) -> (String, Answer) {
         let mut st = self.shared.lock();
         while st.pending.len() >= st.spec.concurrency.max(1) && !st.stopping {
-            st = self.shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = self
+                .shared
+                .slots
+                .wait(st)
+                .unwrap_or_else(|p| p.into_inner());
         }
         let id = st.next_id.to_string();
         if st.stopping {
@@ -192,20 +208,13 @@ impl Persistent {
         let deadline_ms = unix_ms() + timeout.as_millis() as u64;
         let (tx, rx) = mpsc::channel();
         let mut sent_to = 0;
+        let line = protocol::update(&id, deadline_ms, update);
         if let (Some(w), false) = (&st.writer, st.dead) {
-            if w.send(protocol::update(&id, deadline_ms, update)).is_ok() {
+            if w.send(line.clone()).is_ok() {
                 sent_to = st.generation;
             }
         }
-        st.pending.insert(
-            id.clone(),
-            Pending {
-                update: update.clone(),
-                deadline_ms,
-                tx,
-                sent_to,
-            },
-        );
+        st.pending.insert(id.clone(), Pending { line, tx, sent_to });
         drop(st);
         let answer = match rx.recv_timeout(timeout) {
             Ok(a) => a,
@@ -214,6 +223,8 @@ impl Persistent {
                 match st.pending.remove(&id) {
                     Some(_) => {
                         st.overdue_since.get_or_insert_with(Instant::now);
+                        drop(st);
+                        self.shared.slot_freed();
                         Answer::Timeout
                     }
                     // Answered between the timeout and the lock.
@@ -222,7 +233,6 @@ impl Persistent {
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => Answer::Stopped,
         };
-        self.shared.cv.notify_all();
         (id, answer)
     }
 
@@ -250,6 +260,7 @@ impl Persistent {
             st.stop_grace = grace;
         }
         self.shared.cv.notify_all();
+        self.shared.slots.notify_all();
         let handle = self
             .manager
             .lock()
@@ -287,6 +298,7 @@ fn manage(shared: &Arc<Shared>) {
             let waiting: Vec<Pending> = st.pending.drain().map(|(_, p)| p).collect();
             drop(st);
             shared.cv.notify_all();
+            shared.slots.notify_all();
             for p in waiting {
                 if p.tx.send(Answer::Stopped).is_err() {}
             }
@@ -333,10 +345,8 @@ fn manage(shared: &Arc<Shared>) {
                     // Hand it again what its predecessor held, oldest first.
                     let mut held: Vec<(&String, &mut Pending)> = st.pending.iter_mut().collect();
                     held.sort_by_key(|(id, _)| id.parse::<u64>().unwrap_or(0));
-                    for (id, p) in held {
-                        ok &= tx
-                            .send(protocol::update(id, p.deadline_ms, &p.update))
-                            .is_ok();
+                    for (_, p) in held {
+                        ok &= tx.send(p.line.clone()).is_ok();
                         p.sent_to = generation;
                     }
                     if !ok {
@@ -519,7 +529,7 @@ fn read_answers(shared: &Shared, generation: u64, stdout: std::process::ChildStd
                     None => log::debug!("an answer for update {id}, which is no longer waiting"),
                 }
                 drop(st);
-                shared.cv.notify_all();
+                shared.slot_freed();
             }
             Err(e) => {
                 log::warn!("the persistent handler broke protocol 1: {e}");

@@ -1,12 +1,16 @@
 //! The one send path of a worker: every reply, file, notice and Bot API
-//! call made for an update is queued here and sent by the sender threads,
-//! in order per chat, paced by token buckets (SEND_RATE_PER_CHAT for a
-//! private chat, SEND_RATE_PER_GROUP for a group or channel, i.e. a negative
-//! chat id, and SEND_RATE_PER_BOT; 0 = unpaced), waiting out Telegram's 429
-//! retry_after and retrying transient failures with backoff. Callers never
-//! block on the network (`call` waits for its own result only). Each
-//! message may carry the `Ticket` of the update it answers, so that update
-//! is done only once its replies are out. It must never reorder the
+//! call made for an update goes through here, in order per chat, paced by
+//! token buckets (SEND_RATE_PER_CHAT for a private chat, SEND_RATE_PER_GROUP
+//! for a group or channel, i.e. a negative chat id, and SEND_RATE_PER_BOT;
+//! 0 = unpaced; answers to queries, chat actions and getters send no
+//! message and are not paced, `is_paced`), waiting out Telegram's 429
+//! retry_after and retrying transient failures with backoff. A job's reply
+//! whose chat is free and whose pacing allows it now is sent on the job's
+//! own thread (`send_here`: one round trip, no hand-off); everything else
+//! is queued and sent by the sender threads, so a caller never waits for a
+//! pacing turn, a 429 or a retry (`call` waits for its own result only).
+//! Each message may carry the `Ticket` of the update it answers, so that
+//! update is done only once its replies are out. It must never reorder the
 //! messages of one chat. (Past 700 lines: half of the file is the queue's
 //! unit tests, kept beside the pure `pick`/`requeue` they exercise.)
 
@@ -52,6 +56,28 @@ pub enum Content {
         params: Value,
         files: Vec<(String, PathBuf, String)>,
     },
+}
+
+/// Bot API methods that send nothing to the chat: answers to queries (a
+/// button press, an inline query, payments), the "typing..." action and
+/// getters. Telegram's flood limits count sent messages (BOT_API_NOTES:
+/// about 1 a second in a chat, 20 a minute in a group, 30 a second per
+/// bot), so these go without waiting for a pacing token (a button stops
+/// spinning at once); they still keep their place in the chat's order and
+/// wait out a 429. Edits, deletions and everything else stay paced.
+pub fn is_paced(method: &str) -> bool {
+    !(method.starts_with("answer") || method.starts_with("get") || method == "sendChatAction")
+}
+
+impl Content {
+    /// Whether it waits for (and takes) a token of the chat's and the
+    /// bot's buckets (`is_paced`).
+    pub fn paced(&self) -> bool {
+        match self {
+            Content::Text(_) | Content::Document { .. } => true,
+            Content::Call { method, .. } => is_paced(method),
+        }
+    }
 }
 
 /// How a queued message ended.
@@ -349,11 +375,51 @@ impl SendPath {
         self.shared.1.notify_all();
     }
 
+    /// Sends a message on the calling thread when its chat has nothing
+    /// queued or in flight and pacing lets it go now (the usual case of a
+    /// job answering its update): no hand-off to a sender and back, one
+    /// HTTP round trip on this thread. Otherwise, and for any retry (a 429,
+    /// a transient failure), it is queued for the senders as `send` does.
+    /// The chat is marked sending meanwhile, so its order holds.
+    pub fn send_here(&self, msg: Outgoing) {
+        let claimed = {
+            let mut q = lock(&self.shared.0);
+            let paced = msg.content.paced();
+            claim(
+                &mut q,
+                msg.chat_id,
+                paced,
+                self.spawner.rates.get(),
+                Instant::now(),
+            )
+        };
+        if !claimed {
+            return self.send(msg);
+        }
+        let mut item = Item { msg, attempts: 0 };
+        let after = attempt(&self.spawner, &mut item);
+        let mut q = lock(&self.shared.0);
+        let over = settle(&mut q, after, item);
+        // What queued behind it (or its retry) is the senders' now.
+        let wake = has_ready(&q);
+        if wake && q.idle == 0 && q.threads < SENDERS {
+            self.spawner.grow(&self.shared, &mut q);
+        }
+        drop(q);
+        if wake {
+            self.shared.1.notify_one();
+        }
+        if let Some((item, delivered)) = over {
+            finish(item, delivered);
+        }
+    }
+
     /// Sends any Bot API call through the send path (in order with the
     /// chat's other messages, paced, 429s waited out) and waits for its
     /// result, or the error's Bot API code and text. `files` are uploaded
     /// as multipart (field, path, file name). `ticket` keeps the update in
-    /// hand until the call is over.
+    /// hand until the call is over. Sent on the calling thread when pacing
+    /// allows (`send_here`).
     pub fn call(
         &self,
         chat_id: i64,
@@ -363,7 +429,7 @@ impl SendPath {
         ticket: Option<Ticket>,
     ) -> Result<Value, (u16, String)> {
         let (tx, rx) = mpsc::channel();
-        self.send(Outgoing {
+        self.send_here(Outgoing {
             chat_id,
             content: Content::Call {
                 method: method.to_string(),
@@ -398,14 +464,9 @@ impl SendPath {
 /// Picks the next message that pacing allows, or when to look again.
 fn pick(q: &mut Queue, rates: RateSet, now: Instant) -> Result<Item, Option<Instant>> {
     let per_bot = rates.per_bot;
-    let bot_burst = per_bot.max(1.0);
-    let bot_ready = q.bot.ready_at(per_bot, bot_burst, now);
+    let bot_ready = q.bot.ready_at(per_bot, per_bot.max(1.0), now);
     let mut earliest: Option<Instant> = None;
     let mut note = |t: Instant| earliest = Some(earliest.map_or(t, |e: Instant| e.min(t)));
-    if bot_ready > now {
-        note(bot_ready);
-        return Err(earliest);
-    }
     for _ in 0..q.order.len() {
         let Some(chat_id) = q.order.pop_front() else {
             break;
@@ -418,11 +479,11 @@ fn pick(q: &mut Queue, rates: RateSet, now: Instant) -> Result<Item, Option<Inst
             q.order.push_back(chat_id);
             continue;
         }
+        let Some(paced) = chat.items.front().map(|i| i.msg.content.paced()) else {
+            continue;
+        };
         let (per_chat, burst) = rates.of_chat(chat_id);
-        let mut ready = chat.bucket.ready_at(per_chat, burst, now);
-        if let Some(b) = chat.blocked_until {
-            ready = ready.max(b);
-        }
+        let ready = due(chat, paced, (per_chat, burst), bot_ready, now);
         if ready > now {
             note(ready);
             q.order.push_back(chat_id);
@@ -432,17 +493,63 @@ fn pick(q: &mut Queue, rates: RateSet, now: Instant) -> Result<Item, Option<Inst
             continue;
         };
         chat.blocked_until = None;
-        chat.bucket.take(per_chat);
         chat.sending = true;
         chat.last_used = now;
+        if paced {
+            chat.bucket.take(per_chat);
+            q.bot.take(per_bot);
+        }
         if !chat.items.is_empty() {
             q.order.push_back(chat_id);
         }
-        q.bot.take(per_bot);
         q.queued -= 1;
         return Ok(item);
     }
     Err(earliest)
+}
+
+/// When a chat's next message may go: after a 429's or a retry's wait
+/// always; a paced one (`Content::paced`) also when the chat's bucket
+/// (`rate`, burst) and the bot's have a token.
+fn due(
+    chat: &mut Chat,
+    paced: bool,
+    rate: (f64, f64),
+    bot_ready: Instant,
+    now: Instant,
+) -> Instant {
+    let mut at = chat.blocked_until.map_or(now, |b| b.max(now));
+    if paced {
+        at = at
+            .max(chat.bucket.ready_at(rate.0, rate.1, now))
+            .max(bot_ready);
+    }
+    at
+}
+
+/// Claims a chat for a message sent by its caller (`send_here`): only
+/// when nothing of the chat is queued or in flight and pacing lets it go
+/// now; then it takes its tokens (a paced message) and marks the chat
+/// sending, as `pick` does.
+fn claim(q: &mut Queue, chat_id: i64, paced: bool, rates: RateSet, now: Instant) -> bool {
+    let per_bot = rates.per_bot;
+    let bot_ready = q.bot.ready_at(per_bot, per_bot.max(1.0), now);
+    let chat = q.chats.entry(chat_id).or_insert_with(|| Chat::new(now));
+    if chat.sending || !chat.items.is_empty() {
+        return false;
+    }
+    let (per_chat, burst) = rates.of_chat(chat_id);
+    if due(chat, paced, (per_chat, burst), bot_ready, now) > now {
+        return false;
+    }
+    chat.blocked_until = None;
+    chat.sending = true;
+    chat.last_used = now;
+    if paced {
+        chat.bucket.take(per_chat);
+        q.bot.take(per_bot);
+    }
+    true
 }
 
 /// True when a chat has a message to send and none in flight (pacing
@@ -506,11 +613,14 @@ fn deliver(client: &Client, msg: &Outgoing) -> Result<Option<Value>, ApiError> {
     }
 }
 
-fn finish(item: Item, error: Option<(String, u16)>, result: Option<Value>) {
+/// How a message ended: the Bot API's result, or the error and its code.
+type Delivered = Result<Option<Value>, (String, u16)>;
+
+fn finish(item: Item, delivered: Delivered) {
     if let Some((tx, tag)) = &item.msg.report {
-        let (error, error_code) = match error {
-            Some((e, code)) => (Some(e), code),
-            None => (None, 0),
+        let (result, error, error_code) = match delivered {
+            Ok(result) => (result, None, 0),
+            Err((e, code)) => (None, Some(e), code),
         };
         let outcome = Outcome {
             chat_id: item.msg.chat_id,
@@ -537,7 +647,7 @@ enum After {
 
 fn run(shared: &Arc<(Mutex<Queue>, Condvar)>, spawner: &Arc<Spawner>) {
     let (m, cv) = &**shared;
-    let (client, rates) = (&spawner.client, &spawner.rates);
+    let rates = &spawner.rates;
     // Started as idle (see `Queue::idle`); from here it is at work.
     lock(m).idle -= 1;
     loop {
@@ -589,47 +699,67 @@ fn run(shared: &Arc<(Mutex<Queue>, Condvar)>, spawner: &Arc<Spawner>) {
                 }
             }
         };
-        item.attempts += 1;
-        let chat_id = item.msg.chat_id;
-        let after = match deliver(client, &item.msg) {
-            Ok(result) => After::Sent(result),
-            Err(e) if e.retry_after().is_some() && item.attempts < MAX_ATTEMPTS * 4 => {
-                let wait = e.retry_after().unwrap_or(Duration::from_secs(1));
-                log::info!(
-                    "429 from Telegram in chat {chat_id}: waiting {} ms",
-                    wait.as_millis()
-                );
-                After::Retry(wait)
-            }
-            Err(e) if e.is_transient() && item.attempts < MAX_ATTEMPTS => {
-                let wait = Duration::from_millis(250 * (1 << item.attempts.min(6)));
-                log::warn!(
-                    "sending in chat {chat_id} failed ({e}); retrying in {} ms",
-                    wait.as_millis()
-                );
-                After::Retry(wait)
-            }
-            Err(e) => {
-                (spawner.on_error)();
-                log::warn!("cannot send in chat {chat_id}: {e}");
-                After::Failed(e.to_string(), e.error_code())
-            }
-        };
+        let after = attempt(spawner, &mut item);
         // Under one lock: a message going back to the head of its chat must
         // be there before the chat is free again, or another sender could
         // send the chat's next message first. Otherwise this thread takes
         // the chat's next message (or another chat's, waking an idle sender
         // for the rest) when it picks again above.
-        match after {
-            After::Retry(wait) => requeue(&mut lock(m), item, Instant::now() + wait),
-            After::Sent(result) => {
-                done_sending(&mut lock(m), chat_id, Instant::now());
-                finish(item, None, result);
-            }
-            After::Failed(text, code) => {
-                done_sending(&mut lock(m), chat_id, Instant::now());
-                finish(item, Some((text, code)), None);
-            }
+        let over = settle(&mut lock(m), after, item);
+        if let Some((item, delivered)) = over {
+            finish(item, delivered);
+        }
+    }
+}
+
+/// One delivery of a message, and what is to become of it.
+fn attempt(spawner: &Spawner, item: &mut Item) -> After {
+    item.attempts += 1;
+    let chat_id = item.msg.chat_id;
+    match deliver(&spawner.client, &item.msg) {
+        Ok(result) => After::Sent(result),
+        Err(e) if e.retry_after().is_some() && item.attempts < MAX_ATTEMPTS * 4 => {
+            let wait = e.retry_after().unwrap_or(Duration::from_secs(1));
+            log::info!(
+                "429 from Telegram in chat {chat_id}: waiting {} ms",
+                wait.as_millis()
+            );
+            After::Retry(wait)
+        }
+        Err(e) if e.is_transient() && item.attempts < MAX_ATTEMPTS => {
+            let wait = Duration::from_millis(250 * (1 << item.attempts.min(6)));
+            log::warn!(
+                "sending in chat {chat_id} failed ({e}); retrying in {} ms",
+                wait.as_millis()
+            );
+            After::Retry(wait)
+        }
+        Err(e) => {
+            (spawner.on_error)();
+            log::warn!("cannot send in chat {chat_id}: {e}");
+            After::Failed(e.to_string(), e.error_code())
+        }
+    }
+}
+
+/// Carries out what `attempt` decided, under the queue lock (a retry goes
+/// back to the head of its chat before the chat is free again). Returns a
+/// message that is over, for `finish` once the lock is dropped (its
+/// ticket's `done` must not run under the queue's lock).
+fn settle(q: &mut Queue, after: After, item: Item) -> Option<(Item, Delivered)> {
+    let chat_id = item.msg.chat_id;
+    match after {
+        After::Retry(wait) => {
+            requeue(q, item, Instant::now() + wait);
+            None
+        }
+        After::Sent(result) => {
+            done_sending(q, chat_id, Instant::now());
+            Some((item, Ok(result)))
+        }
+        After::Failed(text, code) => {
+            done_sending(q, chat_id, Instant::now());
+            Some((item, Err((text, code))))
         }
     }
 }
@@ -738,6 +868,57 @@ mod tests {
             3,
             "the one left still sends"
         );
+        sandbox.shutdown();
+    }
+
+    #[test]
+    fn send_here_sends_on_the_caller_while_pacing_allows_then_queues_in_order() {
+        use crate::sandbox::{Sandbox, SandboxOptions};
+        let sandbox = Sandbox::start(&SandboxOptions::default()).expect("a loopback sandbox");
+        let token = "4343:send-here-test-secret";
+        let bot = sandbox
+            .register_bot(token, "sendhere_bot")
+            .expect("a valid token");
+        sandbox
+            .inject_text(bot, 1, 1, "hello")
+            .expect("the bot is registered");
+        let client = Client::new(
+            &sandbox.url(),
+            crate::token::Token::parse(token).expect("a valid token"),
+            1,
+        );
+        let rates = RateSet {
+            per_chat: 1.0,
+            ..RateSet::UNPACED
+        };
+        let path = SendPath::start(client, Rates::new(rates), || {}).expect("a sender starts");
+        let texts = |n: usize| -> Vec<String> {
+            sandbox
+                .sent_since(bot, 0)
+                .iter()
+                .take(n)
+                .map(|m| m["text"].as_str().unwrap_or("").to_string())
+                .collect()
+        };
+        for n in 0..5 {
+            path.send_here(Outgoing {
+                chat_id: 1,
+                content: Content::Text(format!("m{n}")),
+                reply_to: None,
+                ticket: None,
+                report: None,
+            });
+            if n < 3 {
+                // The chat's burst: sent by this thread before it returns.
+                assert_eq!(sandbox.sent_since(bot, 0).len(), n + 1, "m{n} sent here");
+            }
+        }
+        assert!(path.queued() >= 1, "past the burst, queued for the senders");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sandbox.sent_since(bot, 0).len() < 5 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(texts(5), ["m0", "m1", "m2", "m3", "m4"], "in order");
         sandbox.shutdown();
     }
 
@@ -908,6 +1089,86 @@ mod tests {
             }
         }
         assert_eq!(sent_at_once, 3, "the burst, then the pace");
+    }
+
+    fn call(chat_id: i64, method: &str) -> Item {
+        Item {
+            msg: Outgoing {
+                chat_id,
+                content: Content::Call {
+                    method: method.to_string(),
+                    params: Value::Null,
+                    files: vec![],
+                },
+                reply_to: None,
+                ticket: None,
+                report: None,
+            },
+            attempts: 0,
+        }
+    }
+
+    fn method(it: &Item) -> &str {
+        match &it.msg.content {
+            Content::Call { method, .. } => method,
+            Content::Text(_) | Content::Document { .. } => "sendMessage",
+        }
+    }
+
+    #[test]
+    fn answers_and_getters_do_not_wait_for_pacing_but_keep_their_place() {
+        assert!(!is_paced("answerCallbackQuery") && !is_paced("getChat"));
+        assert!(!is_paced("sendChatAction") && !is_paced("answerInlineQuery"));
+        assert!(is_paced("sendMessage") && is_paced("editMessageText"));
+        let now = Instant::now();
+        let mut q = queue(now);
+        let rates = RateSet {
+            per_chat: 1.0,
+            per_bot: 1.0,
+            per_group: 0.33,
+        };
+        // Chat 5 gets a message a second: the bot's bucket (1 a second) is
+        // empty after each.
+        for n in 0..3 {
+            push(&mut q, item(5, n), now);
+            let later = now + Duration::from_secs(n as u64);
+            let it = pick(&mut q, rates, later).expect("the burst");
+            done_sending(&mut q, it.msg.chat_id, later);
+        }
+        let t = now + Duration::from_secs(2);
+        // A button press answered, then the message edited: the answer goes
+        // at once, the edit waits for the chat's token.
+        push(&mut q, call(5, "answerCallbackQuery"), t);
+        push(&mut q, call(5, "editMessageText"), t);
+        let it = pick(&mut q, rates, t).expect("the answer is not paced");
+        assert_eq!(method(&it), "answerCallbackQuery");
+        done_sending(&mut q, 5, t);
+        assert!(
+            matches!(pick(&mut q, rates, t), Err(Some(_))),
+            "the edit is paced"
+        );
+        // Behind a paced message of its chat it keeps its place.
+        push(&mut q, call(-100, "editMessageText"), t);
+        push(&mut q, call(-100, "answerCallbackQuery"), t);
+        let first = pick(&mut q, rates, t);
+        assert!(
+            matches!(first, Err(Some(_))),
+            "the bot has no token: nothing of the group goes"
+        );
+        // The caller's own path: a getter claims its chat at once.
+        assert!(claim(&mut q, 7, false, rates, t), "a getter goes at once");
+        done_sending(&mut q, 7, t);
+        assert!(
+            !claim(&mut q, 7, true, rates, t),
+            "a message waits for the bot"
+        );
+        // A 429's wait holds an answer back too.
+        requeue(
+            &mut q,
+            call(8, "answerCallbackQuery"),
+            t + Duration::from_millis(500),
+        );
+        assert!(matches!(pick(&mut q, rates, t), Err(Some(_))));
     }
 
     #[test]
