@@ -470,6 +470,44 @@ fn a_setting_removed_from_env_is_gone_from_workers_and_handlers() {
     );
 }
 
+/// A fleet of one bot whose persistent handler is the sh script `body`
+/// (with `extra` settings), ready; and the bot's data dir, canonical.
+fn sh_persistent(
+    sb: &SandboxProc,
+    tokens: &[String],
+    dir: &TempDir,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> (Fleet, PathBuf) {
+    let h = script(dir, "handler.sh", body);
+    let mut settings = vec![
+        ("BOT_HANDLER", h.to_str().expect("utf-8")),
+        ("BOT_HANDLER_MODE", "persistent"),
+    ];
+    settings.extend_from_slice(extra);
+    let fleet = Fleet::start(sb, tokens, &settings);
+    fleet.wait_ready(1);
+    let data = data_dir(&fleet)
+        .canonicalize()
+        .expect("the data dir exists");
+    (fleet, data)
+}
+
+/// SIGTERM to the fleet: it stops, and no `sleep <secs>` of its handler
+/// is left in `data`.
+fn stop_leaves_no_sleep(fleet: &mut Fleet, data: &Path, secs: &str) {
+    fleet.signal("TERM");
+    assert!(
+        fleet.wait_exit(Duration::from_secs(15)).is_some(),
+        "the fleet stops"
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "no sleep left after the stop",
+        || sleeps_in(data, secs).is_empty(),
+    );
+}
+
 /// A persistent handler in sh: starts a `sleep 300` of its own, ignores
 /// updates whose text is "ignore", answers "ok" to the rest.
 const SILENT_SOMETIMES: &str = r#"#!/bin/sh
@@ -487,20 +525,13 @@ done
 fn a_missed_deadline_gets_the_error_and_a_stop_leaves_no_process() {
     let (sb, tokens) = one_bot(15_009);
     let dir = temp_dir();
-    let h = script(&dir, "silent.sh", SILENT_SOMETIMES);
-    let mut fleet = Fleet::start(
+    let (mut fleet, data) = sh_persistent(
         &sb,
         &tokens,
-        &[
-            ("BOT_HANDLER", h.to_str().expect("utf-8")),
-            ("BOT_HANDLER_MODE", "persistent"),
-            ("HANDLER_TIMEOUT_SECS", "1"),
-        ],
+        &dir,
+        SILENT_SOMETIMES,
+        &[("HANDLER_TIMEOUT_SECS", "1")],
     );
-    fleet.wait_ready(1);
-    let data = data_dir(&fleet)
-        .canonicalize()
-        .expect("the data dir exists");
     sb.send_text(15_009, USER, USER, "ignore");
     wait_until(Duration::from_secs(15), "the timeout error", || {
         texts(&sb, 15_009, USER)
@@ -517,16 +548,7 @@ fn a_missed_deadline_gets_the_error_and_a_stop_leaves_no_process() {
         "the handler's own sleep running",
         || sleeps_in(&data, "300").len() == 1,
     );
-    fleet.signal("TERM");
-    assert!(
-        fleet.wait_exit(Duration::from_secs(15)).is_some(),
-        "the fleet stops"
-    );
-    wait_until(
-        Duration::from_secs(5),
-        "no sleep left after the stop",
-        || sleeps_in(&data, "300").is_empty(),
-    );
+    stop_leaves_no_sleep(&mut fleet, &data, "300");
 }
 
 /// A persistent handler in sh that starts a `sleep 1000` of its own (a
@@ -545,19 +567,7 @@ done
 fn a_killed_workers_handler_leaves_no_grandchild() {
     let (sb, tokens) = one_bot(15_021);
     let dir = temp_dir();
-    let h = script(&dir, "with_child.sh", WITH_A_CHILD);
-    let mut fleet = Fleet::start(
-        &sb,
-        &tokens,
-        &[
-            ("BOT_HANDLER", h.to_str().expect("utf-8")),
-            ("BOT_HANDLER_MODE", "persistent"),
-        ],
-    );
-    fleet.wait_ready(1);
-    let data = data_dir(&fleet)
-        .canonicalize()
-        .expect("the data dir exists");
+    let (mut fleet, data) = sh_persistent(&sb, &tokens, &dir, WITH_A_CHILD, &[]);
     sb.send_text(15_021, USER, USER, "hi");
     wait_until(Duration::from_secs(15), "the handler answers", || {
         texts(&sb, 15_021, USER).iter().any(|t| t == "ok")
@@ -587,16 +597,7 @@ fn a_killed_workers_handler_leaves_no_grandchild() {
             .count()
             >= 2
     });
-    fleet.signal("TERM");
-    assert!(
-        fleet.wait_exit(Duration::from_secs(15)).is_some(),
-        "the fleet stops"
-    );
-    wait_until(
-        Duration::from_secs(5),
-        "no sleep left after the stop",
-        || sleeps_in(&data, "1000").is_empty(),
-    );
+    stop_leaves_no_sleep(&mut fleet, &data, "1000");
 }
 
 #[test]

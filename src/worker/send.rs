@@ -768,6 +768,28 @@ fn settle(q: &mut Queue, after: After, item: Item) -> Option<(Item, Delivered)> 
 mod tests {
     use super::*;
 
+    /// A sandbox with one bot whose token is `token`, chats 1..=`chats`
+    /// known to it (Telegram, and the sandbox, only let a bot write to a
+    /// chat that wrote to it), and a client for it.
+    fn sandbox_bot(token: &str, chats: i64) -> (crate::sandbox::Sandbox, u64, Client) {
+        use crate::sandbox::{Sandbox, SandboxOptions};
+        let sandbox = Sandbox::start(&SandboxOptions::default()).expect("a loopback sandbox");
+        let bot = sandbox
+            .register_bot(token, "sendtest_bot")
+            .expect("a valid token");
+        for chat in 1..=chats {
+            sandbox
+                .inject_text(bot, chat, chat, "hello")
+                .expect("the bot is registered");
+        }
+        let client = Client::new(
+            &sandbox.url(),
+            crate::token::Token::parse(token).expect("a valid token"),
+            1,
+        );
+        (sandbox, bot, client)
+    }
+
     fn item(chat_id: i64, n: i64) -> Item {
         Item {
             msg: Outgoing {
@@ -795,19 +817,8 @@ mod tests {
 
     #[test]
     fn senders_a_burst_started_leave_when_idle_but_one_stays() {
-        use crate::sandbox::{Sandbox, SandboxOptions};
-        let sandbox = Sandbox::start(&SandboxOptions::default()).expect("a loopback sandbox");
         let token = "4242:send-path-test-secret";
-        let bot = sandbox
-            .register_bot(token, "sendtest_bot")
-            .expect("a valid token");
-        for chat in 1..=3 {
-            // Telegram (and the sandbox) only lets a bot write to a chat that
-            // wrote to it.
-            sandbox
-                .inject_text(bot, chat, chat, "hello")
-                .expect("the bot is registered");
-        }
+        let (sandbox, bot, client) = sandbox_bot(token, 3);
         // The first sendMessage hangs, so the first sender is busy when a
         // second chat's message comes: a second sender starts.
         let fault = serde_json::json!({"kind": "hang", "method": "sendMessage", "hang_ms": 1500});
@@ -816,11 +827,6 @@ mod tests {
             .send(fault.to_string())
             .expect("the sandbox's control API answers");
         assert_eq!(answer.status(), 200);
-        let client = Client::new(
-            &sandbox.url(),
-            crate::token::Token::parse(token).expect("a valid token"),
-            1,
-        );
         let path = SendPath::start_with(
             client,
             Rates::new(RateSet::UNPACED),
@@ -873,20 +879,7 @@ mod tests {
 
     #[test]
     fn send_here_sends_on_the_caller_while_pacing_allows_then_queues_in_order() {
-        use crate::sandbox::{Sandbox, SandboxOptions};
-        let sandbox = Sandbox::start(&SandboxOptions::default()).expect("a loopback sandbox");
-        let token = "4343:send-here-test-secret";
-        let bot = sandbox
-            .register_bot(token, "sendhere_bot")
-            .expect("a valid token");
-        sandbox
-            .inject_text(bot, 1, 1, "hello")
-            .expect("the bot is registered");
-        let client = Client::new(
-            &sandbox.url(),
-            crate::token::Token::parse(token).expect("a valid token"),
-            1,
-        );
+        let (sandbox, bot, client) = sandbox_bot("4343:send-here-test-secret", 1);
         let rates = RateSet {
             per_chat: 1.0,
             ..RateSet::UNPACED
