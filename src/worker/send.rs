@@ -492,13 +492,7 @@ fn pick(q: &mut Queue, rates: RateSet, now: Instant) -> Result<Item, Option<Inst
         let Some(item) = chat.items.pop_front() else {
             continue;
         };
-        chat.blocked_until = None;
-        chat.sending = true;
-        chat.last_used = now;
-        if paced {
-            chat.bucket.take(per_chat);
-            q.bot.take(per_bot);
-        }
+        start_sending(chat, &mut q.bot, paced, (per_chat, per_bot), now);
         if !chat.items.is_empty() {
             q.order.push_back(chat_id);
         }
@@ -542,14 +536,21 @@ fn claim(q: &mut Queue, chat_id: i64, paced: bool, rates: RateSet, now: Instant)
     if due(chat, paced, (per_chat, burst), bot_ready, now) > now {
         return false;
     }
+    start_sending(chat, &mut q.bot, paced, (per_chat, per_bot), now);
+    true
+}
+
+/// Marks a chat sending its next message (`pick` and `claim`): a 429's
+/// wait is over, and a paced message takes its tokens, the chat's and the
+/// bot's (`rates`: per chat, per bot).
+fn start_sending(chat: &mut Chat, bot: &mut Bucket, paced: bool, rates: (f64, f64), now: Instant) {
     chat.blocked_until = None;
     chat.sending = true;
     chat.last_used = now;
     if paced {
-        chat.bucket.take(per_chat);
-        q.bot.take(per_bot);
+        chat.bucket.take(rates.0);
+        bot.take(rates.1);
     }
-    true
 }
 
 /// True when a chat has a message to send and none in flight (pacing
