@@ -16,7 +16,7 @@ use common::fleet::Fleet;
 use common::{temp_dir, wait_until, SandboxProc};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
 const BINFMT_ENTRY: &str = "/proc/sys/fs/binfmt_misc/qemu-aarch64";
@@ -102,28 +102,16 @@ fn binfmt_aarch64() -> bool {
     Path::new(BINFMT_ENTRY).exists()
 }
 
-/// Runs `qemu BINARY ARGS` to completion (killed after 60 s).
+/// Runs `qemu BINARY ARGS` to completion; panics if it runs past 60 s.
 fn run_emulated(qemu: &Path, binary: &Path, args: &[&str], cwd: &Path) -> Output {
-    let mut child = Command::new(qemu)
-        .arg(binary)
+    let mut cmd = Command::new(qemu);
+    cmd.arg(binary)
         .args(args)
         .current_dir(cwd)
         .env_remove("TELEGRAM_BOT_TOKENS")
-        .env_remove("TELEGRAM_BOT_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("qemu starts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("collect qemu's output")
+        .env_remove("TELEGRAM_BOT_TOKEN");
+    common::output_within(cmd, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("qemu {args:?} did not finish within 60 s"))
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {

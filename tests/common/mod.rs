@@ -69,24 +69,29 @@ pub fn botfleet_output(
         .env_remove("TELEGRAM_BOT_TOKENS")
         .env_remove("NOTIFY_SOCKET");
     configure(&mut cmd);
+    output_within(cmd, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("botfleet {args:?} did not finish within 30 s"))
+}
+
+/// Runs `cmd` (stdin null, stdout and stderr captured) to its end; None
+/// when it is still running after `timeout` (then it is killed and reaped).
+pub fn output_within(mut cmd: Command, timeout: Duration) -> Option<std::process::Output> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("botfleet runs");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
+        .expect("the command starts");
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().expect("try_wait").is_none() {
         if Instant::now() > deadline {
             let _killed = child.kill();
-            panic!("botfleet {args:?} did not finish within 30 s");
+            let _reaped = child.wait();
+            return None;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    child.wait_with_output().expect("botfleet's output")
+    Some(child.wait_with_output().expect("the command's output"))
 }
 
 /// Polls `f` every 10 ms until it returns true; panics at `timeout`.
