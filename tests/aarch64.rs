@@ -125,14 +125,13 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 #[test]
-fn the_aarch64_binary_is_a_static_arm64_executable_of_sane_size() {
+fn the_aarch64_binary_is_a_static_arm64_executable_under_3_mb() {
     let Some(binary) = arm_binary() else { return };
     let bytes = std::fs::read(&binary).expect("read the aarch64 binary");
-    // A guard against a build that pulls in something huge, not the size
-    // goal (under 3 MB, issue 16): that is a figure `make bench` reports,
-    // and this round's sandbox and handler took the binary past it.
+    // Issue 16's goal, in the bench's MB (10^6 bytes): the ARM64 build is
+    // optimized for size for this (.cargo/config.toml); 2.76 MB today.
     assert!(
-        bytes.len() < 4_000_000,
+        bytes.len() < 3_000_000,
         "the aarch64 binary is {} bytes",
         bytes.len()
     );
