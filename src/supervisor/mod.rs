@@ -410,29 +410,36 @@ impl Supervisor {
             let mut routine = event.is_some();
             let mut heartbeats = event.is_some();
             if let Some(first) = event {
+                // The events of an `Event::Workers` batch, in order, before
+                // the channel is read again.
+                let mut batch = std::collections::VecDeque::new();
                 let mut next = Some(first);
                 let mut handled = 0;
                 while let Some(event) = next {
-                    reconfigured |= matches!(event, Event::Loaded { .. });
-                    heartbeats &= matches!(
-                        event,
-                        Event::FromWorker {
-                            msg: WorkerMsg::Heartbeat(_),
-                            ..
-                        }
-                    );
-                    routine &= matches!(
-                        event,
-                        Event::FromWorker { .. }
-                            | Event::WorkerExited { .. }
-                            | Event::BadLine { .. }
-                    );
-                    self.handle(event);
-                    handled += 1;
-                    next = if handled < DRAIN_MAX {
-                        self.rx.try_recv().ok()
+                    if let Event::Workers(events) = event {
+                        batch.extend(events);
                     } else {
-                        None
+                        reconfigured |= matches!(event, Event::Loaded { .. });
+                        heartbeats &= matches!(
+                            event,
+                            Event::FromWorker {
+                                msg: WorkerMsg::Heartbeat(_),
+                                ..
+                            }
+                        );
+                        routine &= matches!(
+                            event,
+                            Event::FromWorker { .. }
+                                | Event::WorkerExited { .. }
+                                | Event::BadLine { .. }
+                        );
+                        self.handle(event);
+                        handled += 1;
+                    }
+                    next = match batch.pop_front() {
+                        Some(e) => Some(e),
+                        None if handled < DRAIN_MAX => self.rx.try_recv().ok(),
+                        None => None,
                     };
                 }
             }
@@ -591,6 +598,11 @@ impl Supervisor {
                 generation,
                 msg,
             } => self.on_worker_msg(bot_id, generation, msg),
+            Event::Workers(events) => {
+                for event in events {
+                    self.handle(event);
+                }
+            }
             Event::BadLine { bot_id, error } => {
                 if let Some(slot) = self.slots.get(&bot_id) {
                     log::warn!("Worker bot-{} sent a bad line: {error}", slot.index);
@@ -669,7 +681,17 @@ impl Supervisor {
                     }
                     _ => {}
                 }
-                self.step(bot_id, Input::Heartbeat);
+                // A heartbeat changes no state (machine.rs: only the hung
+                // deadline moves later), so `next_due` stays a lower bound
+                // and the view entry and alerts that `step` refreshes stay
+                // as they are: the machine alone, not `step`'s O(1) but
+                // allocating round, for each of 200 heartbeats a second.
+                if let Some(slot) = self.slots.get_mut(&bot_id) {
+                    let actions =
+                        slot.machine
+                            .step(Input::Heartbeat, Instant::now(), &self.policy, 0.5);
+                    debug_assert!(actions.is_empty(), "a heartbeat acts: {actions:?}");
+                }
                 self.publish_counters(bot_id, counters);
             }
             WorkerMsg::Fatal { reason } => {

@@ -31,10 +31,13 @@ use std::time::{Duration, Instant};
 /// A line longer than this is not a message (it is dropped).
 const MAX_LINE: usize = 64 * 1024;
 /// After a round that read something the thread waits this long before it
-/// waits again, so one wake (and one turn of the supervisor loop) serves
-/// the lines of many workers: 3,000 workers send 600 heartbeats a second.
-/// Messages wait at most this long (the heartbeat period is 5 s).
-const GATHER: Duration = Duration::from_millis(10);
+/// waits again, so one wake of this thread, and one of the supervisor loop
+/// (the round's lines go to it as one `Event::Workers`), serves the lines
+/// of many workers: 1,000 workers send 200 heartbeats a second, and at
+/// 10 ms a round caught 4 of them, each round costing two wakes of each
+/// thread (most of the idle supervisor's CPU). Messages wait at most this
+/// long (the heartbeat period is 5 s).
+const GATHER: Duration = Duration::from_millis(50);
 /// After a worker exits (or an orphan is reaped), children that are not
 /// workers are looked for this long: a dead worker's handler dies by its
 /// parent-death signal a moment later, and its children come to us then.
@@ -166,10 +169,9 @@ fn event_of(w: &Watched, line: &[u8]) -> Event {
     }
 }
 
-/// Sends an event for every complete line of `data` (after `e.partial`);
-/// the unfinished rest becomes the new partial line. False when the
-/// supervisor loop is gone.
-fn take_lines(e: &mut Entry, data: &[u8], events: &Sender<Event>) -> bool {
+/// Queues an event for every complete line of `data` (after `e.partial`)
+/// on `out`; the unfinished rest becomes the new partial line.
+fn take_lines(e: &mut Entry, data: &[u8], out: &mut Vec<Event>) {
     let mut rest = data;
     while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
         let event = if e.partial.is_empty() {
@@ -179,22 +181,18 @@ fn take_lines(e: &mut Entry, data: &[u8], events: &Sender<Event>) -> bool {
             let line = std::mem::take(&mut e.partial);
             event_of(&e.w, &line)
         };
-        if events.send(event).is_err() {
-            return false;
-        }
+        out.push(event);
         rest = &rest[nl + 1..];
     }
     if e.partial.len() + rest.len() > MAX_LINE {
         e.partial = Vec::new();
-        return events
-            .send(Event::BadLine {
-                bot_id: e.w.bot_id,
-                error: format!("a line over {MAX_LINE} bytes"),
-            })
-            .is_ok();
+        out.push(Event::BadLine {
+            bot_id: e.w.bot_id,
+            error: format!("a line over {MAX_LINE} bytes"),
+        });
+        return;
     }
     e.partial.extend_from_slice(rest);
-    true
 }
 
 impl Run {
@@ -375,6 +373,7 @@ impl Run {
                 continue;
             }
             let mut read_any = false;
+            let mut lines: Vec<Event> = Vec::new();
             for &key in &ready {
                 if key == WAKE_KEY {
                     let mut sink = [0u8; 64];
@@ -397,9 +396,7 @@ impl Run {
                         }
                         Ok(n) => {
                             read_any = true;
-                            if !take_lines(e, &chunk[..n], &self.events) {
-                                return;
-                            }
+                            take_lines(e, &chunk[..n], &mut lines);
                             // Be fair to the other workers (level-triggered:
                             // the rest is reported again).
                             if n < chunk.len() || started.elapsed() > Duration::from_millis(5) {
@@ -421,6 +418,14 @@ impl Run {
                     }
                     self.exiting.push(key);
                 }
+            }
+            let sent = match lines.len() {
+                0 => true,
+                1 => self.send(lines.remove(0)),
+                _ => self.send(Event::Workers(lines)),
+            };
+            if !sent {
+                return;
             }
             if read_any {
                 std::thread::sleep(GATHER);
@@ -453,17 +458,18 @@ mod tests {
 
     #[test]
     fn lines_split_across_reads_are_joined_and_partials_freed() {
-        let (tx, rx) = mpsc::channel();
         let mut e = entry();
         let hb = br#"{"type":"FATAL","reason":"x"}"#;
-        assert!(take_lines(&mut e, &hb[..10], &tx));
+        let mut out = Vec::new();
+        take_lines(&mut e, &hb[..10], &mut out);
+        assert!(out.is_empty());
         assert_eq!(e.partial.len(), 10);
         let mut rest = hb[10..].to_vec();
         rest.push(b'\n');
         rest.extend_from_slice(b"not json\n");
-        assert!(take_lines(&mut e, &rest, &tx));
+        take_lines(&mut e, &rest, &mut out);
         assert!(e.partial.is_empty() && e.partial.capacity() == 0);
-        let got: Vec<Event> = rx.try_iter().collect();
+        let got = out;
         assert_eq!(got.len(), 2, "{got:?}");
         assert!(matches!(got[1], Event::BadLine { bot_id: 7, .. }));
         let _ = e.w.child.wait();
@@ -471,15 +477,12 @@ mod tests {
 
     #[test]
     fn an_overlong_line_is_dropped_and_said() {
-        let (tx, rx) = mpsc::channel();
         let mut e = entry();
         let big = vec![b'x'; MAX_LINE + 1];
-        assert!(take_lines(&mut e, &big, &tx));
+        let mut out = Vec::new();
+        take_lines(&mut e, &big, &mut out);
         assert!(e.partial.is_empty());
-        assert!(matches!(
-            rx.try_recv(),
-            Ok(Event::BadLine { bot_id: 7, .. })
-        ));
+        assert!(matches!(out.as_slice(), [Event::BadLine { bot_id: 7, .. }]));
         let _ = e.w.child.wait();
     }
 }
