@@ -23,7 +23,7 @@ use crate::sys;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::process::{Child, ChildStdout};
+use std::process::Child;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,7 +53,9 @@ pub struct Watched {
     pub bot_id: u64,
     pub generation: u64,
     pub child: Child,
-    pub stdout: ChildStdout,
+    /// The worker's stdout (and stdin: one socket pair, shared with the
+    /// supervisor loop, which writes to it).
+    pub pipe: Arc<UnixStream>,
 }
 
 /// The supervisor's handle: hands new children to the reader thread.
@@ -112,7 +114,7 @@ impl Reader {
 
     /// Watches a new child; on failure the child comes back to the caller.
     pub fn watch(&self, watched: Watched) -> Result<(), Watched> {
-        if let Err(e) = sys::set_nonblocking(watched.stdout.as_raw_fd()) {
+        if let Err(e) = sys::set_nonblocking(watched.pipe.as_raw_fd()) {
             // A blocking pipe still works; only fairness between workers suffers.
             log::warn!("cannot make a worker pipe non-blocking: {e}");
         }
@@ -207,7 +209,7 @@ impl Run {
             match self.rx.try_recv() {
                 Ok(w) => {
                     let key = self.free.pop().unwrap_or(self.slab.len());
-                    let fd = w.stdout.as_raw_fd();
+                    let fd = w.pipe.as_raw_fd();
                     let eof = match self.epoll.add(fd, key as u64) {
                         Ok(()) => false,
                         Err(err) => {
@@ -389,7 +391,7 @@ impl Run {
                 }
                 let started = Instant::now();
                 loop {
-                    match e.w.stdout.read(&mut chunk) {
+                    match (&*e.w.pipe).read(&mut chunk) {
                         Ok(0) => {
                             e.eof = true;
                             break;
@@ -413,7 +415,7 @@ impl Run {
                 }
                 if e.eof {
                     e.partial = Vec::new();
-                    if let Err(err) = self.epoll.remove(e.w.stdout.as_raw_fd()) {
+                    if let Err(err) = self.epoll.remove(e.w.pipe.as_raw_fd()) {
                         log::debug!("cannot unwatch a closed worker pipe: {err}");
                     }
                     self.exiting.push(key);
@@ -439,17 +441,16 @@ mod tests {
     use super::*;
 
     fn entry() -> Entry {
-        let mut child = std::process::Command::new("true")
-            .stdout(std::process::Stdio::piped())
+        let child = std::process::Command::new("true")
             .spawn()
             .expect("`true` can be started in tests");
-        let stdout = child.stdout.take().expect("stdout was piped");
+        let (pipe, _theirs) = UnixStream::pair().expect("a socket pair in tests");
         Entry {
             w: Watched {
                 bot_id: 7,
                 generation: 1,
                 child,
-                stdout,
+                pipe: Arc::new(pipe),
             },
             partial: Vec::new(),
             eof: false,
