@@ -1,9 +1,10 @@
-//! One thread that reads every worker's stdout: epoll(7) over the pipes,
-//! JSON lines into `Event::FromWorker`, and at end of file the child reaped
-//! into `Event::WorkerExited`. One thread instead of one per worker keeps
-//! the supervisor small with thousands of bots, and epoll keeps each wake
-//! O(ready pipes), not O(workers). It owns the `Child` handles and must
-//! never block on one worker: pipes are non-blocking, and a child that
+//! One thread that reads every worker's stdout (our end of the socket pair
+//! that is its stdin and stdout): epoll(7) over them all, JSON lines into
+//! `Event::FromWorker` (a round's lines as one `Event::Workers`), and at
+//! end of file the child reaped into `Event::WorkerExited`. One thread
+//! instead of one per worker keeps the supervisor small with thousands of
+//! bots, and epoll keeps each wake O(ready workers), not O(workers). It owns the `Child` handles and must
+//! never block on one worker: sockets are non-blocking, and a child that
 //! closed its stdout but has not exited yet is checked again shortly.
 //!
 //! The supervisor is a child subreaper (PR_SET_CHILD_SUBREAPER): what a
