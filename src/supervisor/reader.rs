@@ -430,7 +430,9 @@ impl Run {
             if !sent {
                 return;
             }
-            if read_any {
+            // Not while workers are exiting (a shutdown, a restart): their
+            // reaping, and the supervisor's own exit, would wait on it.
+            if read_any && self.exiting.is_empty() {
                 std::thread::sleep(GATHER);
             }
         }
