@@ -24,6 +24,9 @@ pub enum Event {
     },
     /// A worker wrote a line that is not a message (logged, ignored).
     BadLine { bot_id: u64, error: String },
+    /// The workers' lines read in one round of the pipe reader, in order:
+    /// one wake of the supervisor loop for all of them, not one for each.
+    Workers(Vec<Event>),
     /// A worker process exited and was reaped.
     WorkerExited {
         bot_id: u64,

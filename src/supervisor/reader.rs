@@ -1,9 +1,10 @@
-//! One thread that reads every worker's stdout: epoll(7) over the pipes,
-//! JSON lines into `Event::FromWorker`, and at end of file the child reaped
-//! into `Event::WorkerExited`. One thread instead of one per worker keeps
-//! the supervisor small with thousands of bots, and epoll keeps each wake
-//! O(ready pipes), not O(workers). It owns the `Child` handles and must
-//! never block on one worker: pipes are non-blocking, and a child that
+//! One thread that reads every worker's stdout (our end of the socket pair
+//! that is its stdin and stdout): epoll(7) over them all, JSON lines into
+//! `Event::FromWorker` (a round's lines as one `Event::Workers`), and at
+//! end of file the child reaped into `Event::WorkerExited`. One thread
+//! instead of one per worker keeps the supervisor small with thousands of
+//! bots, and epoll keeps each wake O(ready workers), not O(workers). It owns the `Child` handles and must
+//! never block on one worker: sockets are non-blocking, and a child that
 //! closed its stdout but has not exited yet is checked again shortly.
 //!
 //! The supervisor is a child subreaper (PR_SET_CHILD_SUBREAPER): what a
@@ -23,7 +24,7 @@ use crate::sys;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::process::{Child, ChildStdout};
+use std::process::Child;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,10 +32,13 @@ use std::time::{Duration, Instant};
 /// A line longer than this is not a message (it is dropped).
 const MAX_LINE: usize = 64 * 1024;
 /// After a round that read something the thread waits this long before it
-/// waits again, so one wake (and one turn of the supervisor loop) serves
-/// the lines of many workers: 3,000 workers send 600 heartbeats a second.
-/// Messages wait at most this long (the heartbeat period is 5 s).
-const GATHER: Duration = Duration::from_millis(10);
+/// waits again, so one wake of this thread, and one of the supervisor loop
+/// (the round's lines go to it as one `Event::Workers`), serves the lines
+/// of many workers: 1,000 workers send 200 heartbeats a second, and at
+/// 10 ms a round caught 4 of them, each round costing two wakes of each
+/// thread (most of the idle supervisor's CPU). Messages wait at most this
+/// long (the heartbeat period is 5 s).
+const GATHER: Duration = Duration::from_millis(50);
 /// After a worker exits (or an orphan is reaped), children that are not
 /// workers are looked for this long: a dead worker's handler dies by its
 /// parent-death signal a moment later, and its children come to us then.
@@ -50,7 +54,9 @@ pub struct Watched {
     pub bot_id: u64,
     pub generation: u64,
     pub child: Child,
-    pub stdout: ChildStdout,
+    /// The worker's stdout (and stdin: one socket pair, shared with the
+    /// supervisor loop, which writes to it).
+    pub pipe: Arc<UnixStream>,
 }
 
 /// The supervisor's handle: hands new children to the reader thread.
@@ -109,7 +115,7 @@ impl Reader {
 
     /// Watches a new child; on failure the child comes back to the caller.
     pub fn watch(&self, watched: Watched) -> Result<(), Watched> {
-        if let Err(e) = sys::set_nonblocking(watched.stdout.as_raw_fd()) {
+        if let Err(e) = sys::set_nonblocking(watched.pipe.as_raw_fd()) {
             // A blocking pipe still works; only fairness between workers suffers.
             log::warn!("cannot make a worker pipe non-blocking: {e}");
         }
@@ -166,10 +172,9 @@ fn event_of(w: &Watched, line: &[u8]) -> Event {
     }
 }
 
-/// Sends an event for every complete line of `data` (after `e.partial`);
-/// the unfinished rest becomes the new partial line. False when the
-/// supervisor loop is gone.
-fn take_lines(e: &mut Entry, data: &[u8], events: &Sender<Event>) -> bool {
+/// Queues an event for every complete line of `data` (after `e.partial`)
+/// on `out`; the unfinished rest becomes the new partial line.
+fn take_lines(e: &mut Entry, data: &[u8], out: &mut Vec<Event>) {
     let mut rest = data;
     while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
         let event = if e.partial.is_empty() {
@@ -179,22 +184,18 @@ fn take_lines(e: &mut Entry, data: &[u8], events: &Sender<Event>) -> bool {
             let line = std::mem::take(&mut e.partial);
             event_of(&e.w, &line)
         };
-        if events.send(event).is_err() {
-            return false;
-        }
+        out.push(event);
         rest = &rest[nl + 1..];
     }
     if e.partial.len() + rest.len() > MAX_LINE {
         e.partial = Vec::new();
-        return events
-            .send(Event::BadLine {
-                bot_id: e.w.bot_id,
-                error: format!("a line over {MAX_LINE} bytes"),
-            })
-            .is_ok();
+        out.push(Event::BadLine {
+            bot_id: e.w.bot_id,
+            error: format!("a line over {MAX_LINE} bytes"),
+        });
+        return;
     }
     e.partial.extend_from_slice(rest);
-    true
 }
 
 impl Run {
@@ -209,7 +210,7 @@ impl Run {
             match self.rx.try_recv() {
                 Ok(w) => {
                     let key = self.free.pop().unwrap_or(self.slab.len());
-                    let fd = w.stdout.as_raw_fd();
+                    let fd = w.pipe.as_raw_fd();
                     let eof = match self.epoll.add(fd, key as u64) {
                         Ok(()) => false,
                         Err(err) => {
@@ -375,6 +376,7 @@ impl Run {
                 continue;
             }
             let mut read_any = false;
+            let mut lines: Vec<Event> = Vec::new();
             for &key in &ready {
                 if key == WAKE_KEY {
                     let mut sink = [0u8; 64];
@@ -390,16 +392,14 @@ impl Run {
                 }
                 let started = Instant::now();
                 loop {
-                    match e.w.stdout.read(&mut chunk) {
+                    match (&*e.w.pipe).read(&mut chunk) {
                         Ok(0) => {
                             e.eof = true;
                             break;
                         }
                         Ok(n) => {
                             read_any = true;
-                            if !take_lines(e, &chunk[..n], &self.events) {
-                                return;
-                            }
+                            take_lines(e, &chunk[..n], &mut lines);
                             // Be fair to the other workers (level-triggered:
                             // the rest is reported again).
                             if n < chunk.len() || started.elapsed() > Duration::from_millis(5) {
@@ -416,13 +416,23 @@ impl Run {
                 }
                 if e.eof {
                     e.partial = Vec::new();
-                    if let Err(err) = self.epoll.remove(e.w.stdout.as_raw_fd()) {
+                    if let Err(err) = self.epoll.remove(e.w.pipe.as_raw_fd()) {
                         log::debug!("cannot unwatch a closed worker pipe: {err}");
                     }
                     self.exiting.push(key);
                 }
             }
-            if read_any {
+            let sent = match lines.len() {
+                0 => true,
+                1 => self.send(lines.remove(0)),
+                _ => self.send(Event::Workers(lines)),
+            };
+            if !sent {
+                return;
+            }
+            // Not while workers are exiting (a shutdown, a restart): their
+            // reaping, and the supervisor's own exit, would wait on it.
+            if read_any && self.exiting.is_empty() {
                 std::thread::sleep(GATHER);
             }
         }
@@ -434,17 +444,16 @@ mod tests {
     use super::*;
 
     fn entry() -> Entry {
-        let mut child = std::process::Command::new("true")
-            .stdout(std::process::Stdio::piped())
+        let child = std::process::Command::new("true")
             .spawn()
             .expect("`true` can be started in tests");
-        let stdout = child.stdout.take().expect("stdout was piped");
+        let (pipe, _theirs) = UnixStream::pair().expect("a socket pair in tests");
         Entry {
             w: Watched {
                 bot_id: 7,
                 generation: 1,
                 child,
-                stdout,
+                pipe: Arc::new(pipe),
             },
             partial: Vec::new(),
             eof: false,
@@ -453,17 +462,18 @@ mod tests {
 
     #[test]
     fn lines_split_across_reads_are_joined_and_partials_freed() {
-        let (tx, rx) = mpsc::channel();
         let mut e = entry();
         let hb = br#"{"type":"FATAL","reason":"x"}"#;
-        assert!(take_lines(&mut e, &hb[..10], &tx));
+        let mut out = Vec::new();
+        take_lines(&mut e, &hb[..10], &mut out);
+        assert!(out.is_empty());
         assert_eq!(e.partial.len(), 10);
         let mut rest = hb[10..].to_vec();
         rest.push(b'\n');
         rest.extend_from_slice(b"not json\n");
-        assert!(take_lines(&mut e, &rest, &tx));
+        take_lines(&mut e, &rest, &mut out);
         assert!(e.partial.is_empty() && e.partial.capacity() == 0);
-        let got: Vec<Event> = rx.try_iter().collect();
+        let got = out;
         assert_eq!(got.len(), 2, "{got:?}");
         assert!(matches!(got[1], Event::BadLine { bot_id: 7, .. }));
         let _ = e.w.child.wait();
@@ -471,15 +481,12 @@ mod tests {
 
     #[test]
     fn an_overlong_line_is_dropped_and_said() {
-        let (tx, rx) = mpsc::channel();
         let mut e = entry();
         let big = vec![b'x'; MAX_LINE + 1];
-        assert!(take_lines(&mut e, &big, &tx));
+        let mut out = Vec::new();
+        take_lines(&mut e, &big, &mut out);
         assert!(e.partial.is_empty());
-        assert!(matches!(
-            rx.try_recv(),
-            Ok(Event::BadLine { bot_id: 7, .. })
-        ));
+        assert!(matches!(out.as_slice(), [Event::BadLine { bot_id: 7, .. }]));
         let _ = e.w.child.wait();
     }
 }
