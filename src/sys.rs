@@ -647,7 +647,11 @@ pub fn own_process_group() -> u32 {
 pub fn release_main_stack_below_here() -> io::Result<usize> {
     // Room left below the marker for this frame and madvise's own.
     const MARGIN: usize = 8 * 1024;
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    // One or two read(2)s: /proc files report no size, and
+    // read_to_string would start small and grow.
+    let mut maps = Vec::with_capacity(16 * 1024);
+    std::io::Read::read_to_end(&mut std::fs::File::open("/proc/self/maps")?, &mut maps)?;
+    let maps = String::from_utf8_lossy(&maps);
     let Some(low) = maps.lines().find(|l| l.ends_with("[stack]")).and_then(|l| {
         let (range, _) = l.split_once(' ')?;
         let (lo, hi) = range.split_once('-')?;
