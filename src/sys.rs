@@ -636,6 +636,75 @@ pub fn own_process_group() -> u32 {
     unsafe { libc::getpgrp() as u32 }
 }
 
+/// Gives the kernel back the pages of the main thread's stack below the
+/// caller's frame (less a margin): what start-up touched deeper than the
+/// code that runs from here on. They read as zeroes again when next used;
+/// nothing below the stack pointer is live. Returns the bytes released;
+/// 0 when the caller is not on the main thread's stack (`[stack]` in
+/// /proc/self/maps). `#[inline(never)]`: the caller's frame, and so its
+/// locals, lie above this function's.
+#[inline(never)]
+pub fn release_main_stack_below_here() -> io::Result<usize> {
+    // Room left below the marker for this frame and madvise's own.
+    const MARGIN: usize = 8 * 1024;
+    // One or two read(2)s: /proc files report no size, and
+    // read_to_string would start small and grow.
+    let mut maps = Vec::with_capacity(16 * 1024);
+    std::io::Read::read_to_end(&mut std::fs::File::open("/proc/self/maps")?, &mut maps)?;
+    let maps = String::from_utf8_lossy(&maps);
+    let Some(low) = maps.lines().find(|l| l.ends_with("[stack]")).and_then(|l| {
+        let (range, _) = l.split_once(' ')?;
+        let (lo, hi) = range.split_once('-')?;
+        Some((
+            usize::from_str_radix(lo, 16).ok()?,
+            usize::from_str_radix(hi, 16).ok()?,
+        ))
+    }) else {
+        return Ok(0);
+    };
+    drop(maps);
+    let marker = 0u8;
+    let here = std::hint::black_box(std::ptr::addr_of!(marker)) as usize;
+    let (lo, hi) = low;
+    if here < lo || here >= hi {
+        return Ok(0);
+    }
+    // SAFETY: sysconf takes no pointer; a failure returns -1, caught below.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = if page > 0 { page as usize } else { 4096 };
+    let end = (here & !(page - 1)).saturating_sub(MARGIN);
+    if end <= lo {
+        return Ok(0);
+    }
+    // SAFETY: [lo, end) lies inside this process's main stack mapping and
+    // wholly below the live frames (this one's included, with MARGIN to
+    // spare for madvise's): no live data is there, and MADV_DONTNEED on
+    // private anonymous memory only makes those pages read as zero later.
+    check(unsafe { libc::madvise(lo as *mut libc::c_void, end - lo, libc::MADV_DONTNEED) })?;
+    Ok(end - lo)
+}
+
+/// `poll_readable` for exactly two descriptors, with no allocation (the
+/// worker's control thread waits on this every few seconds).
+pub fn poll_readable2(fds: [std::os::fd::RawFd; 2], timeout_ms: i32) -> io::Result<[bool; 2]> {
+    let mut set = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    // SAFETY: `set` is a valid, exclusively borrowed array of 2 pollfd
+    // structs; poll(2) writes only their `revents` fields.
+    let ret = unsafe { libc::poll(set.as_mut_ptr(), 2, timeout_ms) };
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok([false; 2]);
+        }
+        return Err(e);
+    }
+    Ok(set.map(|p| p.revents != 0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,5 +722,24 @@ mod tests {
         let a = monotonic_usec().expect("CLOCK_MONOTONIC exists");
         let b = monotonic_usec().expect("CLOCK_MONOTONIC exists");
         assert!(a > 0 && b >= a, "the monotonic clock does not go back");
+    }
+
+    #[test]
+    fn stack_release_is_a_no_op_off_the_main_thread_and_safe_on_it() {
+        // A test runs on a spawned thread: not the main stack.
+        assert_eq!(release_main_stack_below_here().expect("maps readable"), 0);
+        // Deep frames, then a release, then deep frames again: the pages
+        // come back as zeroes and nothing live was lost.
+        #[inline(never)]
+        fn deep(n: u32) -> u64 {
+            let buf = std::hint::black_box([n as u8; 512]);
+            if n == 0 {
+                return buf[7] as u64;
+            }
+            deep(n - 1) + buf[3] as u64
+        }
+        let before = deep(64);
+        let _ = release_main_stack_below_here();
+        assert_eq!(deep(64), before);
     }
 }

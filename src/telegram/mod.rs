@@ -131,10 +131,15 @@ impl Client {
             // ureq's 128 KiB default buffers per connection cost a worker a
             // quarter of its heap, and on musl every one of them is an mmap
             // and munmap. Bot API heads are small and bodies are streamed
-            // through the buffer, so 16 KiB is plenty.
-            .input_buffer_size(16 * 1024)
-            .output_buffer_size(16 * 1024)
-            .max_response_header_size(16 * 1024)
+            // through the buffer. Both are zeroed (touched) whole on a
+            // connection's first call, in every worker. Input: 10 KiB, the
+            // least ureq makes it for any request with a body; a response
+            // head must fit in it. Output: a request is a small head and a
+            // JSON body that ureq streams through in chunks, so 4 KiB
+            // holds the common one whole.
+            .input_buffer_size(10 * 1024)
+            .output_buffer_size(4 * 1024)
+            .max_response_header_size(8 * 1024)
             // The long poll, the senders and a download or two at once.
             .max_idle_connections_per_host(8)
             .build();

@@ -3,7 +3,9 @@
 //! and with a timeout set (every botfleet call has one) its default
 //! resolver does so on a new thread: without this, every Bot API call
 //! started a thread and, for `api.telegram.org`, asked DNS again. Misses go
-//! to ureq's own resolver, timeout and all. It must never cache a failure,
+//! to ureq's own resolver, timeout and all. An IP literal (a local Bot API
+//! server, the sandbox) is its own answer: no thread, no cache. It must
+//! never cache a failure,
 //! and never keep an answer longer than [`TTL`].
 
 use std::sync::Mutex;
@@ -49,6 +51,24 @@ fn key(uri: &Uri) -> Option<String> {
     Some(format!("{}:{port}", authority.host()))
 }
 
+/// The address of a URI whose host is an IP literal (`127.0.0.1`,
+/// `[::1]`), with the port defaulted from the scheme.
+fn literal(uri: &Uri) -> Option<std::net::SocketAddr> {
+    let authority = uri.authority()?;
+    let host = authority.host();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    let port = authority.port_u16().or(match uri.scheme_str()? {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    })?;
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
 impl Resolver for CachingResolver {
     fn resolve(
         &self,
@@ -56,6 +76,15 @@ impl Resolver for CachingResolver {
         config: &ureq::config::Config,
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        if let Some(addr) = literal(uri) {
+            let mut addrs = self.empty();
+            for a in config.ip_family().keep_wanted(std::iter::once(addr)) {
+                addrs.push(a);
+            }
+            if !addrs.is_empty() {
+                return Ok(addrs);
+            }
+        }
         let Some(key) = key(uri) else {
             return self.inner.resolve(uri, config, timeout);
         };
@@ -108,18 +137,37 @@ mod tests {
             reason: ureq::Timeout::Resolve,
             ..NextTimeout::default()
         };
-        let uri: Uri = "http://127.0.0.1:8081/x"
+        let uri: Uri = "http://localhost:8081/x"
             .parse()
             .expect("a valid URI literal");
         let first = r
             .resolve(&uri, &config, timeout())
-            .expect("an IP literal resolves");
-        assert_eq!(first.len(), 1);
+            .expect("localhost resolves (/etc/hosts)");
+        assert!(!first.is_empty());
         assert_eq!(r.cache().len(), 1);
         let again = r
             .resolve(&uri, &config, timeout())
             .expect("served from the cache");
         assert_eq!(&first[..], &again[..]);
         assert_eq!(r.cache().len(), 1);
+    }
+
+    #[test]
+    fn an_ip_literal_is_its_own_answer_without_the_cache() {
+        let r = CachingResolver::default();
+        let config = ureq::config::Config::default();
+        for (url, want) in [
+            ("http://127.0.0.1:8081/x", "127.0.0.1:8081"),
+            ("http://[::1]:9/x", "[::1]:9"),
+            ("https://10.1.2.3/x", "10.1.2.3:443"),
+        ] {
+            let uri: Uri = url.parse().expect("a valid URI literal");
+            let got = r
+                .resolve(&uri, &config, NextTimeout::default())
+                .expect("a literal resolves");
+            let want: std::net::SocketAddr = want.parse().expect("a socket address");
+            assert_eq!(&got[..], &[want][..], "{url}");
+        }
+        assert!(r.cache().is_empty(), "literals are not cached");
     }
 }

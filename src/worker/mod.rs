@@ -118,12 +118,13 @@ impl Shared {
 /// Sends one message to the supervisor. A parent that cannot be told
 /// anything is gone: exit.
 fn emit(msg: &WorkerMsg) {
+    emit_line(msg.encode().as_bytes());
+}
+
+/// Writes one encoded line (ending in a newline) to the supervisor.
+fn emit_line(line: &[u8]) {
     let mut out = std::io::stdout().lock();
-    if out
-        .write_all(msg.encode().as_bytes())
-        .and_then(|()| out.flush())
-        .is_err()
-    {
+    if out.write_all(line).and_then(|()| out.flush()).is_err() {
         log::warn!("the supervisor is gone (stdout closed); exiting");
         std::process::exit(0);
     }
@@ -349,20 +350,82 @@ fn read_start(pipe: &mut ParentPipe) -> Result<(Token, Vec<(String, String)>), S
     }
 }
 
-/// One HEARTBEAT, if the poll loop made progress recently.
+/// One HEARTBEAT, if the poll loop made progress recently. Idle, this is
+/// all a worker does every 5 s, a thousand workers at once: the line is
+/// formatted into a stack buffer under the counters' lock (no clone, no
+/// JSON tree) and goes out in one write.
 fn heartbeat(s: &Shared, stale_after: Duration) {
     let alive = Duration::from_millis(s.alive_ms.load(Ordering::Relaxed));
     if s.started.elapsed().saturating_sub(alive) >= stale_after {
         return;
     }
-    let mut counters = lock(&s.counters).clone();
-    if let Some(inbox) = s.inbox.get() {
+    let inbox = s.inbox.get().map(|inbox| {
         let ib = lock(inbox);
-        counters.inbox_depth = ib.depth() as u64;
-        counters.oldest_pending_ms = ib.oldest_ms();
-        counters.journal_bytes = ib.bytes();
+        (ib.depth() as u64, ib.oldest_ms(), ib.bytes())
+    });
+    let mut buf = [0u8; 512];
+    let len = {
+        let c = lock(&s.counters);
+        let (depth, oldest, bytes) =
+            inbox.unwrap_or((c.inbox_depth, c.oldest_pending_ms, c.journal_bytes));
+        let mut out = std::io::Cursor::new(&mut buf[..]);
+        match write_heartbeat(&mut out, &c, depth, oldest, bytes) {
+            Ok(()) => Some(out.position() as usize),
+            // Longer than the buffer (a long reason in `waiting` or
+            // `fetchPaused`): the general encoder.
+            Err(_) => None,
+        }
+    };
+    match len {
+        Some(n) => emit_line(&buf[..n]),
+        None => {
+            let mut counters = lock(&s.counters).clone();
+            if let Some((depth, oldest, bytes)) = inbox {
+                counters.inbox_depth = depth;
+                counters.oldest_pending_ms = oldest;
+                counters.journal_bytes = bytes;
+            }
+            emit(&WorkerMsg::Heartbeat(counters));
+        }
     }
-    emit(&WorkerMsg::Heartbeat(counters));
+}
+
+/// A HEARTBEAT line as `WorkerMsg::Heartbeat(..).encode()` writes it (the
+/// supervisor decodes either), with the inbox's figures given.
+fn write_heartbeat(
+    out: &mut impl Write,
+    c: &Counters,
+    depth: u64,
+    oldest: Option<u64>,
+    bytes: u64,
+) -> std::io::Result<()> {
+    fn opt(out: &mut impl Write, v: Option<u64>) -> std::io::Result<()> {
+        match v {
+            Some(v) => write!(out, "{v}"),
+            None => out.write_all(b"null"),
+        }
+    }
+    fn text(out: &mut impl Write, v: &Option<String>) -> std::io::Result<()> {
+        match v {
+            Some(v) => serde_json::to_writer(&mut *out, v).map_err(std::io::Error::other),
+            None => out.write_all(b"null"),
+        }
+    }
+    write!(
+        out,
+        "{{\"type\":\"HEARTBEAT\",\"updates\":{},\"errors\":{},\"lastPollOkMs\":",
+        c.updates, c.errors
+    )?;
+    opt(out, c.last_poll_ok_ms)?;
+    out.write_all(b",\"lastUpdateMs\":")?;
+    opt(out, c.last_update_ms)?;
+    write!(out, ",\"conflict\":{},\"waiting\":", c.conflict)?;
+    text(out, &c.waiting)?;
+    write!(out, ",\"inboxDepth\":{depth},\"oldestPendingMs\":")?;
+    opt(out, oldest)?;
+    write!(out, ",\"journalBytes\":{bytes},\"fetchPaused\":")?;
+    text(out, &c.fetch_paused)?;
+    out.write_all(b"}\n")
 }
 
 /// Starts the control thread: one poll(2) over stdin (the supervisor's
@@ -406,7 +469,7 @@ fn start_control(
                 let wait = wake.saturating_duration_since(Instant::now());
                 // Rounded up, so a wake-up never comes a hair early.
                 let wait_ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-                let ready = match crate::sys::poll_readable(&[parent.fd(), signals.fd()], wait_ms) {
+                let ready = match crate::sys::poll_readable2([parent.fd(), signals.fd()], wait_ms) {
                     Ok(r) => r,
                     Err(e) => {
                         log::error!("control: poll failed: {e}");
@@ -554,9 +617,6 @@ fn run(
             );
         }
     }
-    if let Err(e) = client.set_my_commands(commands::COMMANDS) {
-        log::warn!("setMyCommands failed (commands still work): {e}");
-    }
     let error_shared = Arc::clone(&shared);
     let send = match SendPath::start(client.clone(), Arc::clone(&shared.rates), move || {
         error_shared.error()
@@ -600,6 +660,12 @@ fn run(
         username: me.username.clone(),
     });
     log::info!("ready as @{} (bot id {})", me.username, me.id);
+    // After READY: the command menu is a convenience, not part of being
+    // ready, and a thousand workers starting at once wait for one round
+    // trip less each.
+    if let Err(e) = client.set_my_commands(commands::COMMANDS) {
+        log::warn!("setMyCommands failed (commands still work): {e}");
+    }
     let bot = Arc::new(Bot {
         client,
         me,
@@ -629,6 +695,13 @@ fn run(
             bot::chat_key(&entry.update),
             entry.update.to_string(),
         );
+    }
+    // Start-up (START's parse, settings, getMe, the inbox's replay) went
+    // deeper into the main stack than the poll loop ever does: those pages
+    // go back to the kernel instead of staying in every idle worker.
+    match crate::sys::release_main_stack_below_here() {
+        Ok(n) => log::trace!("released {n} bytes of start-up stack"),
+        Err(e) => log::debug!("cannot release the start-up stack: {e}"),
     }
     poll::poll_loop(&bot)
 }
@@ -663,4 +736,60 @@ fn open_inbox(settings: &Settings, bot_id: u64) -> inbox::Opened {
         }
     }
     opened
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(c: &Counters, depth: u64, oldest: Option<u64>, bytes: u64) -> String {
+        let mut out = Vec::new();
+        write_heartbeat(&mut out, c, depth, oldest, bytes).expect("a Vec takes any length");
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+
+    #[test]
+    fn the_hand_written_heartbeat_decodes_as_the_general_one() {
+        let empty = Counters::default();
+        let full = Counters {
+            updates: 12,
+            errors: 3,
+            last_poll_ok_ms: Some(1_764_000_000_123),
+            last_update_ms: Some(7),
+            conflict: true,
+            waiting: Some("retry_after".into()),
+            inbox_depth: 0,
+            oldest_pending_ms: None,
+            journal_bytes: 0,
+            fetch_paused: Some("cannot write \"x\"\n\\ é".into()),
+        };
+        for (c, depth, oldest, bytes) in [(&empty, 0, None, 0), (&full, 5, Some(99), 4096)] {
+            let text = line(c, depth, oldest, bytes);
+            assert!(text.ends_with('\n') && text.matches('\n').count() == 1);
+            let mut want = c.clone();
+            want.inbox_depth = depth;
+            want.oldest_pending_ms = oldest;
+            want.journal_bytes = bytes;
+            assert_eq!(
+                WorkerMsg::decode(&text).expect("decodes"),
+                WorkerMsg::Heartbeat(want.clone())
+            );
+            let general: serde_json::Value =
+                serde_json::from_str(&WorkerMsg::Heartbeat(want).encode()).expect("JSON");
+            let ours: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            assert_eq!(ours, general);
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_too_long_for_the_stack_buffer_is_an_error_not_a_cut_line() {
+        let c = Counters {
+            fetch_paused: Some("x".repeat(600)),
+            ..Counters::default()
+        };
+        let mut buf = [0u8; 512];
+        let mut out = std::io::Cursor::new(&mut buf[..]);
+        assert!(write_heartbeat(&mut out, &c, 0, None, 0).is_err());
+        assert!(line(&c, 0, None, 0).contains(&"x".repeat(600)));
+    }
 }
