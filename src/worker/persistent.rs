@@ -8,9 +8,14 @@
 //! one, kills a process that stays silent past a missed deadline, and stops
 //! it (EOF on stdin, then SIGTERM, then SIGKILL to its group, bounded).
 //!
-//! Threads per process: a stdin writer (lines from a channel, so no job
-//! thread ever blocks on a handler that does not read), a stdout reader
-//! (answers by id) and a stderr reader (to the log).
+//! The process's stdin is non-blocking and written by whoever has the line
+//! (the job thread handing an update or its results, the manager handing
+//! held updates again), so one update costs no thread hop on the way in.
+//! What the pipe cannot take at once waits in a backlog that the process's
+//! writer thread drains as the pipe makes room, and later lines queue
+//! behind it: the order holds, and no job thread ever blocks on a handler
+//! that does not read. Other threads per process: a stdout reader (answers
+//! by id) and a stderr reader (to the log).
 //!
 //! Invariants: at most `concurrency` updates outstanding; an update is
 //! answered exactly once (reply, error, timeout or stop); every process it
@@ -19,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -83,8 +89,9 @@ struct State {
     spec: Spec,
     /// Generation of the current process; 0 before the first.
     generation: u64,
-    /// Lines for the current process's stdin; None while there is none.
-    writer: Option<mpsc::Sender<String>>,
+    /// The current process's stdin; None while there is none (dropping it
+    /// is the EOF that means stop, once its backlog is out).
+    writer: Option<Writer>,
     /// The current process broke the protocol, died or must restart.
     dead: bool,
     pending: HashMap<String, Pending>,
@@ -94,6 +101,8 @@ struct State {
     stop_grace: Duration,
     last_line: Instant,
     overdue_since: Option<Instant>,
+    /// Jobs waiting in `handle` for a slot (none: a freed slot wakes nobody).
+    slot_waiters: usize,
 }
 
 struct Shared {
@@ -123,9 +132,115 @@ impl Shared {
         self.cv.notify_all();
     }
 
-    /// A slot came free: one job waiting for one may go.
-    fn slot_freed(&self) {
-        self.slots.notify_one();
+    /// A slot came free: one job waiting for one may go. `waiters` is
+    /// `slot_waiters`, read under the lock that freed the slot.
+    fn slot_freed(&self, waiters: usize) {
+        if waiters > 0 {
+            self.slots.notify_one();
+        }
+    }
+}
+
+/// One process's stdin: a non-blocking pipe written at once by the thread
+/// that has the line, with what does not fit left to the writer thread.
+struct Input {
+    q: Mutex<InputQ>,
+    /// The writer thread's: a backlog to drain, or the end.
+    cv: Condvar,
+}
+
+struct InputQ {
+    /// None once the writer thread closed it (the EOF).
+    stdin: Option<std::process::ChildStdin>,
+    /// Bytes the pipe could not take yet, oldest first; every later line
+    /// goes behind them.
+    backlog: Vec<u8>,
+    /// No more lines: EOF once the backlog is out.
+    closed: bool,
+    /// A write failed: the process is gone or not reading its stdin.
+    broken: bool,
+}
+
+/// Why a line did not reach the handler's stdin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InputError {
+    /// Closed (stop or restart) or broken (the process is gone).
+    Gone,
+}
+
+impl Input {
+    fn lock(&self) -> MutexGuard<'_, InputQ> {
+        // Poisoned: a thread panicked mid-write; the queue is still whole.
+        self.q.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `line` now as far as the pipe takes it, without blocking;
+    /// the rest (and every line while a backlog waits) is left to the
+    /// writer thread.
+    fn send(&self, line: &[u8]) -> Result<(), InputError> {
+        let mut q = self.lock();
+        if q.closed || q.broken {
+            return Err(InputError::Gone);
+        }
+        if !q.backlog.is_empty() {
+            q.backlog.extend_from_slice(line);
+            return Ok(());
+        }
+        let Some(stdin) = q.stdin.as_mut() else {
+            return Err(InputError::Gone);
+        };
+        match write_some(stdin, line) {
+            Ok(n) if n == line.len() => Ok(()),
+            Ok(n) => {
+                q.backlog.extend_from_slice(&line[n..]);
+                drop(q);
+                self.cv.notify_one();
+                Ok(())
+            }
+            Err(_) => {
+                q.broken = true;
+                drop(q);
+                self.cv.notify_one();
+                Err(InputError::Gone)
+            }
+        }
+    }
+
+    /// No more lines: the writer thread closes stdin once its backlog is out.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.cv.notify_one();
+    }
+}
+
+/// Writes as much of `buf` as the non-blocking pipe takes; Ok(count).
+fn write_some(w: &mut impl Write, buf: &[u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match w.write(&buf[done..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// The state's handle on the current process's stdin; dropping it (the
+/// process is stopped, restarted or gone) closes that stdin.
+struct Writer(Arc<Input>);
+
+impl Writer {
+    fn send(&self, line: &str) -> Result<(), InputError> {
+        self.0.send(line.as_bytes())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -156,6 +271,7 @@ impl Persistent {
                 stop_grace: STOP_GRACE,
                 last_line: Instant::now(),
                 overdue_since: None,
+                slot_waiters: 0,
             }),
             cv: Condvar::new(),
             slots: Condvar::new(),
@@ -175,6 +291,10 @@ impl Persistent {
     /// the process (without backoff); the rest applies at once.
     pub fn update(&self, spec: Spec) {
         let mut st = self.shared.lock();
+        if st.spec == spec {
+            // The same settings (every update asks): nobody to wake.
+            return;
+        }
         let restart =
             st.spec.argv != spec.argv || st.spec.env != spec.env || st.spec.dir != spec.dir;
         st.spec = spec;
@@ -193,11 +313,13 @@ impl Persistent {
     pub fn handle(&self, update: &Value) -> (String, Answer) {
         let mut st = self.shared.lock();
         while st.pending.len() >= st.spec.concurrency.max(1) && !st.stopping {
+            st.slot_waiters += 1;
             st = self
                 .shared
                 .slots
                 .wait(st)
                 .unwrap_or_else(|p| p.into_inner());
+            st.slot_waiters -= 1;
         }
         let id = st.next_id.to_string();
         if st.stopping {
@@ -209,13 +331,24 @@ impl Persistent {
         let (tx, rx) = mpsc::channel();
         let mut sent_to = 0;
         let line = protocol::update(&id, deadline_ms, update);
+        let mut broke = false;
         if let (Some(w), false) = (&st.writer, st.dead) {
-            if w.send(line.clone()).is_ok() {
-                sent_to = st.generation;
+            match w.send(&line) {
+                Ok(()) => sent_to = st.generation,
+                Err(InputError::Gone) => broke = true,
             }
+        }
+        if broke {
+            // Its stdin is gone: the manager restarts it and hands this
+            // update (not sent to anyone yet) to the next process.
+            st.dead = true;
+            st.writer = None;
         }
         st.pending.insert(id.clone(), Pending { line, tx, sent_to });
         drop(st);
+        if broke {
+            self.shared.cv.notify_all();
+        }
         let answer = match rx.recv_timeout(timeout) {
             Ok(a) => a,
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -223,8 +356,9 @@ impl Persistent {
                 match st.pending.remove(&id) {
                     Some(_) => {
                         st.overdue_since.get_or_insert_with(Instant::now);
+                        let waiters = st.slot_waiters;
                         drop(st);
-                        self.shared.slot_freed();
+                        self.shared.slot_freed(waiters);
                         Answer::Timeout
                     }
                     // Answered between the timeout and the lock.
@@ -238,9 +372,10 @@ impl Persistent {
 
     /// Hands the results of a reply's calls back to the handler.
     pub fn results(&self, id: &str, results: &[CallResult]) {
+        let line = protocol::results(id, results);
         let st = self.shared.lock();
         if let (Some(w), false) = (&st.writer, st.dead) {
-            if w.send(protocol::results(id, results)).is_err() {
+            if w.send(&line).is_err() {
                 log::debug!("the handler is gone; results for {id} dropped");
             }
         }
@@ -339,14 +474,13 @@ fn manage(shared: &Arc<Shared>) {
                 Ok((child, stdin, stdout, stderr)) => {
                     st.generation += 1;
                     let generation = st.generation;
-                    let (tx, rx) = mpsc::channel::<String>();
-                    start_io(shared, generation, stdin, stdout, stderr, rx);
-                    let mut ok = tx.send(protocol::hello(&st.spec.bot)).is_ok();
+                    let tx = start_io(shared, generation, stdin, stdout, stderr);
+                    let mut ok = tx.send(&protocol::hello(&st.spec.bot)).is_ok();
                     // Hand it again what its predecessor held, oldest first.
                     let mut held: Vec<(&String, &mut Pending)> = st.pending.iter_mut().collect();
                     held.sort_by_key(|(id, _)| id.parse::<u64>().unwrap_or(0));
                     for (_, p) in held {
-                        ok &= tx.send(p.line.clone()).is_ok();
+                        ok &= tx.send(&p.line).is_ok();
                         p.sent_to = generation;
                     }
                     if !ok {
@@ -443,28 +577,34 @@ fn spawn(spec: &Spec) -> std::io::Result<Pipes> {
     Ok((child, i, o, e))
 }
 
+/// Starts the process's i/o threads; returns the handle on its stdin.
 fn start_io(
     shared: &Arc<Shared>,
     generation: u64,
-    mut stdin: std::process::ChildStdin,
+    stdin: std::process::ChildStdin,
     stdout: std::process::ChildStdout,
     stderr: std::process::ChildStderr,
-    lines: mpsc::Receiver<String>,
-) {
-    let s = Arc::clone(shared);
-    spawn_thread("handler-in", move || {
-        for line in lines {
-            if stdin
-                .write_all(line.as_bytes())
-                .and_then(|()| stdin.flush())
-                .is_err()
-            {
-                s.mark_dead(generation);
-                return;
-            }
+) -> Writer {
+    let fd = stdin.as_raw_fd();
+    let broken = match sys::set_nonblocking(fd) {
+        Ok(()) => false,
+        Err(e) => {
+            log::error!("cannot make the handler's stdin non-blocking: {e}");
+            true
         }
-        // The sender is gone: dropping stdin is the EOF that means stop.
+    };
+    let input = Arc::new(Input {
+        q: Mutex::new(InputQ {
+            stdin: Some(stdin),
+            backlog: Vec::new(),
+            closed: false,
+            broken,
+        }),
+        cv: Condvar::new(),
     });
+    let s = Arc::clone(shared);
+    let i = Arc::clone(&input);
+    spawn_thread("handler-in", move || drain_input(&s, generation, &i, fd));
     let s = Arc::clone(shared);
     spawn_thread("handler-out", move || read_answers(&s, generation, stdout));
     spawn_thread("handler-err", move || {
@@ -484,6 +624,53 @@ fn start_io(
             }
         }
     });
+    Writer(input)
+}
+
+/// The writer thread: writes the backlog as the pipe makes room; at the
+/// end (closed and drained, or broken) drops stdin, the EOF.
+fn drain_input(shared: &Shared, generation: u64, input: &Input, fd: std::os::fd::RawFd) {
+    let mut q = input.lock();
+    loop {
+        while q.backlog.is_empty() && !q.closed && !q.broken {
+            q = input.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+        if q.broken {
+            q.stdin = None;
+            drop(q);
+            shared.mark_dead(generation);
+            return;
+        }
+        if q.backlog.is_empty() {
+            // Closed, and everything written: the EOF that means stop.
+            q.stdin = None;
+            return;
+        }
+        let InputQ { stdin, backlog, .. } = &mut *q;
+        let written = match stdin.as_mut() {
+            Some(w) => write_some(w, backlog),
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        };
+        match written {
+            Ok(n) => {
+                backlog.drain(..n);
+            }
+            Err(_) => {
+                q.broken = true;
+                continue;
+            }
+        }
+        if !q.backlog.is_empty() {
+            // The pipe is full: wait for room without holding the queue.
+            // `fd` stays open: only this thread drops stdin.
+            drop(q);
+            if let Err(e) = sys::poll_writable(fd, 200) {
+                log::debug!("waiting on the handler's stdin: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            q = input.lock();
+        }
+    }
 }
 
 fn read_answers(shared: &Shared, generation: u64, stdout: std::process::ChildStdout) {
@@ -528,8 +715,9 @@ fn read_answers(shared: &Shared, generation: u64, stdout: std::process::ChildStd
                     }
                     None => log::debug!("an answer for update {id}, which is no longer waiting"),
                 }
+                let waiters = st.slot_waiters;
                 drop(st);
-                shared.slot_freed();
+                shared.slot_freed(waiters);
             }
             Err(e) => {
                 log::warn!("the persistent handler broke protocol 1: {e}");
@@ -686,6 +874,85 @@ done
         let t0 = Instant::now();
         p.stop();
         assert!(t0.elapsed() < Duration::from_secs(6));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A handler that reads its stdin only after a while, answering each
+    /// update with its count and the length of the line it read.
+    const SLOW_READER: &str = r#"
+read hello
+sleep 0.3
+n=0
+while read line; do
+  case "$line" in
+    *'"type":"update"'*)
+      id=${line#*'"id":"'}; id=${id%%'"'*}
+      n=$((n+1))
+      echo "{\"type\":\"reply\",\"id\":\"$id\",\"calls\":[{\"method\":\"sendMessage\",\"text\":\"$n ${#line}\"}]}"
+      ;;
+  esac
+done
+"#;
+
+    #[test]
+    fn a_line_the_pipe_cannot_take_at_once_arrives_whole_and_before_later_ones() {
+        let d = temp("backlog");
+        let mut s = spec(&d, Duration::from_secs(60));
+        s.argv = vec!["/bin/sh".into(), "-c".into(), SLOW_READER.into()];
+        s.concurrency = 8;
+        let p = Arc::new(Persistent::start(s).expect("start"));
+        // Far more than a pipe holds (64 KiB): most of it waits in the
+        // backlog while the handler sleeps and then reads it (sh reads a
+        // byte at a time); small updates handed meanwhile, while the pipe
+        // is full and while it has room, must not cut into it.
+        let big = "x".repeat(1024 * 1024);
+        let p1 = Arc::clone(&p);
+        let first = std::thread::spawn(move || p1.handle(&json!({"update_id": 1, "text": big})));
+        let small: Vec<_> = (0..6u64)
+            .map(|i| {
+                let p = Arc::clone(&p);
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(100 + 150 * i));
+                    p.handle(&json!({"update_id": 2 + i, "text": "small"}))
+                })
+            })
+            .collect();
+        let (_, first) = first.join().expect("the first job");
+        let (n1, len1) = text(&first)
+            .split_once(' ')
+            .map(|(a, b)| (a.to_string(), b.parse::<usize>().unwrap_or(0)))
+            .expect("n len");
+        assert_eq!(n1, "1", "the big update was read first: {first:?}");
+        assert!(len1 > 1024 * 1024, "and whole: {len1} bytes");
+        for t in small {
+            let (_, a) = t.join().expect("a small job");
+            let n: u32 = text(&a)
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            assert!((2..=7).contains(&n), "{a:?}");
+        }
+        p.stop();
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_handler_that_never_reads_costs_a_job_no_more_than_its_timeout() {
+        let d = temp("stuck");
+        let mut s = spec(&d, Duration::from_millis(500));
+        s.argv = vec!["/bin/sh".into(), "-c".into(), "read hello; sleep 60".into()];
+        let p = Persistent::start(s).expect("start");
+        let t0 = Instant::now();
+        let big = "x".repeat(256 * 1024);
+        let (_, a) = p.handle(&json!({"update_id": 1, "text": big}));
+        assert_eq!(a, Answer::Timeout);
+        let (_, a) = p.handle(&json!({"update_id": 2, "text": "next"}));
+        assert_eq!(a, Answer::Timeout);
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        let t0 = Instant::now();
+        p.stop();
+        assert!(t0.elapsed() < Duration::from_secs(6), "stop is bounded");
         let _ = std::fs::remove_dir_all(&d);
     }
 }
