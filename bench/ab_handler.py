@@ -3,7 +3,7 @@
 window (handler_bench.py's measure, interleaved runs, medians), with
 python-telegram-bot beside them. Usage:
 
-    python3 bench/ab_handler.py BASE_BIN NEW_BIN [--runs N] [--no-ptb] [--queued]
+    python3 bench/ab_handler.py BASE_BIN NEW_BIN [--runs N] [--no-ptb] [--queued] [--chats 1 20]
 
 --queued measures as bench.py's throughput does instead: the messages
 queued before the bot starts, counted from its first getUpdates to the
@@ -47,6 +47,8 @@ def main():
     ap.add_argument("--no-ptb", action="store_true")
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--queued", action="store_true")
+    ap.add_argument("--chats", type=int, nargs="+", default=[1, 20],
+                    help="chat counts to measure (default: 1 20)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="botfleet-abh-")
     pers = os.path.join(work, "persistent_echo.py")
@@ -59,7 +61,7 @@ def main():
         hb.BIN = bins["base"]
         sb = hb.Sandbox()
         for r in range(a.runs):
-            for chats in (1, 20):
+            for chats in a.chats:
                 for name in ("base", "new", "ptb"):
                     if name == "ptb":
                         if not py:
@@ -75,7 +77,7 @@ def main():
     finally:
         hb.kill_all()
         shutil.rmtree(work, ignore_errors=True)
-    for chats in (1, 20):
+    for chats in a.chats:
         row = {}
         for name in ("base", "new", "ptb"):
             v = res.get((name, chats))

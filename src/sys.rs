@@ -703,6 +703,25 @@ pub fn poll_readable2(fds: [std::os::fd::RawFd; 2], timeout_ms: i32) -> io::Resu
         return Err(e);
     }
     Ok(set.map(|p| p.revents != 0))
+/// Waits until `fd` can take a write (or its reader is gone), at most
+/// `timeout_ms` milliseconds. An interrupted wait (EINTR) reports false.
+pub fn poll_writable(fd: std::os::fd::RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid, exclusively borrowed pollfd; poll(2) writes
+    // only its `revents` field.
+    let ret = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(p.revents != 0)
 }
 
 #[cfg(test)]

@@ -97,23 +97,55 @@ pub fn hello(bot: &BotIdentity) -> String {
 }
 
 /// `{"type":"update","id":..,"deadline_ms":..,"update":{..}}` and a newline.
+/// Written in place (keys in the order `json!` sorts them), so the update
+/// is not copied into a new value for every line.
 pub fn update(id: &str, deadline_ms: u64, update: &Value) -> String {
-    line(json!({ "type": "update", "id": id, "deadline_ms": deadline_ms, "update": update }))
+    let mut s = String::with_capacity(96 + id.len());
+    s.push_str("{\"deadline_ms\":");
+    s.push_str(&deadline_ms.to_string());
+    s.push_str(",\"id\":");
+    push_json(&mut s, &Value::from(id));
+    s.push_str(",\"type\":\"update\",\"update\":");
+    push_json(&mut s, update);
+    s.push_str("}\n");
+    s
+}
+
+/// Appends `v` as compact JSON.
+fn push_json(s: &mut String, v: &Value) {
+    // Display of a Value is its compact JSON; writing to a String cannot fail.
+    use std::fmt::Write as _;
+    let _ = write!(s, "{v}");
 }
 
 /// `{"type":"results","id":..,"results":[..]}` and a newline.
+/// Written in place like [`update`]: a call's result is not copied.
 pub fn results(id: &str, results: &[CallResult]) -> String {
-    let list: Vec<Value> = results
-        .iter()
-        .map(|r| match r {
-            CallResult::Ok(v) => json!({ "ok": true, "result": v }),
+    let mut s = String::with_capacity(64 + id.len());
+    s.push_str("{\"id\":");
+    push_json(&mut s, &Value::from(id));
+    s.push_str(",\"results\":[");
+    for (i, r) in results.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        match r {
+            CallResult::Ok(v) => {
+                s.push_str("{\"ok\":true,\"result\":");
+                push_json(&mut s, v);
+                s.push('}');
+            }
             CallResult::Err {
                 error_code,
                 description,
-            } => json!({ "ok": false, "error_code": error_code, "description": description }),
-        })
-        .collect();
-    line(json!({ "type": "results", "id": id, "results": list }))
+            } => push_json(
+                &mut s,
+                &json!({ "ok": false, "error_code": error_code, "description": description }),
+            ),
+        }
+    }
+    s.push_str("],\"type\":\"results\"}\n");
+    s
 }
 
 /// Whether `v` is a call: an object with a string `method`.
@@ -219,6 +251,36 @@ mod tests {
             json!({"type":"results","id":"u1","results":[
                 {"ok":true,"result":{"message_id":3}},
                 {"ok":false,"error_code":400,"description":"refused"}]})
+        );
+    }
+
+    #[test]
+    fn lines_written_in_place_are_the_bytes_json_writes() {
+        let u = json!({"update_id": 5, "callback_query": {"id": "q\"1", "data": "é\n"}});
+        assert_eq!(
+            update("7\"", 1_796_303_585_213, &u),
+            line(
+                json!({"type": "update", "id": "7\"", "deadline_ms": 1_796_303_585_213u64, "update": u})
+            )
+        );
+        let list = [
+            CallResult::Ok(json!({"message_id": 3, "text": "a\"b"})),
+            CallResult::Err {
+                error_code: 429,
+                description: "Too \"Many\"".into(),
+            },
+            CallResult::Ok(json!(true)),
+        ];
+        assert_eq!(
+            results("9", &list),
+            line(json!({"type": "results", "id": "9", "results": [
+                {"ok": true, "result": {"message_id": 3, "text": "a\"b"}},
+                {"ok": false, "error_code": 429, "description": "Too \"Many\""},
+                {"ok": true, "result": true}]}))
+        );
+        assert_eq!(
+            results("1", &[]),
+            line(json!({"type":"results","id":"1","results":[]}))
         );
     }
 
