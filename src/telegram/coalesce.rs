@@ -7,8 +7,12 @@
 //! also hands the transport below a remaining-time timeout rounded up to
 //! whole seconds once more than [`ROUND_ABOVE`] is left, so the socket's
 //! timeouts are set again about once a second, not before every read and
-//! write (a deadline can end up to a second late). It must never reorder
-//! or drop bytes, and never read before what is kept has been written.
+//! write (a deadline can end up to a second late). And it answers ureq's
+//! liveness probe as it hands a connection back to its pool (right after
+//! the response was read) without the probe's three syscalls: ureq probes
+//! again, for real, when it takes the connection out of the pool. It must
+//! never reorder or drop bytes, never read before what is kept has been
+//! written, and never let a connection out of the pool unprobed.
 
 use std::time::Duration as StdDuration;
 
@@ -35,6 +39,7 @@ impl<C: Connector<()>> Connector<()> for Coalescing<C> {
             inner,
             pending: Vec::new(),
             timeout: NextTimeout::default(),
+            just_read: false,
         }))
     }
 }
@@ -48,6 +53,10 @@ pub struct Coalesced<T> {
     pending: Vec<u8>,
     /// The timeout of the last transmit: the kept bytes' write timeout.
     timeout: NextTimeout,
+    /// A response was read and no probe came since: the next `is_open`
+    /// is the pool's as the connection goes back (the one as it comes out
+    /// probes the socket).
+    just_read: bool,
 }
 
 /// `t` with its remaining time rounded up to whole seconds when more than
@@ -99,16 +108,25 @@ impl<T: Transport> Transport for Coalesced<T> {
 
     fn maybe_await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
         self.flush()?;
+        self.just_read = true;
         self.inner.maybe_await_input(rounded(timeout))
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
         self.flush()?;
+        self.just_read = true;
         self.inner.await_input(rounded(timeout))
     }
 
     fn is_open(&mut self) -> bool {
-        self.pending.is_empty() && self.inner.is_open()
+        if !self.pending.is_empty() {
+            return false;
+        }
+        if std::mem::take(&mut self.just_read) {
+            // Back to the pool: probed when it is taken out.
+            return true;
+        }
+        self.inner.is_open()
     }
 
     fn is_tls(&self) -> bool {
@@ -126,6 +144,7 @@ mod tests {
     struct Recorder {
         buffers: LazyBuffers,
         writes: Vec<Vec<u8>>,
+        probes: usize,
     }
 
     impl Transport for Recorder {
@@ -141,6 +160,7 @@ mod tests {
             Ok(false)
         }
         fn is_open(&mut self) -> bool {
+            self.probes += 1;
             true
         }
     }
@@ -150,9 +170,11 @@ mod tests {
             inner: Recorder {
                 buffers: LazyBuffers::new(64, output),
                 writes: Vec::new(),
+                probes: 0,
             },
             pending: Vec::new(),
             timeout: NextTimeout::default(),
+            just_read: false,
         }
     }
 
@@ -175,9 +197,21 @@ mod tests {
             c.inner.writes,
             vec![b"POST /m HTTP/1.1\r\n\r\n{\"a\":1}".to_vec()]
         );
-        assert!(c.is_open());
         c.maybe_await_input(NextTimeout::default()).expect("reads");
         assert_eq!(c.inner.writes.len(), 1, "nothing more to write");
+    }
+
+    #[test]
+    fn the_probe_going_into_the_pool_is_skipped_the_one_coming_out_is_not() {
+        let mut c = coalesced(1024);
+        transmit(&mut c, b"GET / HTTP/1.1\r\n\r\n");
+        c.await_input(NextTimeout::default()).expect("reads");
+        assert!(c.is_open(), "into the pool");
+        assert_eq!(c.inner.probes, 0);
+        assert!(c.is_open(), "out of the pool");
+        assert_eq!(c.inner.probes, 1, "probed as it comes out");
+        assert!(c.is_open());
+        assert_eq!(c.inner.probes, 2, "every later probe is real");
     }
 
     #[test]
