@@ -20,6 +20,7 @@
 //! process's logger must cap the `ureq` targets at `debug` (at `debug` it
 //! prints `/******` instead of the path).
 
+mod coalesce;
 mod error;
 mod multipart;
 mod resolve;
@@ -145,7 +146,7 @@ impl Client {
             .build();
         let agent = ureq::Agent::with_parts(
             config,
-            ureq::unversioned::transport::DefaultConnector::new(),
+            coalesce::Coalescing(ureq::unversioned::transport::DefaultConnector::new()),
             resolve::CachingResolver::default(),
         );
         Client {
@@ -228,15 +229,19 @@ impl Client {
         reply_to: Option<i64>,
     ) -> Result<i64, ApiError> {
         let method = "sendMessage";
-        let mut params = json!({ "chat_id": chat_id, "text": text });
+        // The body written directly (the hot path of every echo): the same
+        // JSON as a `json!` object, without building one per message. A
+        // string always serialises.
+        let text = serde_json::to_string(text).unwrap_or_default();
+        let mut body = format!("{{\"chat_id\":{chat_id},\"text\":{text}");
         if let Some(reply_to) = reply_to {
             // Sent even when the original was deleted meanwhile.
-            params["reply_parameters"] = json!({
-                "message_id": reply_to,
-                "allow_sending_without_reply": true,
-            });
+            body.push_str(&format!(
+                ",\"reply_parameters\":{{\"message_id\":{reply_to},\"allow_sending_without_reply\":true}}"
+            ));
         }
-        let r = self.call(method, &params)?;
+        body.push('}');
+        let r = self.call_json(method, body.into_bytes(), self.base_timeout)?;
         message_id(method, &r)
     }
 
@@ -639,7 +644,7 @@ pub fn classify(
         method: method.to_string(),
         reason,
     };
-    let reply: Value = match serde_json::from_slice(body) {
+    let mut reply: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
             let snippet = short(&String::from_utf8_lossy(body));
@@ -657,8 +662,10 @@ pub fn classify(
         .unwrap_or_default();
     match reply.get("ok").and_then(Value::as_bool) {
         Some(true) => {
-            return match reply.get("result") {
-                Some(result) => Ok(result.clone()),
+            // Taken out, not cloned: a reply's result can be a whole
+            // message (with the message it answers) or 100 updates.
+            return match reply.as_object_mut().and_then(|o| o.remove("result")) {
+                Some(result) => Ok(result),
                 None => Err(transient(format!("http {status}, ok:true without result"))),
             };
         }

@@ -127,6 +127,22 @@ impl Pool {
         }
     }
 
+    /// Waits until no update is queued or in hand, or `timeout`; true
+    /// when none is. (The poll loop's fsync waits for a batch's replies.)
+    pub fn wait_drained(&self, timeout: Duration) -> bool {
+        let mut s = lock(&self.inner.0);
+        s.idle_waiters += 1;
+        let result = self
+            .released
+            .wait_timeout_while(s, timeout, |s| !(s.active.is_empty() && s.ready.is_empty()));
+        let mut s = match result {
+            Ok((s, _)) => s,
+            Err(p) => p.into_inner().0,
+        };
+        s.idle_waiters -= 1;
+        s.active.is_empty() && s.ready.is_empty()
+    }
+
     /// Starts no more jobs (what is queued stays queued).
     pub fn stop(&self) {
         lock(&self.inner.0).stopped = true;
@@ -361,6 +377,30 @@ mod tests {
             "idle once released"
         );
         assert!(t.elapsed() < Duration::from_secs(5), "woken, not timed out");
+    }
+
+    #[test]
+    fn wait_drained_waits_for_queued_updates_too_and_times_out_when_held() {
+        let pool = Pool::new(1);
+        let done = Arc::new(Mutex::new(0));
+        // Queued, not started yet: wait_idle would not wait; this does.
+        for chat in [1, 2] {
+            let (p, d) = (pool.clone(), Arc::clone(&done));
+            pool.submit(chat, move || {
+                std::thread::sleep(Duration::from_millis(30));
+                *d.lock().expect("done") += 1;
+                p.release(chat);
+            });
+        }
+        assert!(pool.wait_drained(Duration::from_secs(10)));
+        assert_eq!(*done.lock().expect("done"), 2, "both handled first");
+        // An update held (its reply not out): bounded by the timeout.
+        pool.submit(3, || {});
+        let t = Instant::now();
+        assert!(!pool.wait_drained(Duration::from_millis(50)));
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        pool.release(3);
+        assert!(pool.wait_drained(Duration::from_secs(10)));
     }
 
     #[test]

@@ -320,7 +320,7 @@ impl Inbox {
             return Ok(false);
         };
         self.order.remove(&seq);
-        let line = format!("{}\n", json!({ "done": id }));
+        let line = format!("{{\"done\":{id}}}\n");
         let before = self.bytes;
         match self.file.write_all(line.as_bytes()) {
             Ok(()) => {
