@@ -703,6 +703,8 @@ pub fn poll_readable2(fds: [std::os::fd::RawFd; 2], timeout_ms: i32) -> io::Resu
         return Err(e);
     }
     Ok(set.map(|p| p.revents != 0))
+}
+
 /// Waits until `fd` can take a write (or its reader is gone), at most
 /// `timeout_ms` milliseconds. An interrupted wait (EINTR) reports false.
 pub fn poll_writable(fd: std::os::fd::RawFd, timeout_ms: i32) -> io::Result<bool> {
