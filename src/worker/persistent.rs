@@ -299,6 +299,8 @@ impl Output {
                 Ok(_) => return false,
                 Err(e) => {
                     log::debug!("waiting on the handler's stdout: {e}");
+                    // Not a spin while the error lasts.
+                    std::thread::sleep(Duration::from_millis(10));
                     return false;
                 }
             }
