@@ -617,6 +617,9 @@ fn run(
             );
         }
     }
+    if let Err(e) = client.set_my_commands(commands::COMMANDS) {
+        log::warn!("setMyCommands failed (commands still work): {e}");
+    }
     let error_shared = Arc::clone(&shared);
     let send = match SendPath::start(client.clone(), Arc::clone(&shared.rates), move || {
         error_shared.error()
@@ -660,12 +663,6 @@ fn run(
         username: me.username.clone(),
     });
     log::info!("ready as @{} (bot id {})", me.username, me.id);
-    // After READY: the command menu is a convenience, not part of being
-    // ready, and a thousand workers starting at once wait for one round
-    // trip less each.
-    if let Err(e) = client.set_my_commands(commands::COMMANDS) {
-        log::warn!("setMyCommands failed (commands still work): {e}");
-    }
     let bot = Arc::new(Bot {
         client,
         me,

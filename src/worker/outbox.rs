@@ -16,6 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// How often finished sends are taken in while some are in flight.
+const OUTCOME_CHECK: Duration = Duration::from_millis(20);
 /// A recipient who never started the bot cannot be reached until they do:
 /// retry after an hour, doubling to six.
 const UNREACHABLE_BACKOFF: (Duration, Duration) =
@@ -169,6 +171,11 @@ impl Outbox {
         }
         if self.quiet.is_some() {
             None
+        } else if self.jobs.values().any(|j| !j.waiting.is_empty()) {
+            // A send that finished is recorded (`.NAME.sent-to`) within
+            // this long, not at the next look: a stop or a kill in between
+            // would send that file to that recipient again.
+            Some(self.next_look.min(now + OUTCOME_CHECK))
         } else {
             Some(self.next_look)
         }

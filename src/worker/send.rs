@@ -684,20 +684,11 @@ fn run(shared: &Arc<(Mutex<Queue>, Condvar)>, spawner: &Arc<Spawner>) {
                         q.idle += 1;
                         let idle_exit = q.idle_exit;
                         let timed_out;
-                        (q, timed_out) = if q.threads > 1 {
-                            match cv.wait_timeout(q, idle_exit) {
-                                Ok((g, t)) => (g, t.timed_out()),
-                                Err(p) => {
-                                    let (g, t) = p.into_inner();
-                                    (g, t.timed_out())
-                                }
-                            }
-                        } else {
-                            // The one that always stays: no timer, so an
-                            // idle worker's sender never wakes for nothing.
-                            match cv.wait(q) {
-                                Ok(g) => (g, false),
-                                Err(p) => (p.into_inner(), false),
+                        (q, timed_out) = match cv.wait_timeout(q, idle_exit) {
+                            Ok((g, t)) => (g, t.timed_out()),
+                            Err(p) => {
+                                let (g, t) = p.into_inner();
+                                (g, t.timed_out())
                             }
                         };
                         q.idle -= 1;
