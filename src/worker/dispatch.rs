@@ -27,6 +27,9 @@ struct Sched {
     stopped: bool,
     /// Callers in `wait_idle` (a release wakes them only when there are).
     idle_waiters: usize,
+    /// Callers in `wait_drained` (woken only once nothing is queued or in
+    /// hand: a busy chat's every release must not wake them).
+    drain_waiters: usize,
     threads: usize,
     /// Threads waiting for work.
     idle: usize,
@@ -42,6 +45,7 @@ impl Default for Sched {
             active: HashSet::new(),
             stopped: false,
             idle_waiters: 0,
+            drain_waiters: 0,
             threads: 0,
             idle: 0,
             wanted: 1,
@@ -120,7 +124,8 @@ impl Pool {
         } else {
             s.queues.remove(&chat_id);
         }
-        let waiters = s.idle_waiters > 0;
+        let drained = s.active.is_empty() && s.ready.is_empty();
+        let waiters = s.idle_waiters > 0 || (s.drain_waiters > 0 && drained);
         drop(s);
         if waiters {
             self.released.notify_all();
@@ -131,7 +136,7 @@ impl Pool {
     /// when none is. (The poll loop's fsync waits for a batch's replies.)
     pub fn wait_drained(&self, timeout: Duration) -> bool {
         let mut s = lock(&self.inner.0);
-        s.idle_waiters += 1;
+        s.drain_waiters += 1;
         let result = self
             .released
             .wait_timeout_while(s, timeout, |s| !(s.active.is_empty() && s.ready.is_empty()));
@@ -139,7 +144,7 @@ impl Pool {
             Ok((s, _)) => s,
             Err(p) => p.into_inner().0,
         };
-        s.idle_waiters -= 1;
+        s.drain_waiters -= 1;
         s.active.is_empty() && s.ready.is_empty()
     }
 

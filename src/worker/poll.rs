@@ -1,7 +1,7 @@
 //! Fetching: the poll loop. It long-polls getUpdates, writes each batch to
 //! the inbox, hands the updates to the scheduler and fsyncs the journal
-//! (one fsync per batch, while the batch is already being handled, after
-//! up to 2 ms for its replies to go out first); only
+//! (one fsync per batch, while the batch is already being handled; at a
+//! quiet bot after up to 2 ms for its replies to go out first); only
 //! then does the next getUpdates confirm the batch to Telegram (a crash
 //! before the fsync repeats at most that batch: Telegram still has it). It stops fetching (and says why) while the inbox is at
 //! INBOX_MAX_UPDATES or cannot be written, and resumes by itself. Ids below
@@ -23,7 +23,8 @@ const POLL_WINDOW: usize = 100;
 /// Telegram answers one update at a time to an offset repeated within
 /// this long; the loop never does that.
 const SAME_OFFSET_GAP: Duration = Duration::from_millis(500);
-/// How long a batch's fsync waits for its updates to be done.
+/// How long the fsync of a batch that found the bot quiet waits for its
+/// updates to be done.
 const SYNC_AFTER_REPLIES: Duration = Duration::from_millis(2);
 /// How often a paused loop looks again.
 const PAUSE_CHECK: Duration = Duration::from_millis(250);
@@ -189,15 +190,18 @@ pub(super) fn poll_loop(bot: &Arc<Bot>) -> i32 {
                             .collect();
                         // The parsed batch goes; each job holds its text.
                         drop(updates);
+                        let pool = shared.pool.get();
+                        let quiet = pool.is_some_and(|p| p.in_hand() == 0 && p.queued() == 0);
                         for (id, raw) in written {
                             let chat = chats.get(&id).copied().unwrap_or(0);
                             bot.take(id, chat, raw);
                         }
-                        // The batch's replies first, for a moment: an
-                        // fsync beside them slows them (its kernel work
-                        // takes a core of a small host). The batch is in
-                        // the page cache already; only confirming waits.
-                        if let Some(pool) = shared.pool.get() {
+                        // At a quiet bot, the batch's replies first, for a
+                        // moment: an fsync beside them slows them (its
+                        // kernel work takes a core of a small host). The
+                        // batch is in the page cache already; only
+                        // confirming waits. A busy bot syncs at once.
+                        if let Some(pool) = pool.filter(|_| quiet) {
                             pool.wait_drained(SYNC_AFTER_REPLIES);
                         }
                         match handle.sync_data() {
