@@ -284,7 +284,7 @@ pub fn main() -> i32 {
     run(shared, token, settings, outbox_tx)
 }
 
-/// The worker's stdin (a pipe from the supervisor), read in whole lines
+/// The worker's stdin (its end of the socket pair the supervisor holds), read in whole lines
 /// with read(2) and no hidden buffer, so poll(2) on it tells the truth.
 struct ParentPipe {
     file: std::fs::File,
