@@ -29,7 +29,7 @@ pub mod send;
 pub mod track;
 
 use crate::config::Settings;
-use crate::ipc::{Counters, ParentMsg, WorkerMsg};
+use crate::ipc::{write_heartbeat, Counters, ParentMsg, WorkerMsg};
 use crate::ipc::{EXIT_PERMANENT, EXIT_TOKEN_REJECTED, HEARTBEAT_PERIOD};
 use crate::lock::TokenLock;
 use crate::state;
@@ -364,68 +364,24 @@ fn heartbeat(s: &Shared, stale_after: Duration) {
         (ib.depth() as u64, ib.oldest_ms(), ib.bytes())
     });
     let mut buf = [0u8; 512];
+    let mut long = Vec::new();
     let len = {
         let c = lock(&s.counters);
         let (depth, oldest, bytes) =
             inbox.unwrap_or((c.inbox_depth, c.oldest_pending_ms, c.journal_bytes));
         let mut out = std::io::Cursor::new(&mut buf[..]);
         match write_heartbeat(&mut out, &c, depth, oldest, bytes) {
-            Ok(()) => Some(out.position() as usize),
+            Ok(()) => out.position() as usize,
             // Longer than the buffer (a long reason in `waiting` or
-            // `fetchPaused`): the general encoder.
-            Err(_) => None,
+            // `fetchPaused`): written into a Vec instead.
+            Err(_) => {
+                write_heartbeat(&mut long, &c, depth, oldest, bytes)
+                    .expect("a Vec takes any length");
+                0
+            }
         }
     };
-    match len {
-        Some(n) => emit_line(&buf[..n]),
-        None => {
-            let mut counters = lock(&s.counters).clone();
-            if let Some((depth, oldest, bytes)) = inbox {
-                counters.inbox_depth = depth;
-                counters.oldest_pending_ms = oldest;
-                counters.journal_bytes = bytes;
-            }
-            emit(&WorkerMsg::Heartbeat(counters));
-        }
-    }
-}
-
-/// A HEARTBEAT line as `WorkerMsg::Heartbeat(..).encode()` writes it (the
-/// supervisor decodes either), with the inbox's figures given.
-fn write_heartbeat(
-    out: &mut impl Write,
-    c: &Counters,
-    depth: u64,
-    oldest: Option<u64>,
-    bytes: u64,
-) -> std::io::Result<()> {
-    fn opt(out: &mut impl Write, v: Option<u64>) -> std::io::Result<()> {
-        match v {
-            Some(v) => write!(out, "{v}"),
-            None => out.write_all(b"null"),
-        }
-    }
-    fn text(out: &mut impl Write, v: &Option<String>) -> std::io::Result<()> {
-        match v {
-            Some(v) => serde_json::to_writer(&mut *out, v).map_err(std::io::Error::other),
-            None => out.write_all(b"null"),
-        }
-    }
-    write!(
-        out,
-        "{{\"type\":\"HEARTBEAT\",\"updates\":{},\"errors\":{},\"lastPollOkMs\":",
-        c.updates, c.errors
-    )?;
-    opt(out, c.last_poll_ok_ms)?;
-    out.write_all(b",\"lastUpdateMs\":")?;
-    opt(out, c.last_update_ms)?;
-    write!(out, ",\"conflict\":{},\"waiting\":", c.conflict)?;
-    text(out, &c.waiting)?;
-    write!(out, ",\"inboxDepth\":{depth},\"oldestPendingMs\":")?;
-    opt(out, oldest)?;
-    write!(out, ",\"journalBytes\":{bytes},\"fetchPaused\":")?;
-    text(out, &c.fetch_paused)?;
-    out.write_all(b"}\n")
+    emit_line(if long.is_empty() { &buf[..len] } else { &long });
 }
 
 /// Starts the control thread: one poll(2) over stdin (the supervisor's
