@@ -188,25 +188,32 @@ pub fn monotonic_usec() -> io::Result<u64> {
 /// `timeout_ms` milliseconds. Returns, per descriptor, whether it is ready.
 /// An interrupted wait (EINTR) reports nothing ready.
 pub fn poll_readable(fds: &[std::os::fd::RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
-    let mut set: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut set: Vec<libc::pollfd> = fds.iter().map(|&fd| pollfd(fd, libc::POLLIN)).collect();
+    poll_set(&mut set, timeout_ms)?;
+    Ok(set.iter().map(|p| p.revents != 0).collect())
+}
+
+fn pollfd(fd: std::os::fd::RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// poll(2) over `set`; an interrupted wait (EINTR) reports nothing ready.
+fn poll_set(set: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<()> {
     // SAFETY: `set` is a valid, exclusively borrowed array of `set.len()`
     // pollfd structs; poll(2) writes only their `revents` fields.
     let ret = unsafe { libc::poll(set.as_mut_ptr(), set.len() as libc::nfds_t, timeout_ms) };
     if ret < 0 {
         let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(vec![false; fds.len()]);
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
         }
-        return Err(e);
+        set.iter_mut().for_each(|p| p.revents = 0);
     }
-    Ok(set.iter().map(|p| p.revents != 0).collect())
+    Ok(())
 }
 
 /// Makes a child started by `cmd` receive SIGKILL when the thread that
@@ -687,43 +694,17 @@ pub fn release_main_stack_below_here() -> io::Result<usize> {
 /// `poll_readable` for exactly two descriptors, with no allocation (the
 /// worker's control thread waits on this every few seconds).
 pub fn poll_readable2(fds: [std::os::fd::RawFd; 2], timeout_ms: i32) -> io::Result<[bool; 2]> {
-    let mut set = fds.map(|fd| libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    });
-    // SAFETY: `set` is a valid, exclusively borrowed array of 2 pollfd
-    // structs; poll(2) writes only their `revents` fields.
-    let ret = unsafe { libc::poll(set.as_mut_ptr(), 2, timeout_ms) };
-    if ret < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok([false; 2]);
-        }
-        return Err(e);
-    }
+    let mut set = fds.map(|fd| pollfd(fd, libc::POLLIN));
+    poll_set(&mut set, timeout_ms)?;
     Ok(set.map(|p| p.revents != 0))
 }
 
 /// Waits until `fd` can take a write (or its reader is gone), at most
 /// `timeout_ms` milliseconds. An interrupted wait (EINTR) reports false.
 pub fn poll_writable(fd: std::os::fd::RawFd, timeout_ms: i32) -> io::Result<bool> {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: `p` is one valid, exclusively borrowed pollfd; poll(2) writes
-    // only its `revents` field.
-    let ret = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-    if ret < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(false);
-        }
-        return Err(e);
-    }
-    Ok(p.revents != 0)
+    let mut set = [pollfd(fd, libc::POLLOUT)];
+    poll_set(&mut set, timeout_ms)?;
+    Ok(set[0].revents != 0)
 }
 
 #[cfg(test)]
