@@ -37,6 +37,14 @@ struct Sched {
     idle_exit: Duration,
 }
 
+impl Sched {
+    /// No update queued or in hand (a chat with queued updates is either
+    /// in hand or ready).
+    fn drained(&self) -> bool {
+        self.active.is_empty() && self.ready.is_empty()
+    }
+}
+
 impl Default for Sched {
     fn default() -> Sched {
         Sched {
@@ -124,8 +132,7 @@ impl Pool {
         } else {
             s.queues.remove(&chat_id);
         }
-        let drained = s.active.is_empty() && s.ready.is_empty();
-        let waiters = s.idle_waiters > 0 || (s.drain_waiters > 0 && drained);
+        let waiters = s.idle_waiters > 0 || (s.drain_waiters > 0 && s.drained());
         drop(s);
         if waiters {
             self.released.notify_all();
@@ -139,13 +146,18 @@ impl Pool {
         s.drain_waiters += 1;
         let result = self
             .released
-            .wait_timeout_while(s, timeout, |s| !(s.active.is_empty() && s.ready.is_empty()));
+            .wait_timeout_while(s, timeout, |s| !s.drained());
         let mut s = match result {
             Ok((s, _)) => s,
             Err(p) => p.into_inner().0,
         };
         s.drain_waiters -= 1;
-        s.active.is_empty() && s.ready.is_empty()
+        s.drained()
+    }
+
+    /// Whether no update is queued or in hand.
+    pub fn is_drained(&self) -> bool {
+        lock(&self.inner.0).drained()
     }
 
     /// Starts no more jobs (what is queued stays queued).

@@ -191,7 +191,7 @@ pub(super) fn poll_loop(bot: &Arc<Bot>) -> i32 {
                         // The parsed batch goes; each job holds its text.
                         drop(updates);
                         let pool = shared.pool.get();
-                        let quiet = pool.is_some_and(|p| p.in_hand() == 0 && p.queued() == 0);
+                        let quiet = pool.is_some_and(|p| p.is_drained());
                         for (id, raw) in written {
                             let chat = chats.get(&id).copied().unwrap_or(0);
                             bot.take(id, chat, raw);
