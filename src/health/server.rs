@@ -488,8 +488,11 @@ fn read_loop(
             }
         }
         pending = still;
+        // A cap lowered by a reload applies within a round, not only at
+        // the next accept.
+        let cap = max_pending.load(Ordering::Relaxed);
+        send_away_beyond(&mut pending, cap);
         if accept_paused.is_none() && ready.first().copied().unwrap_or(false) {
-            let cap = max_pending.load(Ordering::Relaxed);
             if let Err(e) = accept_all(listener, &mut pending, cap) {
                 accept_errors += 1;
                 if accept_errors == 1 || accept_errors % 1000 == 0 {
@@ -505,6 +508,17 @@ fn read_loop(
                 accept_paused = Some(Instant::now() + ACCEPT_PAUSE);
             }
         }
+    }
+}
+
+/// Sends away (503) the oldest waiting clients beyond `cap`: they have had
+/// the longest chance.
+fn send_away_beyond(pending: &mut VecDeque<Pending>, cap: usize) {
+    while pending.len() > cap {
+        let Some(oldest) = pending.pop_front() else {
+            break;
+        };
+        reject(oldest.stream, 503);
     }
 }
 
@@ -527,14 +541,7 @@ fn accept_all(
                     buf: Vec::new(),
                     since: Instant::now(),
                 });
-                // The oldest waiting clients have had the longest chance
-                // (all beyond the cap, which a reload may have lowered).
-                while pending.len() > max_pending {
-                    let Some(oldest) = pending.pop_front() else {
-                        break;
-                    };
-                    reject(oldest.stream, 503);
-                }
+                send_away_beyond(pending, max_pending);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
