@@ -559,6 +559,7 @@ class Bench:
         self.scale_sizes = [int(x) for x in args.scale.split(",") if x] if args.scale is not None else (
             [1000] if args.quick else [1000, 3000])
         self.scale_idle_secs = 15 if args.quick else 60
+        self.scale_runs = 1 if args.quick else args.scale_runs
         self.results = {}  # metric -> impl -> [values]
         self.notes = {}  # metric -> impl -> str
         self.evidence = {}  # free-form measured detail
@@ -1010,9 +1011,11 @@ class Bench:
         log(self.evidence["pid_max"])
 
     # --- scale: 1,000 and 3,000 bots
-    def scale(self, sb, impl, tokens):
+    def scale(self, sb, impl, tokens, full=True):
         """`botfleet run` to all ready, total PSS, idle CPU, a .env change
-        adding 100 tokens, SIGTERM to every process gone; one fleet."""
+        adding 100 tokens, SIGTERM to every process gone; one fleet. Without
+        `full`, a repeat for the medians: start, ready, memory, SIGTERM (the
+        idle window and the .env change are measured once)."""
         n = len(tokens) - 100
         ids = [int(t.split(":")[0]) for t in tokens]
         k = f"{n}"
@@ -1043,6 +1046,9 @@ class Bench:
             self.rec(f"scale_worker_rss_max_{k}", impl, max(hwm))
             self.rec(f"scale_sb_rss_{k}", impl, status_kb(sb.p.pid, "VmRSS") / 1024)
             self.rec(f"scale_sb_threads_{k}", impl, status_kb(sb.p.pid, "Threads") or 0)
+            if not full:
+                self.scale_stop(f, f.workers(), k, impl)
+                return
             # Idle: the whole fleet over the window, and the sandbox serving it.
             every = pids + [f.pid]
             c0 = sum(cpu_secs(p) for p in every)
@@ -1072,18 +1078,20 @@ class Bench:
                 last = max(last, t_i)
             self.rec(f"scale_env_add_{k}", impl, last - t0)
             wait_first_polls(sb, ids[n:], before, timeout=60, interval=0.1)
-            # SIGTERM with every worker mid-poll: to every process gone.
-            pids = f.workers()
-            t0 = time.monotonic()
-            os.kill(f.pid, signal.SIGTERM)
-            deadline = t0 + 60
-            while time.monotonic() < deadline:
-                if f.p.poll() is not None and not any(alive(p) for p in pids):
-                    break
-                time.sleep(0.005)
-            self.rec(f"scale_gone_{k}", impl, time.monotonic() - t0)
+            self.scale_stop(f, f.workers(), k, impl)
         finally:
             f.close()
+
+    def scale_stop(self, f, pids, k, impl):
+        """SIGTERM with every worker mid-poll: to every process gone."""
+        t0 = time.monotonic()
+        os.kill(f.pid, signal.SIGTERM)
+        deadline = t0 + 60
+        while time.monotonic() < deadline:
+            if f.p.poll() is not None and not any(alive(p) for p in pids):
+                break
+            time.sleep(0.005)
+        self.rec(f"scale_gone_{k}", impl, time.monotonic() - t0)
 
     # --- everything
     def want(self, section):
@@ -1157,10 +1165,11 @@ class Bench:
         self.raise_pid_max(max(self.scale_sizes, default=0))
         for n in self.scale_sizes:
             tokens = [t for _, t in sb.new_bots(n + 100)]
-            for impl in (MUSL, GLIBC):
-                log(f"{n} bots: start, PSS, idle {self.scale_idle_secs} s, +100 by .env, SIGTERM, {impl}")
+            for r, impl in [(r, i) for r in range(self.scale_runs) for i in (MUSL, GLIBC)]:
+                what = f"idle {self.scale_idle_secs} s, +100 by .env, " if r == 0 else ""
+                log(f"{n} bots: start, PSS, {what}SIGTERM, {impl}, run {r + 1}/{self.scale_runs}")
                 try:
-                    self.scale(sb, impl, tokens)
+                    self.scale(sb, impl, tokens, full=r == 0)
                 except RuntimeError as e:
                     log(f"  {n} bots {impl} FAILED: {e}")
                     self.evidence.setdefault("scale_failed", []).append(
@@ -1457,8 +1466,9 @@ def write_report(b, path, date, cmd, t_total):
         "`at_us`, matched by text. Peak RSS is read 1 s after each bot echoed 3 messages (3 long "
         "polls ended by a message). Idle CPU: 10-bot groups of every implementation run side by side "
         "in the same window, each summed over its processes from /proc/PID/stat. kill -9 and "
-        f".env figures: the median of {b.repeats} in one fleet each. Scale: one fleet per size "
-        f"and build, idle window {b.scale_idle_secs} s, the bench's open-file limit raised to the "
+        f".env figures: the median of {b.repeats} in one fleet each. Scale: {b.scale_runs} fleets per size "
+        f"and build, interleaved (start, ready, PSS, RSS and SIGTERM in each; the idle window "
+        f"and the .env change in the first), idle window {b.scale_idle_secs} s, the bench's open-file limit raised to the "
         "hard limit (inherited by the sandbox and the fleets). Every ratio is taken within this run.",
         "",
         "Goals: (i16) issue 16, (i8) issue 8, (i3) issue 3 \"Figures to reach\". "
@@ -1518,6 +1528,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 run each, 15 s idle window, 3 repeats")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--scale-runs", type=int, default=3,
+                    help="fleets per size and build in the scale section; the idle window and "
+                         "the .env change in the first only (default 3)")
     ap.add_argument("--no-ptb", action="store_true")
     ap.add_argument("--peers", default=None,
                     help="comma-separated peers to measure (default all): ptb,aiogram,grammy,teloxide")
