@@ -230,13 +230,22 @@ impl Bot {
         }
     }
 
-    /// HANDLER_USER as a confinement (resolved once per value).
+    /// HANDLER_USER as a confinement (resolved once per value). Every
+    /// program handler asks for it before it starts, so the handler's
+    /// directory is made here, not at start-up (a worker with a built-in
+    /// handler never needs it; each inode a start creates costs).
     fn confinement(&self, settings: &Settings) -> Confinement {
         let mut cached = lock(&self.confinement);
         if let Some((user, c)) = cached.as_ref() {
             if *user == settings.handler_user {
                 return c.clone();
             }
+        }
+        if let Err(e) = std::fs::create_dir_all(&self.data_dir) {
+            log::error!(
+                "cannot create the handler's directory {}: {e}",
+                self.data_dir.display()
+            );
         }
         let c = match Confinement::for_user(settings.handler_user.as_deref()) {
             Ok(c) => c,

@@ -602,18 +602,14 @@ fn run(
         log::debug!("the send path was already set");
     }
     // The handler's own directory: its working directory and BOT_DATA_DIR,
-    // kept across restarts, never wiped.
+    // kept across restarts, never wiped; made before the first program
+    // handler starts (`Bot::confinement`), not here. STATE_DIR exists.
     let data_dir = settings
         .state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| settings.state_dir.clone())
         .join("data")
         .join(format!("bot-{}", shared.index));
-    if let Err(e) = std::fs::create_dir_all(&data_dir) {
-        log::error!(
-            "cannot create the handler's directory {}: {e}",
-            data_dir.display()
-        );
-    }
-    let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
     emit(&WorkerMsg::Ready {
         bot_id: me.id,
         username: me.username.clone(),
