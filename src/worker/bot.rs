@@ -612,6 +612,10 @@ impl Bot {
             }
         };
         let received = self.media.join("received");
+        // Made when the first file comes, not at start-up.
+        if let Err(e) = std::fs::create_dir_all(&received) {
+            log::warn!("cannot create {}: {e}", received.display());
+        }
         // Download under a hidden name, then link it into place without
         // overwriting anything (two chats may send the same name at once).
         let incoming = received.join(format!(".incoming-{}-{}", msg.update_id, file.name));

@@ -565,13 +565,13 @@ fn run(
             log::warn!("CLEAN_UP_MEDIADIR: cannot wipe {}: {e}", media.display());
         }
     }
-    for dir in [media.clone(), media.join("received"), media.join("sent")] {
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            fatal(
-                &format!("cannot create {}: {e}", dir.display()),
-                EXIT_PERMANENT,
-            );
-        }
+    // The outbox only: `received/` and `sent/` are made when the first file
+    // comes or goes (each inode a start creates costs).
+    if let Err(e) = std::fs::create_dir_all(&media) {
+        fatal(
+            &format!("cannot create {}: {e}", media.display()),
+            EXIT_PERMANENT,
+        );
     }
     if let Err(e) = client.set_my_commands(commands::COMMANDS) {
         log::warn!("setMyCommands failed (commands still work): {e}");
