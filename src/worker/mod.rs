@@ -602,14 +602,28 @@ fn run(
         log::debug!("the send path was already set");
     }
     // The handler's own directory: its working directory and BOT_DATA_DIR,
-    // kept across restarts, never wiped; made before the first program
-    // handler starts (`Bot::confinement`), not here. STATE_DIR exists.
+    // kept across restarts, never wiped. Made here for a program handler
+    // (files may be put there before its first update); with a built-in
+    // one, not until a program handler first starts (`Bot::confinement`):
+    // each inode a start creates costs. STATE_DIR exists.
     let data_dir = settings
         .state_dir
         .canonicalize()
         .unwrap_or_else(|_| settings.state_dir.clone())
         .join("data")
         .join(format!("bot-{}", shared.index));
+    let program = settings
+        .handler
+        .as_ref()
+        .is_some_and(|argv| !(argv.len() == 1 && argv[0] == BUILTIN_ECHO));
+    if program {
+        if let Err(e) = std::fs::create_dir_all(&data_dir) {
+            log::error!(
+                "cannot create the handler's directory {}: {e}",
+                data_dir.display()
+            );
+        }
+    }
     emit(&WorkerMsg::Ready {
         bot_id: me.id,
         username: me.username.clone(),
