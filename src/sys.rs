@@ -625,7 +625,10 @@ pub fn own_children() -> Option<Vec<u32>> {
         let mut path = task.path();
         path.push("children");
         if let Ok(text) = std::fs::read_to_string(path) {
-            pids.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            pids.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
         }
     }
     Some(pids)
@@ -728,7 +731,10 @@ pub fn unshare_descriptor_table() -> io::Result<()> {
 /// owns.
 #[cfg(target_os = "linux")]
 pub fn close_all_but(keep: &[std::os::fd::RawFd]) -> io::Result<()> {
-    let mut keep: Vec<u32> = keep.iter().filter_map(|&fd| u32::try_from(fd).ok()).collect();
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .collect();
     keep.sort_unstable();
     keep.dedup();
     let mut from: u32 = 0;
@@ -921,6 +927,32 @@ pub fn recv_fds(sock: std::os::fd::BorrowedFd<'_>) -> io::Result<(u64, Vec<std::
         ));
     }
     Ok((u64::from_ne_bytes(bytes), fds))
+}
+
+/// A pipe whose two ends are close-on-exec: (read end, write end).
+pub fn pipe_cloexec() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the 2-element array.
+    #[cfg(target_os = "linux")]
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    #[cfg(not(target_os = "linux"))]
+    {
+        // SAFETY: pipe writes two descriptors into the 2-element array;
+        // fcntl takes plain integers.
+        check(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
+        for fd in fds {
+            // SAFETY: as above.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    // SAFETY: the call succeeded: both are new descriptors owned by no one else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
 }
 
 /// The calling thread's id (gettid(2)).

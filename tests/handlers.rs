@@ -660,10 +660,16 @@ fn the_data_dir_waits_for_a_program_handler_and_is_there_when_one_first_runs() {
         .chain(["BOT_HANDLER=\"sh -c pwd\"\n".to_string()])
         .collect();
     std::fs::write(&fleet.env_file, env).expect("write .env");
-    wait_until(Duration::from_secs(20), "the handler answers from its dir", || {
-        sb.send_text(15_011, USER, USER, "where");
-        std::thread::sleep(Duration::from_millis(300));
-        texts(&sb, 15_011, USER).iter().any(|t| t.contains("data/bot-0"))
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "the handler answers from its dir",
+        || {
+            sb.send_text(15_011, USER, USER, "where");
+            std::thread::sleep(Duration::from_millis(300));
+            texts(&sb, 15_011, USER)
+                .iter()
+                .any(|t| t.contains("data/bot-0"))
+        },
+    );
     assert!(data.is_dir(), "made before the program handler ran");
 }

@@ -66,7 +66,12 @@ fn workers_hold_only_their_own_descriptors_and_the_supervisor_gives_back_a_stopp
     assert_eq!(workers.len(), 6);
     for w in &workers {
         let table = fds(&format!("/proc/{w}/fd"));
-        let at = |n: u32| table.iter().find(|(fd, _)| *fd == n).map(|(_, to)| to.clone());
+        let at = |n: u32| {
+            table
+                .iter()
+                .find(|(fd, _)| *fd == n)
+                .map(|(_, to)| to.clone())
+        };
         let stdio = at(0).expect("a worker has a stdin");
         assert!(stdio.starts_with("socket:"), "stdin is a socket: {stdio}");
         assert_eq!(at(1), Some(stdio.clone()), "stdout is the same socket");
@@ -77,7 +82,10 @@ fn workers_hold_only_their_own_descriptors_and_the_supervisor_gives_back_a_stopp
             .iter()
             .filter(|(fd, to)| *fd != 2 && main_table.contains(to))
             .collect();
-        assert!(leaked.is_empty(), "worker {w} holds the supervisor's {leaked:?}");
+        assert!(
+            leaked.is_empty(),
+            "worker {w} holds the supervisor's {leaked:?}"
+        );
     }
     // Four bots leave: the supervisor drops their two descriptors each.
     let before = fds(&format!("/proc/{sup}/fd")).len();

@@ -108,14 +108,14 @@ impl Spawner {
 fn start(mut cmd: Command) -> io::Result<(Child, UnixStream, OwnedFd)> {
     let (ours, theirs) = UnixStream::pair()?;
     let their_stdin = theirs.try_clone()?;
-    let (err_read, err_write) = std::io::pipe()?;
+    let (err_read, err_write) = crate::sys::pipe_cloexec()?;
     cmd.stdin(Stdio::from(OwnedFd::from(their_stdin)))
         .stdout(Stdio::from(OwnedFd::from(theirs)))
         .stderr(Stdio::from(err_write));
     let spawned = cmd.spawn();
     // Our copies of the worker's ends closed now, so its exit is seen.
     drop(cmd);
-    Ok((spawned?, ours, OwnedFd::from(err_read)))
+    Ok((spawned?, ours, err_read))
 }
 
 /// Kills and reaps a child whose start could not be completed.
@@ -225,7 +225,9 @@ impl Remote {
             let mut fds = fds.into_iter();
             return match (tag == seq, fds.next(), fds.next(), fds.next()) {
                 (true, Some(io), Some(stderr), None) => Ok((io, stderr)),
-                _ => Err(io::Error::other("the spawner handed over the wrong descriptors")),
+                _ => Err(io::Error::other(
+                    "the spawner handed over the wrong descriptors",
+                )),
             };
         }
     }
@@ -258,7 +260,9 @@ mod tests {
         let idle = fds_of_task(tid);
         assert_eq!(idle.len(), 4, "0, 1, 2 and the hand-over socket: {idle:?}");
         // Descriptors the calling thread holds meanwhile must not reach it.
-        let held: Vec<_> = (0..50).map(|_| UnixStream::pair().expect("pairs")).collect();
+        let held: Vec<_> = (0..50)
+            .map(|_| UnixStream::pair().expect("pairs"))
+            .collect();
         for _ in 0..3 {
             // `ls` lists its own table: 0, 1, 2 and the directory it reads.
             let mut s = spawner
@@ -268,7 +272,10 @@ mod tests {
             s.io.read_to_string(&mut out).expect("its stdout");
             let status = s.child.wait().expect("reaped");
             assert!(status.success());
-            let listed: Vec<u32> = out.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+            let listed: Vec<u32> = out
+                .split_whitespace()
+                .filter_map(|f| f.parse().ok())
+                .collect();
             assert!(
                 listed.len() <= 4 && listed.starts_with(&[0, 1, 2]),
                 "the child's table: {listed:?}"
@@ -321,7 +328,10 @@ mod tests {
         let ours = UnixStream::from(remote.sock.try_clone().expect("dup"));
         ours.shutdown(std::net::Shutdown::Both).expect("shutdown");
         let err = spawner
-            .spawn(sh(&format!("echo $$ > {}; exec sleep 30", pid_file.display())))
+            .spawn(sh(&format!(
+                "echo $$ > {}; exec sleep 30",
+                pid_file.display()
+            )))
             .expect_err("the hand-over fails");
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
         assert_eq!(fds_of_task(tid), idle, "the spawner kept a descriptor");

@@ -520,7 +520,10 @@ mod tests {
     fn a_new_journal_left_empty_or_torn_by_a_crash_opens_as_a_new_one() {
         // What a crash can leave of a new journal, whose header is not
         // fsynced before the first batch: nothing, or part of the header.
-        for (name, left) in [("empty", &b""[..]), ("torn-header", &b"{\"botfleet_inb"[..])] {
+        for (name, left) in [
+            ("empty", &b""[..]),
+            ("torn-header", &b"{\"botfleet_inb"[..]),
+        ] {
             let dir = scratch(name);
             fs::write(dir.join("journal"), left).expect("write");
             let mut o = Inbox::open(&dir, URL).expect("opens");
