@@ -1437,7 +1437,12 @@ impl Supervisor {
         }
         {
             use std::os::fd::AsRawFd;
-            sys::set_nonblocking(pipe.as_raw_fd())?;
+            if let Err(e) = sys::set_nonblocking(pipe.as_raw_fd()) {
+                // Unwatched, it would never be reaped.
+                let _kill = child.kill();
+                let _reap = child.wait();
+                return Err(e);
+            }
         }
         slot.generation += 1;
         let generation = slot.generation;
