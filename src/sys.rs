@@ -614,17 +614,24 @@ impl Epoll {
     }
 }
 
-/// The pids of this process's children (Linux: the main thread's
-/// `/proc/self/task/<pid>/children`, where spawned workers and orphans
+/// The pids of this process's children (Linux: every thread's
+/// `/proc/self/task/<tid>/children`, where spawned workers and orphans
 /// reparented to a subreaper are listed). None when it cannot be read.
 pub fn own_children() -> Option<Vec<u32>> {
-    let me = std::process::id();
-    let text = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).ok()?;
-    Some(
-        text.split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect(),
-    )
+    // Each thread lists the children it started (workers come from the
+    // supervisor's spawner thread) and those reparented to it.
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let mut path = task.path();
+        path.push("children");
+        if let Ok(text) = std::fs::read_to_string(path) {
+            pids.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    Some(pids)
 }
 
 /// The process group of `pid` (from /proc/PID/stat), None when it is gone.
@@ -705,6 +712,254 @@ pub fn poll_writable(fd: std::os::fd::RawFd, timeout_ms: i32) -> io::Result<bool
     let mut set = [pollfd(fd, libc::POLLOUT)];
     poll_set(&mut set, timeout_ms)?;
     Ok(set[0].revents != 0)
+}
+
+/// Gives the calling thread its own copy of the process's descriptor
+/// table (unshare(2) CLONE_FILES): descriptors it opens or closes from
+/// then on are its own, and a process it spawns copies only this table.
+#[cfg(target_os = "linux")]
+pub fn unshare_descriptor_table() -> io::Result<()> {
+    // SAFETY: unshare takes a flag word only; CLONE_FILES affects the
+    // calling thread's descriptor table, which no Rust object borrows.
+    check(unsafe { libc::unshare(libc::CLONE_FILES) })
+}
+
+/// Closes every descriptor of the calling thread's table but those in
+/// `keep` (close_range(2); one by one from /proc/thread-self/fd on a
+/// kernel without it). Meant right after `unshare_descriptor_table`,
+/// where every other descriptor is a copy that nothing in this thread
+/// owns.
+#[cfg(target_os = "linux")]
+pub fn close_all_but(keep: &[std::os::fd::RawFd]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut from: u32 = 0;
+    let mut ranges = Vec::with_capacity(keep.len() + 1);
+    for &k in &keep {
+        if k > from {
+            ranges.push((from, k - 1));
+        }
+        from = k + 1;
+    }
+    ranges.push((from, u32::MAX));
+    for (first, last) in ranges {
+        // SAFETY: close_range takes plain integers; the descriptors it
+        // closes are copies in this thread's own table (the caller's
+        // contract), so no OwnedFd elsewhere is invalidated.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first as libc::c_uint,
+                last as libc::c_uint,
+                0 as libc::c_uint,
+            )
+        };
+        if ret == 0 {
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(e);
+        }
+        // Before Linux 5.9: the open ones, read from /proc.
+        let open: Vec<u32> = std::fs::read_dir("/proc/thread-self/fd")?
+            .filter_map(|d| d.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        for fd in open.into_iter().filter(|fd| (first..=last).contains(fd)) {
+            // SAFETY: as above; the descriptor of the read_dir above is
+            // already closed, so at worst this returns EBADF.
+            unsafe { libc::close(fd as libc::c_int) };
+        }
+    }
+    Ok(())
+}
+
+/// A connected pair of SOCK_SEQPACKET unix sockets, close-on-exec: every
+/// `send_fds` arrives as one whole message.
+pub fn seqpacket_pair() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: socketpair writes two descriptors into the 2-element array.
+    check(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: socketpair succeeded: both are new descriptors owned by no one else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// The most descriptors one `send_fds` message carries.
+pub const MAX_FDS_PER_MESSAGE: usize = 4;
+
+/// Sends `fds` (SCM_RIGHTS, at most MAX_FDS_PER_MESSAGE) with an 8-byte
+/// `tag` over a unix socket. The receiver gets its own copies; ours stay
+/// open until the caller drops them.
+pub fn send_fds(
+    sock: std::os::fd::BorrowedFd<'_>,
+    tag: u64,
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if fds.is_empty() || fds.len() > MAX_FDS_PER_MESSAGE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "between 1 and 4 descriptors a message",
+        ));
+    }
+    let raw: Vec<libc::c_int> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let bytes = tag.to_ne_bytes();
+    let data_len = std::mem::size_of_val(raw.as_slice()) as u32;
+    // u64 words keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(data_len) } as usize;
+    debug_assert!(space <= std::mem::size_of_val(&control));
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = space as _;
+    // SAFETY: msg_control points at `control`, at least `space` bytes and
+    // aligned; CMSG_FIRSTHDR returns its start (non-null as controllen
+    // holds a header), and CMSG_DATA points inside it with room for
+    // `data_len` bytes (CMSG_SPACE(data_len) <= its size).
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(data_len) as _;
+        std::ptr::copy_nonoverlapping(
+            raw.as_ptr() as *const u8,
+            libc::CMSG_DATA(cmsg),
+            data_len as usize,
+        );
+    }
+    loop {
+        // SAFETY: msg and everything it points to (iov, bytes, control)
+        // live until the call returns; sendmsg only reads them.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Receives one `send_fds` message without waiting: its tag and the
+/// descriptors it carried (close-on-exec, owned by the caller). A message
+/// whose descriptors could not all be taken (the open-file limit) is an
+/// error, the ones that came closed again; no message queued is
+/// WouldBlock.
+pub fn recv_fds(sock: std::os::fd::BorrowedFd<'_>) -> io::Result<(u64, Vec<std::os::fd::OwnedFd>)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut bytes = [0u8; 8];
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_mut_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    let n = loop {
+        // SAFETY: msg points at `bytes` and `control`, both live and
+        // writable for the lengths given.
+        let n = unsafe {
+            libc::recvmsg(
+                sock.as_raw_fd(),
+                &mut msg,
+                libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control up to msg_controllen; the CMSG
+    // macros walk only within it, and each SCM_RIGHTS payload holds
+    // (cmsg_len - CMSG_LEN(0)) / 4 new descriptors, now ours to own.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(cmsg) as *const libc::c_int;
+                for i in 0..len / std::mem::size_of::<libc::c_int>() {
+                    let fd = std::ptr::read_unaligned(data.add(i));
+                    fds.push(std::os::fd::OwnedFd::from_raw_fd(fd));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if n != bytes.len() || msg.msg_flags & (libc::MSG_CTRUNC | libc::MSG_TRUNC) != 0 {
+        return Err(io::Error::other(
+            "a descriptor hand-over came cut short (the open-file limit?)",
+        ));
+    }
+    Ok((u64::from_ne_bytes(bytes), fds))
+}
+
+/// A pipe whose two ends are close-on-exec: (read end, write end).
+pub fn pipe_cloexec() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the 2-element array.
+    #[cfg(target_os = "linux")]
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    #[cfg(not(target_os = "linux"))]
+    {
+        // SAFETY: pipe writes two descriptors into the 2-element array;
+        // fcntl takes plain integers.
+        check(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
+        for fd in fds {
+            // SAFETY: as above.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+    // SAFETY: the call succeeded: both are new descriptors owned by no one else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// The calling thread's id (gettid(2)).
+#[cfg(target_os = "linux")]
+pub fn thread_id() -> u32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
 }
 
 #[cfg(test)]

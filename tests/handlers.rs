@@ -643,3 +643,33 @@ fn as_root_handler_user_runs_handlers_as_that_user() {
         "it can write its own data dir"
     );
 }
+
+#[test]
+fn the_data_dir_waits_for_a_program_handler_and_is_there_when_one_first_runs() {
+    let (sb, tokens) = one_bot(15_011);
+    let fleet = Fleet::start(&sb, &tokens, &[("BOT_HANDLER", "builtin:echo")]);
+    fleet.wait_ready(1);
+    let data = data_dir(&fleet);
+    assert!(!data.exists(), "a built-in handler needs no data dir");
+    // A reload brings a program handler: it runs in its data dir.
+    let env = std::fs::read_to_string(&fleet.env_file).expect("read .env");
+    let env: String = env
+        .lines()
+        .filter(|l| !l.starts_with("BOT_HANDLER="))
+        .map(|l| format!("{l}\n"))
+        .chain(["BOT_HANDLER=\"sh -c pwd\"\n".to_string()])
+        .collect();
+    std::fs::write(&fleet.env_file, env).expect("write .env");
+    wait_until(
+        Duration::from_secs(20),
+        "the handler answers from its dir",
+        || {
+            sb.send_text(15_011, USER, USER, "where");
+            std::thread::sleep(Duration::from_millis(300));
+            texts(&sb, 15_011, USER)
+                .iter()
+                .any(|t| t.contains("data/bot-0"))
+        },
+    );
+    assert!(data.is_dir(), "made before the program handler ran");
+}

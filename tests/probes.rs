@@ -141,8 +141,8 @@ fn the_first_bot_lands_in_bot_0() {
     let fleet = Fleet::start(&sandbox, &tokens, &[]);
     fleet.wait_ready(1);
     let media = fleet_dir(&fleet).join("media");
-    wait_until(Duration::from_secs(10), "bot-0/received exists", || {
-        media.join("bot-0").join("received").is_dir()
+    wait_until(Duration::from_secs(10), "bot-0 exists", || {
+        media.join("bot-0").is_dir()
     });
     assert!(
         !media.join("bot-1").exists(),

@@ -1,17 +1,20 @@
 //! The supervisor's open-file budget: at start the soft RLIMIT_NOFILE is
 //! raised to the hard limit (workers inherit it) and the fleet must fit in
-//! it (three pipes a worker plus a margin), or `run` stops with one error
+//! it (two descriptors a worker plus a margin), or `run` stops with one error
 //! naming the limit; a reload past it is rejected; the health server's cap
 //! on waiting connections comes from what is left. Pure arithmetic over
 //! `sys`'s getrlimit/setrlimit; it must never close or open a descriptor.
 
 use crate::sys;
 
-/// Open files the supervisor holds per worker: its stdin, stdout and
-/// stderr (log lines) pipes.
-pub const FDS_PER_WORKER: u64 = 3;
+/// Open files the supervisor holds per worker: the socket pair that is its
+/// stdin and stdout, and its stderr (log lines) pipe. (The spawner thread's
+/// own table holds four, and four more during a spawn; the limit counts
+/// in each table apart.)
+pub const FDS_PER_WORKER: u64 = 2;
 /// Open files beyond the workers': the log, the lock, the watcher, the
-/// health listener and its answers, a spawn in progress, a config reload.
+/// health listener and its answers, a spawn in progress (two while it is
+/// handed over), a config reload.
 pub const FDS_MARGIN: u64 = 64;
 /// The open-file limit botfleet raises its soft limit to at most.
 const NOFILE_CAP: u64 = 1 << 20;

@@ -10,13 +10,15 @@
 //! This file is long (about 1,100 lines) because the loop, reload, alerts
 //! and spawning all work on the one worker table; what can stand alone
 //! does: the state machine (`machine`), the open-file budget (`limits`),
-//! queued pipe writes (`outgoing`) and the pipe reader (`reader`).
+//! queued pipe writes (`outgoing`), the pipe reader (`reader`) and the
+//! thread that starts workers with a small descriptor table (`spawner`).
 
 pub mod limits;
 pub mod machine;
 mod memory;
 mod outgoing;
 mod reader;
+mod spawner;
 
 use crate::config::Config;
 use crate::ipc::{Counters, ParentMsg, WorkerMsg};
@@ -28,7 +30,7 @@ use machine::{Action, Input, Policy, State, Worker};
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -228,6 +230,8 @@ pub struct Supervisor {
     watcher: Option<crate::watcher::Watcher>,
     /// The thread that reads every worker's stdout and reaps it.
     reader: reader::Reader,
+    /// Starts workers with a small descriptor table of its own.
+    spawner: spawner::Spawner,
     /// Owner alerts waiting for a healthy bot to carry them.
     pending_alerts: Vec<(u64, String)>,
     /// Workers waiting for their turn in a rolling restart.
@@ -243,6 +247,9 @@ impl Supervisor {
     /// thread. The caller already holds the instance lock.
     pub fn new(config: Config, env_file: PathBuf) -> Result<Supervisor, SupervisorError> {
         let exe = std::env::current_exe().map_err(SupervisorError::Exe)?;
+        // First, while the descriptor table is small (it closes its copies
+        // of the rest anyway).
+        let spawner = spawner::Spawner::start();
         let (tx, rx) = mpsc::channel();
         let pipes = reader::Reader::start(tx.clone()).map_err(SupervisorError::Thread)?;
         let registry =
@@ -276,6 +283,7 @@ impl Supervisor {
             view,
             watcher: None,
             reader: pipes,
+            spawner,
             pending_alerts: Vec::new(),
             rolling: std::collections::VecDeque::new(),
             rolling_current: None,
@@ -1398,11 +1406,10 @@ impl Supervisor {
         let _gate = self.reader.spawn_gate();
         // The worker's stdin and stdout are one socket pair, not two pipes:
         // two descriptors a worker here (with its stderr pipe), not three.
-        // Every spawn copies the supervisor's descriptor table and the new
-        // worker closes every copy again at exec: with 9,000 descriptors
-        // (3,000 workers on pipes) that was ~2 ms of a late worker's start.
-        let (ours, theirs) = UnixStream::pair()?;
-        let their_stdin = theirs.try_clone()?;
+        // They are made, and the worker started, by the spawner thread in
+        // its own small descriptor table (`spawner`): a spawn from this
+        // thread would copy every worker's descriptors into the new worker,
+        // which closes them all again at exec.
         let mut cmd = Command::new(&self.exe);
         cmd.arg("worker")
             .arg("--state-dir")
@@ -1411,18 +1418,16 @@ impl Supervisor {
             .envs(std::env::var("RUST_LOG").map(|v| ("RUST_LOG", v)))
             .env("BOT_INDEX", slot.index.to_string())
             .env("BOTFLEET_PARENT_PID", parent_pid)
-            .stdin(Stdio::from(std::os::fd::OwnedFd::from(their_stdin)))
-            .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
             // Its log lines come as JSON on stderr, rendered by `logging`.
             .env(crate::logging::WIRE_ENV, "1")
-            .stderr(Stdio::piped())
             .process_group(0);
-        let spawned = cmd.spawn();
-        // Our copies of the worker's ends closed now, so its exit is seen.
-        drop(cmd);
-        let mut child = spawned?;
+        let spawner::Spawned {
+            mut child,
+            io,
+            stderr,
+        } = self.spawner.spawn(cmd)?;
         let pid = child.id();
-        let pipe = Arc::new(ours);
+        let pipe = Arc::new(io);
         // Written while the socket is still blocking: the first line, before
         // anything else can be queued for this worker.
         if let Err(e) = std::io::Write::write_all(&mut &*pipe, start.encode().as_bytes()) {
@@ -1432,15 +1437,18 @@ impl Supervisor {
         }
         {
             use std::os::fd::AsRawFd;
-            sys::set_nonblocking(pipe.as_raw_fd())?;
+            if let Err(e) = sys::set_nonblocking(pipe.as_raw_fd()) {
+                // Unwatched, it would never be reaped.
+                let _kill = child.kill();
+                let _reap = child.wait();
+                return Err(e);
+            }
         }
         slot.generation += 1;
         let generation = slot.generation;
         let index = slot.index;
-        if let Some(stderr) = child.stderr.take() {
-            if crate::logging::follow(stderr, index, bot_id).is_err() {
-                log::warn!("Cannot follow the log lines of worker bot-{index}; they are lost");
-            }
+        if crate::logging::follow(stderr, index, bot_id).is_err() {
+            log::warn!("Cannot follow the log lines of worker bot-{index}; they are lost");
         }
         let watched = reader::Watched {
             bot_id,

@@ -230,13 +230,22 @@ impl Bot {
         }
     }
 
-    /// HANDLER_USER as a confinement (resolved once per value).
+    /// HANDLER_USER as a confinement (resolved once per value). Every
+    /// program handler asks for it before it starts, so the handler's
+    /// directory is made here, not at start-up (a worker with a built-in
+    /// handler never needs it; each inode a start creates costs).
     fn confinement(&self, settings: &Settings) -> Confinement {
         let mut cached = lock(&self.confinement);
         if let Some((user, c)) = cached.as_ref() {
             if *user == settings.handler_user {
                 return c.clone();
             }
+        }
+        if let Err(e) = std::fs::create_dir_all(&self.data_dir) {
+            log::error!(
+                "cannot create the handler's directory {}: {e}",
+                self.data_dir.display()
+            );
         }
         let c = match Confinement::for_user(settings.handler_user.as_deref()) {
             Ok(c) => c,
@@ -603,6 +612,10 @@ impl Bot {
             }
         };
         let received = self.media.join("received");
+        // Made when the first file comes, not at start-up.
+        if let Err(e) = std::fs::create_dir_all(&received) {
+            log::warn!("cannot create {}: {e}", received.display());
+        }
         // Download under a hidden name, then link it into place without
         // overwriting anything (two chats may send the same name at once).
         let incoming = received.join(format!(".incoming-{}-{}", msg.update_id, file.name));

@@ -565,13 +565,13 @@ fn run(
             log::warn!("CLEAN_UP_MEDIADIR: cannot wipe {}: {e}", media.display());
         }
     }
-    for dir in [media.clone(), media.join("received"), media.join("sent")] {
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            fatal(
-                &format!("cannot create {}: {e}", dir.display()),
-                EXIT_PERMANENT,
-            );
-        }
+    // The outbox only: `received/` and `sent/` are made when the first file
+    // comes or goes (each inode a start creates costs).
+    if let Err(e) = std::fs::create_dir_all(&media) {
+        fatal(
+            &format!("cannot create {}: {e}", media.display()),
+            EXIT_PERMANENT,
+        );
     }
     if let Err(e) = client.set_my_commands(commands::COMMANDS) {
         log::warn!("setMyCommands failed (commands still work): {e}");
@@ -602,18 +602,28 @@ fn run(
         log::debug!("the send path was already set");
     }
     // The handler's own directory: its working directory and BOT_DATA_DIR,
-    // kept across restarts, never wiped.
+    // kept across restarts, never wiped. Made here for a program handler
+    // (files may be put there before its first update); with a built-in
+    // one, not until a program handler first starts (`Bot::confinement`):
+    // each inode a start creates costs. STATE_DIR exists.
     let data_dir = settings
         .state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| settings.state_dir.clone())
         .join("data")
         .join(format!("bot-{}", shared.index));
-    if let Err(e) = std::fs::create_dir_all(&data_dir) {
-        log::error!(
-            "cannot create the handler's directory {}: {e}",
-            data_dir.display()
-        );
+    let program = settings
+        .handler
+        .as_ref()
+        .is_some_and(|argv| !(argv.len() == 1 && argv[0] == BUILTIN_ECHO));
+    if program {
+        if let Err(e) = std::fs::create_dir_all(&data_dir) {
+            log::error!(
+                "cannot create the handler's directory {}: {e}",
+                data_dir.display()
+            );
+        }
     }
-    let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
     emit(&WorkerMsg::Ready {
         bot_id: me.id,
         username: me.username.clone(),
