@@ -561,7 +561,7 @@ impl Bot {
         if argv.len() == 1 && argv[0] == BUILTIN_ECHO {
             let text = msg.text.clone().unwrap_or_default();
             if !text.trim().is_empty() {
-                self.reply(msg.chat_id, &text, reply_to, Some(ticket));
+                self.reply(msg.chat_id, &text, echo_reply_to(msg), Some(ticket));
             }
             return;
         }
@@ -677,6 +677,15 @@ fn config_status(settings: &Settings) -> String {
     )
 }
 
+/// The message builtin:echo quotes: in a group (where an answer without
+/// one loses its context among other people's messages) the one it
+/// answers; in a private chat none, as python-telegram-bot's `reply_text`
+/// has long done (a quote there repeats the message just above it, and
+/// Telegram's answer then carries the quoted message too).
+fn echo_reply_to(msg: &Incoming) -> Option<i64> {
+    (!msg.private).then_some(msg.message_id)
+}
+
 /// `chat N` for log lines (the form `logging` reads a chat id from), or
 /// `no chat` for updates without one (inline queries, polls).
 fn chat_label(chat: Option<i64>) -> String {
@@ -685,8 +694,20 @@ fn chat_label(chat: Option<i64>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::chat_key;
+    use super::{chat_key, echo_reply_to};
+    use crate::worker::commands::parse_update;
     use serde_json::json;
+
+    #[test]
+    fn echo_quotes_in_groups_only() {
+        let msg = |chat: serde_json::Value| {
+            let u = json!({"update_id": 1, "message": {"message_id": 42, "chat": chat, "from": {"id": 3}, "text": "hi"}});
+            parse_update(&u).expect("a message")
+        };
+        assert_eq!(echo_reply_to(&msg(json!({"id": 3, "type": "private"}))), None);
+        assert_eq!(echo_reply_to(&msg(json!({"id": -7, "type": "group"}))), Some(42));
+        assert_eq!(echo_reply_to(&msg(json!({"id": -100_7, "type": "supergroup"}))), Some(42));
+    }
 
     #[test]
     fn every_update_type_has_its_chat_key() {

@@ -15,6 +15,10 @@ pub struct Incoming {
     pub text: Option<String>,
     /// The kind of file attached, if any: document, photo, audio, video, voice.
     pub file_kind: Option<&'static str>,
+    /// A private chat (one user and the bot): `chat.type` "private", or
+    /// without a type a positive chat id (groups and channels have
+    /// negative ids).
+    pub private: bool,
 }
 
 /// Why an update is skipped.
@@ -49,6 +53,9 @@ pub fn parse_update(update: &Value) -> Result<Incoming, Skip> {
     let file_kind = ["document", "photo", "audio", "video", "voice"]
         .into_iter()
         .find(|k| msg.get(*k).is_some_and(|v| !v.is_null()));
+    let private = msg["chat"]["type"]
+        .as_str()
+        .map_or(chat_id > 0, |t| t == "private");
     Ok(Incoming {
         update_id,
         message_id,
@@ -56,6 +63,7 @@ pub fn parse_update(update: &Value) -> Result<Incoming, Skip> {
         user_id,
         text,
         file_kind,
+        private,
     })
 }
 
@@ -145,9 +153,23 @@ mod tests {
                 chat_id: -7,
                 user_id: 3,
                 text: Some("/ping".into()),
-                file_kind: None
+                file_kind: None,
+                private: false,
             })
         );
+    }
+
+    #[test]
+    fn a_chat_is_private_by_its_type_or_else_by_a_positive_id() {
+        let private = |chat: serde_json::Value| {
+            let u = json!({"update_id": 1, "message": {"message_id": 2, "chat": chat, "text": "hi"}});
+            parse_update(&u).expect("a message").private
+        };
+        assert!(private(json!({"id": 5, "type": "private"})));
+        assert!(!private(json!({"id": -5, "type": "group"})));
+        assert!(!private(json!({"id": -1005, "type": "supergroup"})));
+        assert!(private(json!({"id": 5})), "no type: a user's id");
+        assert!(!private(json!({"id": -5})), "no type: a group's id");
     }
 
     #[test]
