@@ -182,7 +182,12 @@ fn builtin_echo_quotes_the_message_in_a_group_but_not_in_a_private_chat() {
     let (_, private) = sandbox.send_text(23, 8, 8, "just us");
     let (_, group) = sandbox.send_text(23, 8, -808, "all of us");
     let (_, ping) = sandbox.send_text(23, 8, 8, "/ping");
-    fleet.wait_replies(&sandbox, 23, &[private, group, ping], Duration::from_secs(20));
+    fleet.wait_replies(
+        &sandbox,
+        23,
+        &[private, group, ping],
+        Duration::from_secs(20),
+    );
     let sent = sandbox.sent(23);
     let reply = |text: &str| {
         sent.iter()

@@ -249,12 +249,14 @@ impl Client {
         );
         // The answer is the whole sent message: read for its id alone, no
         // JSON tree (`sent`); anything else is classified as every answer is.
-        self.read_reply_as(method, response, |status, bytes, retry_after| {
-            match sent::message_id(bytes) {
+        self.read_reply_as(
+            method,
+            response,
+            |status, bytes, retry_after| match sent::message_id(bytes) {
                 Some(id) => Ok(id),
                 None => message_id(method, &classify(method, status, bytes, retry_after)?),
-            }
-        })
+            },
+        )
     }
 
     /// sendDocument: uploads the file at `path` as `file_name`, streamed

@@ -142,12 +142,7 @@ mod tests {
             b"",
             b"<html>502</html>",
         ] {
-            assert_eq!(
-                message_id(body),
-                None,
-                "{}",
-                String::from_utf8_lossy(body)
-            );
+            assert_eq!(message_id(body), None, "{}", String::from_utf8_lossy(body));
         }
     }
 }
