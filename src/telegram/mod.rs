@@ -233,18 +233,21 @@ impl Client {
         // The body written directly (the hot path of every echo): the same
         // JSON as a `json!` object, without building one per message. A
         // string always serialises.
-        let text = serde_json::to_string(text).unwrap_or_default();
-        let mut body = format!("{{\"chat_id\":{chat_id},\"text\":{text}");
+        let mut body = Vec::with_capacity(text.len() + 128);
+        // Writing to a Vec cannot fail, and a string always serialises.
+        let _ = write!(body, "{{\"chat_id\":{chat_id},\"text\":");
+        let _ = serde_json::to_writer(&mut body, text);
         if let Some(reply_to) = reply_to {
             // Sent even when the original was deleted meanwhile.
-            body.push_str(&format!(
+            let _ = write!(
+                body,
                 ",\"reply_parameters\":{{\"message_id\":{reply_to},\"allow_sending_without_reply\":true}}"
-            ));
+            );
         }
-        body.push('}');
+        body.push(b'}');
         let response = self.execute(
             Target::Method(method),
-            Payload::Json(body.into_bytes()),
+            Payload::Json(body),
             self.base_timeout,
         );
         // The answer is the whole sent message: read for its id alone, no

@@ -737,7 +737,7 @@ mod tests {
             Some(42)
         );
         assert_eq!(
-            echo_reply_to(&msg(json!({"id": -100_7, "type": "supergroup"}))),
+            echo_reply_to(&msg(json!({"id": -1_001_234, "type": "supergroup"}))),
             Some(42)
         );
     }

@@ -89,7 +89,7 @@ pub fn parse_message_text(raw: &str) -> Option<Incoming> {
         user_id: m.from_id.unwrap_or(chat_id),
         text: m.text.or(m.caption),
         file_kind,
-        private: m.chat_type.map_or(chat_id > 0, |t| t == "private"),
+        private: m.chat_private.unwrap_or(chat_id > 0),
     })
 }
 
@@ -111,7 +111,8 @@ mod fast {
     pub struct Message {
         pub message_id: Option<i64>,
         pub chat_id: Option<i64>,
-        pub chat_type: Option<String>,
+        /// Whether `chat.type` is "private", when it has one.
+        pub chat_private: Option<bool>,
         pub from_id: Option<i64>,
         pub text: Option<String>,
         pub caption: Option<String>,
@@ -122,7 +123,26 @@ mod fast {
     /// The `id` (and `type`) of `chat` or `from`.
     struct Party {
         id: Option<i64>,
-        kind: Option<String>,
+        private: Option<IsPrivate>,
+    }
+
+    /// A `type` string: whether it is "private" (read without a copy).
+    struct IsPrivate(bool);
+
+    impl<'de> Deserialize<'de> for IsPrivate {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<IsPrivate, D::Error> {
+            struct T;
+            impl Visitor<'_> for T {
+                type Value = IsPrivate;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a chat type")
+                }
+                fn visit_str<E: de::Error>(self, t: &str) -> Result<IsPrivate, E> {
+                    Ok(IsPrivate(t == "private"))
+                }
+            }
+            d.deserialize_str(T)
+        }
     }
 
     /// A key, told apart only when it is one of those read (no
@@ -226,15 +246,15 @@ mod fast {
     });
 
     map_visitor!(Party, "a chat or user", |map| {
-        let (mut id, mut kind) = (None, None);
+        let (mut id, mut private) = (None, None);
         while let Some(key) = map.next_key::<Key>()? {
             match key {
                 Key::Id => once(&mut map, &mut id, "id")?,
-                Key::Type => once(&mut map, &mut kind, "type")?,
+                Key::Type => once(&mut map, &mut private, "type")?,
                 _ => drop(map.next_value::<IgnoredAny>()?),
             }
         }
-        Ok(Party { id, kind })
+        Ok(Party { id, private })
     });
 
     map_visitor!(Message, "a message", |map| {
@@ -259,12 +279,12 @@ mod fast {
         }
         let chat = chat.unwrap_or(Party {
             id: None,
-            kind: None,
+            private: None,
         });
         Ok(Message {
             message_id,
             chat_id: chat.id,
-            chat_type: chat.kind,
+            chat_private: chat.private.map(|p| p.0),
             from_id: from.and_then(|f| f.id),
             text,
             caption,
