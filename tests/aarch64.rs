@@ -236,8 +236,9 @@ fn an_emulated_aarch64_fleet_answers_through_the_x86_64_sandbox() {
     let sent = sandbox.sent(8801);
     assert!(
         sent.iter().any(|m| m["text"] == "hello from x86_64"
-            && m["reply_to_message_id"].as_i64() == Some(message_id)),
-        "the echo carries the text: {sent:?}"
+            && m["chat_id"].as_i64() == Some(501)
+            && m["reply_to_message_id"].is_null()),
+        "the echo carries the text, quoting nothing in a private chat: {sent:?}"
     );
     fleet.signal("TERM");
     let mut fleet = fleet;

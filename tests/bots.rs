@@ -175,6 +175,43 @@ fn outbox_files_reach_every_recipient_once_even_after_failures() {
 }
 
 #[test]
+fn builtin_echo_quotes_the_message_in_a_group_but_not_in_a_private_chat() {
+    let (sandbox, tokens) = one_bot(23);
+    let fleet = Fleet::start(&sandbox, &tokens, &[("BOT_HANDLER", "builtin:echo")]);
+    fleet.wait_ready(1);
+    let (_, private) = sandbox.send_text(23, 8, 8, "just us");
+    let (_, group) = sandbox.send_text(23, 8, -808, "all of us");
+    let (_, ping) = sandbox.send_text(23, 8, 8, "/ping");
+    fleet.wait_replies(
+        &sandbox,
+        23,
+        &[private, group, ping],
+        Duration::from_secs(20),
+    );
+    let sent = sandbox.sent(23);
+    let reply = |text: &str| {
+        sent.iter()
+            .find(|m| m["text"] == text)
+            .unwrap_or_else(|| panic!("no reply {text:?}: {sent:?}"))
+            .clone()
+    };
+    assert!(
+        reply("just us")["reply_to_message_id"].is_null(),
+        "a private chat's echo quotes nothing: {sent:?}"
+    );
+    assert_eq!(
+        reply("all of us")["reply_to_message_id"].as_i64(),
+        Some(group),
+        "a group's echo quotes the message it answers"
+    );
+    assert_eq!(
+        reply("pong")["reply_to_message_id"].as_i64(),
+        Some(ping),
+        "built-in commands still quote"
+    );
+}
+
+#[test]
 fn the_handler_echoes_without_any_token_in_its_environment() {
     let (sandbox, tokens) = one_bot(14);
     let dir = temp_dir();

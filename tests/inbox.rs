@@ -27,11 +27,12 @@ fn script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
     path
 }
 
-/// sendMessage replies per message id they answer.
+/// Replies per message id they answer (quoted, or an echo of its text:
+/// builtin:echo quotes nothing in a private chat).
 fn replies_per_message(sandbox: &SandboxProc, id: u64) -> HashMap<i64, usize> {
     let mut n = HashMap::new();
     for m in sandbox.sent(id) {
-        if let Some(to) = m["reply_to_message_id"].as_i64() {
+        if let Some(to) = sandbox.answered(id, &m) {
             *n.entry(to).or_insert(0) += 1;
         }
     }

@@ -8,13 +8,20 @@
 //! whole seconds once more than [`ROUND_ABOVE`] is left, so the socket's
 //! timeouts are set again about once a second, not before every read and
 //! write (a deadline can end up to a second late). And it answers ureq's
-//! liveness probe as it hands a connection back to its pool (right after
-//! the response was read) without the probe's three syscalls: ureq probes
-//! again, for real, when it takes the connection out of the pool. It must
-//! never reorder or drop bytes, never read before what is kept has been
-//! written, and never let a connection out of the pool unprobed.
+//! liveness probe (three syscalls: non-blocking on, a one-byte peek,
+//! non-blocking off) without probing as it hands a connection back to its
+//! pool (right after the response was read), and as it takes one out that
+//! answered less than [`FRESH`] ago: a server closes an idle keep-alive
+//! connection after seconds, and says `Connection: close` on the answer
+//! before one it closes at once (ureq then pools nothing). One idle longer
+//! is probed for real. (Apache HttpClient's `validateAfterInactivity`, 2 s
+//! by default, is the same rule.) A connection that died within the
+//! window anyway fails its call, which the caller retries as any network
+//! error. It must never reorder or drop bytes, never read before what is
+//! kept has been written, and never let a connection idle for
+//! [`FRESH`] or more out of the pool unprobed.
 
-use std::time::Duration as StdDuration;
+use std::time::{Duration as StdDuration, Instant};
 
 use ureq::unversioned::transport::time::Duration;
 use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, NextTimeout, Transport};
@@ -22,6 +29,9 @@ use ureq::Error;
 
 /// Below this much time left, timeouts go down exact.
 pub const ROUND_ABOVE: StdDuration = StdDuration::from_secs(2);
+/// A connection that answered less than this long ago is taken out of the
+/// pool without a probe.
+pub const FRESH: StdDuration = StdDuration::from_secs(1);
 
 /// Wraps the connections `C` makes in [`Coalesced`].
 #[derive(Debug)]
@@ -40,6 +50,7 @@ impl<C: Connector<()>> Connector<()> for Coalescing<C> {
             pending: Vec::new(),
             timeout: NextTimeout::default(),
             just_read: false,
+            read_at: None,
         }))
     }
 }
@@ -54,9 +65,11 @@ pub struct Coalesced<T> {
     /// The timeout of the last transmit: the kept bytes' write timeout.
     timeout: NextTimeout,
     /// A response was read and no probe came since: the next `is_open`
-    /// is the pool's as the connection goes back (the one as it comes out
-    /// probes the socket).
+    /// is the pool's as the connection goes back.
     just_read: bool,
+    /// When the last response began to be read: within [`FRESH`] the
+    /// probe as the connection comes out of the pool is skipped too.
+    read_at: Option<Instant>,
 }
 
 /// `t` with its remaining time rounded up to whole seconds when more than
@@ -109,13 +122,17 @@ impl<T: Transport> Transport for Coalesced<T> {
     fn maybe_await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
         self.flush()?;
         self.just_read = true;
-        self.inner.maybe_await_input(rounded(timeout))
+        let got = self.inner.maybe_await_input(rounded(timeout));
+        self.read_at = Some(Instant::now());
+        got
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
         self.flush()?;
         self.just_read = true;
-        self.inner.await_input(rounded(timeout))
+        let got = self.inner.await_input(rounded(timeout));
+        self.read_at = Some(Instant::now());
+        got
     }
 
     fn is_open(&mut self) -> bool {
@@ -123,7 +140,12 @@ impl<T: Transport> Transport for Coalesced<T> {
             return false;
         }
         if std::mem::take(&mut self.just_read) {
-            // Back to the pool: probed when it is taken out.
+            // Back to the pool: probed when it is taken out, if by then
+            // it has been idle for a while.
+            return true;
+        }
+        if self.read_at.is_some_and(|at| at.elapsed() < FRESH) {
+            // Out of the pool, fresh from an answer.
             return true;
         }
         self.inner.is_open()
@@ -175,6 +197,7 @@ mod tests {
             pending: Vec::new(),
             timeout: NextTimeout::default(),
             just_read: false,
+            read_at: None,
         }
     }
 
@@ -202,16 +225,19 @@ mod tests {
     }
 
     #[test]
-    fn the_probe_going_into_the_pool_is_skipped_the_one_coming_out_is_not() {
+    fn only_a_connection_idle_for_a_while_is_probed_as_it_comes_out() {
         let mut c = coalesced(1024);
+        assert!(c.is_open(), "never read: probed");
+        assert_eq!(c.inner.probes, 1);
         transmit(&mut c, b"GET / HTTP/1.1\r\n\r\n");
         c.await_input(NextTimeout::default()).expect("reads");
         assert!(c.is_open(), "into the pool");
-        assert_eq!(c.inner.probes, 0);
-        assert!(c.is_open(), "out of the pool");
-        assert_eq!(c.inner.probes, 1, "probed as it comes out");
-        assert!(c.is_open());
-        assert_eq!(c.inner.probes, 2, "every later probe is real");
+        assert!(c.is_open(), "out of the pool, fresh from its answer");
+        assert_eq!(c.inner.probes, 1, "neither probed");
+        // An answer read longer than FRESH ago.
+        c.read_at = Instant::now().checked_sub(FRESH);
+        assert!(c.is_open(), "out of the pool after a while");
+        assert_eq!(c.inner.probes, 2, "probed as it comes out");
     }
 
     #[test]

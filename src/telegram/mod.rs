@@ -24,6 +24,7 @@ mod coalesce;
 mod error;
 mod multipart;
 mod resolve;
+mod sent;
 
 pub use error::ApiError;
 
@@ -232,17 +233,33 @@ impl Client {
         // The body written directly (the hot path of every echo): the same
         // JSON as a `json!` object, without building one per message. A
         // string always serialises.
-        let text = serde_json::to_string(text).unwrap_or_default();
-        let mut body = format!("{{\"chat_id\":{chat_id},\"text\":{text}");
+        let mut body = Vec::with_capacity(text.len() + 128);
+        // Writing to a Vec cannot fail, and a string always serialises.
+        let _ = write!(body, "{{\"chat_id\":{chat_id},\"text\":");
+        let _ = serde_json::to_writer(&mut body, text);
         if let Some(reply_to) = reply_to {
             // Sent even when the original was deleted meanwhile.
-            body.push_str(&format!(
+            let _ = write!(
+                body,
                 ",\"reply_parameters\":{{\"message_id\":{reply_to},\"allow_sending_without_reply\":true}}"
-            ));
+            );
         }
-        body.push('}');
-        let r = self.call_json(method, body.into_bytes(), self.base_timeout)?;
-        message_id(method, &r)
+        body.push(b'}');
+        let response = self.execute(
+            Target::Method(method),
+            Payload::Json(body),
+            self.base_timeout,
+        );
+        // The answer is the whole sent message: read for its id alone, no
+        // JSON tree (`sent`); anything else is classified as every answer is.
+        self.read_reply_as(
+            method,
+            response,
+            |status, bytes, retry_after| match sent::message_id(bytes) {
+                Some(id) => Ok(id),
+                None => message_id(method, &classify(method, status, bytes, retry_after)?),
+            },
+        )
     }
 
     /// sendDocument: uploads the file at `path` as `file_name`, streamed
@@ -478,13 +495,27 @@ impl Client {
         method: &str,
         response: Result<http::Response<ureq::Body>, ApiError>,
     ) -> Result<Value, ApiError> {
+        self.read_reply_as(method, response, |status, bytes, retry_after| {
+            classify(method, status, bytes, retry_after)
+        })
+    }
+
+    /// Reads a JSON reply (capped) and hands its status, body and
+    /// Retry-After header to `read` (`classify`, or a faster reader of one
+    /// method's answer that falls back to it).
+    fn read_reply_as<T>(
+        &self,
+        method: &str,
+        response: Result<http::Response<ureq::Body>, ApiError>,
+        read: impl FnOnce(u16, &[u8], Option<&str>) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         let result = response.and_then(|response| {
             let status = response.status().as_u16();
             let retry_after = retry_after_header(response.headers());
             let bytes =
                 read_limited(method, response.into_body()).map_err(|e| e.redacted(&self.token))?;
             log::debug!("bot {}: {method} answered http {status}", self.bot_id());
-            classify(method, status, &bytes, retry_after.as_deref())
+            read(status, &bytes, retry_after.as_deref())
         });
         result.map_err(|e| {
             let e = e.redacted(&self.token);

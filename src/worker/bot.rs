@@ -18,6 +18,7 @@ use crate::config::Settings;
 use crate::ipc::WorkerMsg;
 use crate::telegram::{ApiError, BotInfo, Client};
 use serde_json::Value;
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -158,21 +159,38 @@ impl Bot {
             release.release(chat);
         });
         let bot = Arc::clone(self);
-        pool.submit(chat, move || {
-            let update: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
-            drop(raw);
-            bot.handle(&update, &ticket);
-        });
+        pool.submit(chat, move || bot.handle(&raw, &ticket));
     }
 
-    /// Handles one update (the job the scheduler runs); the ticket drops
-    /// when its replies are out, and the update is done.
-    pub(super) fn handle(&self, update: &Value, ticket: &Ticket) {
-        match parse_update(update) {
-            Ok(msg) => self.on_message(&msg, update, ticket),
-            Err(Skip::NotAMessage) => self.on_other(update, ticket),
+    /// Handles one update, given as its JSON text (the job the scheduler
+    /// runs); the ticket drops when its replies are out, and the update is
+    /// done. A message in the plain shape is read without its JSON tree
+    /// (`commands::parse_message_text`); the tree is built only for what
+    /// needs it (a handler, a file, another update type).
+    pub(super) fn handle(&self, raw: &str, ticket: &Ticket) {
+        let update = Update {
+            raw,
+            tree: OnceCell::new(),
+        };
+        let msg = commands::parse_message_text(raw).map_or_else(|| parse_update(update.tree()), Ok);
+        match msg {
+            Ok(msg) => self.on_message(&msg, &update, ticket),
+            Err(Skip::NotAMessage) => self.on_other(update.tree(), ticket),
             Err(Skip::Malformed(why)) => log::warn!("skipping a malformed update: {why}"),
         }
+    }
+}
+
+/// An update's JSON text, and its tree once something asks for it.
+struct Update<'a> {
+    raw: &'a str,
+    tree: OnceCell<Value>,
+}
+
+impl Update<'_> {
+    fn tree(&self) -> &Value {
+        self.tree
+            .get_or_init(|| serde_json::from_str(self.raw).unwrap_or(Value::Null))
     }
 }
 
@@ -456,7 +474,7 @@ impl Bot {
         }
     }
 
-    fn on_message(&self, msg: &Incoming, update: &Value, ticket: &Ticket) {
+    fn on_message(&self, msg: &Incoming, update: &Update<'_>, ticket: &Ticket) {
         let settings = self.shared.settings();
         let allowed = settings.is_allowed(msg.user_id);
         let is_admin = settings.is_admin(msg.user_id);
@@ -496,7 +514,7 @@ impl Bot {
             return;
         }
         if let Some(kind) = msg.file_kind {
-            self.receive_file(msg, &update["message"], kind, ticket);
+            self.receive_file(msg, &update.tree()["message"], kind, ticket);
             return;
         }
         let builtin = command
@@ -556,7 +574,13 @@ impl Bot {
         })
     }
 
-    fn run_handler(&self, msg: &Incoming, update: &Value, settings: &Settings, ticket: &Ticket) {
+    fn run_handler(
+        &self,
+        msg: &Incoming,
+        update: &Update<'_>,
+        settings: &Settings,
+        ticket: &Ticket,
+    ) {
         let reply_to = Some(msg.message_id);
         let Some(argv) = settings.handler.as_ref() else {
             let text = if msg.text.as_deref().is_some_and(|t| t.starts_with('/')) {
@@ -568,13 +592,13 @@ impl Bot {
             return;
         };
         if argv.len() == 1 && argv[0] == BUILTIN_ECHO {
-            let text = msg.text.clone().unwrap_or_default();
+            let text = msg.text.as_deref().unwrap_or_default();
             if !text.trim().is_empty() {
-                self.reply(msg.chat_id, &text, reply_to, Some(ticket));
+                self.reply(msg.chat_id, text, echo_reply_to(msg), Some(ticket));
             }
             return;
         }
-        self.run_program(argv, update, settings, ticket, reply_to);
+        self.run_program(argv, update.tree(), settings, ticket, reply_to);
     }
 
     fn receive_file(&self, msg: &Incoming, message: &Value, kind: &str, ticket: &Ticket) {
@@ -690,6 +714,15 @@ fn config_status(settings: &Settings) -> String {
     )
 }
 
+/// The message builtin:echo quotes: in a group (where an answer without
+/// one loses its context among other people's messages) the one it
+/// answers; in a private chat none, as python-telegram-bot's `reply_text`
+/// has long done (a quote there repeats the message just above it, and
+/// Telegram's answer then carries the quoted message too).
+fn echo_reply_to(msg: &Incoming) -> Option<i64> {
+    (!msg.private).then_some(msg.message_id)
+}
+
 /// `chat N` for log lines (the form `logging` reads a chat id from), or
 /// `no chat` for updates without one (inline queries, polls).
 fn chat_label(chat: Option<i64>) -> String {
@@ -698,8 +731,29 @@ fn chat_label(chat: Option<i64>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::chat_key;
+    use super::{chat_key, echo_reply_to};
+    use crate::worker::commands::parse_update;
     use serde_json::json;
+
+    #[test]
+    fn echo_quotes_in_groups_only() {
+        let msg = |chat: serde_json::Value| {
+            let u = json!({"update_id": 1, "message": {"message_id": 42, "chat": chat, "from": {"id": 3}, "text": "hi"}});
+            parse_update(&u).expect("a message")
+        };
+        assert_eq!(
+            echo_reply_to(&msg(json!({"id": 3, "type": "private"}))),
+            None
+        );
+        assert_eq!(
+            echo_reply_to(&msg(json!({"id": -7, "type": "group"}))),
+            Some(42)
+        );
+        assert_eq!(
+            echo_reply_to(&msg(json!({"id": -1_001_234, "type": "supergroup"}))),
+            Some(42)
+        );
+    }
 
     #[test]
     fn every_update_type_has_its_chat_key() {

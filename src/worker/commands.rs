@@ -15,6 +15,10 @@ pub struct Incoming {
     pub text: Option<String>,
     /// The kind of file attached, if any: document, photo, audio, video, voice.
     pub file_kind: Option<&'static str>,
+    /// A private chat (one user and the bot): `chat.type` "private", or
+    /// without a type a positive chat id (groups and channels have
+    /// negative ids).
+    pub private: bool,
 }
 
 /// Why an update is skipped.
@@ -49,6 +53,9 @@ pub fn parse_update(update: &Value) -> Result<Incoming, Skip> {
     let file_kind = ["document", "photo", "audio", "video", "voice"]
         .into_iter()
         .find(|k| msg.get(*k).is_some_and(|v| !v.is_null()));
+    let private = msg["chat"]["type"]
+        .as_str()
+        .map_or(chat_id > 0, |t| t == "private");
     Ok(Incoming {
         update_id,
         message_id,
@@ -56,7 +63,234 @@ pub fn parse_update(update: &Value) -> Result<Incoming, Skip> {
         user_id,
         text,
         file_kind,
+        private,
     })
+}
+
+/// `parse_update` of an update's JSON text without building its tree: the
+/// job's hot path (a text message is most of what a bot gets). Only a
+/// message update in the plain shape is read here; for anything else
+/// (another update type, a malformed one, a field of an unexpected type,
+/// a key twice) it returns None and the caller parses the tree and asks
+/// `parse_update`, so every answer it gives is the one `parse_update`
+/// would give.
+pub fn parse_message_text(raw: &str) -> Option<Incoming> {
+    let u: fast::Update = serde_json::from_str(raw).ok()?;
+    let m = u.message?;
+    let file_kind = fast::FILE_KINDS
+        .iter()
+        .zip(m.files)
+        .find_map(|(kind, present)| present.then_some(*kind));
+    let chat_id = m.chat_id?;
+    Some(Incoming {
+        update_id: u.update_id?,
+        message_id: m.message_id.unwrap_or(0),
+        chat_id,
+        user_id: m.from_id.unwrap_or(chat_id),
+        text: m.text.or(m.caption),
+        file_kind,
+        private: m.chat_private.unwrap_or(chat_id > 0),
+    })
+}
+
+/// The visitors behind `parse_message_text`: every key it reads is read
+/// once (a second one is an error: the tree would keep the last), every
+/// other key skipped without allocating.
+mod fast {
+    use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use std::fmt;
+
+    /// The attachments `parse_update` looks for, in its order.
+    pub const FILE_KINDS: [&str; 5] = ["document", "photo", "audio", "video", "voice"];
+
+    pub struct Update {
+        pub update_id: Option<i64>,
+        pub message: Option<Message>,
+    }
+
+    pub struct Message {
+        pub message_id: Option<i64>,
+        pub chat_id: Option<i64>,
+        /// Whether `chat.type` is "private", when it has one.
+        pub chat_private: Option<bool>,
+        pub from_id: Option<i64>,
+        pub text: Option<String>,
+        pub caption: Option<String>,
+        /// Which of FILE_KINDS are there and not null.
+        pub files: [bool; 5],
+    }
+
+    /// The `id` (and `type`) of `chat` or `from`.
+    struct Party {
+        id: Option<i64>,
+        private: Option<IsPrivate>,
+    }
+
+    /// A `type` string: whether it is "private" (read without a copy).
+    struct IsPrivate(bool);
+
+    impl<'de> Deserialize<'de> for IsPrivate {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<IsPrivate, D::Error> {
+            struct T;
+            impl Visitor<'_> for T {
+                type Value = IsPrivate;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a chat type")
+                }
+                fn visit_str<E: de::Error>(self, t: &str) -> Result<IsPrivate, E> {
+                    Ok(IsPrivate(t == "private"))
+                }
+            }
+            d.deserialize_str(T)
+        }
+    }
+
+    /// A key, told apart only when it is one of those read (no
+    /// allocation, escaped or not).
+    #[derive(Clone, Copy, PartialEq)]
+    enum Key {
+        UpdateId,
+        Message,
+        Id,
+        Type,
+        MessageId,
+        Chat,
+        From,
+        Text,
+        Caption,
+        /// One of FILE_KINDS, by its index.
+        File(usize),
+        Other,
+    }
+
+    impl<'de> Deserialize<'de> for Key {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+            struct K;
+            impl Visitor<'_> for K {
+                type Value = Key;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                    Ok(match key {
+                        "update_id" => Key::UpdateId,
+                        "message" => Key::Message,
+                        "id" => Key::Id,
+                        "type" => Key::Type,
+                        "message_id" => Key::MessageId,
+                        "chat" => Key::Chat,
+                        "from" => Key::From,
+                        "text" => Key::Text,
+                        "caption" => Key::Caption,
+                        k => FILE_KINDS
+                            .iter()
+                            .position(|f| *f == k)
+                            .map_or(Key::Other, Key::File),
+                    })
+                }
+            }
+            d.deserialize_identifier(K)
+        }
+    }
+
+    fn twice<E: de::Error>(key: &str) -> E {
+        E::custom(format_args!("{key} twice"))
+    }
+
+    /// Sets `slot` once; a second time is an error.
+    fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+        map: &mut A,
+        slot: &mut Option<T>,
+        key: &str,
+    ) -> Result<(), A::Error> {
+        if slot.is_some() {
+            return Err(twice(key));
+        }
+        *slot = Some(map.next_value()?);
+        Ok(())
+    }
+
+    macro_rules! map_visitor {
+        ($ty:ident, $what:literal, |$map:ident| $body:block) => {
+            impl<'de> Deserialize<'de> for $ty {
+                fn deserialize<D: Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                    struct V;
+                    impl<'de> Visitor<'de> for V {
+                        type Value = $ty;
+                        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                            f.write_str($what)
+                        }
+                        fn visit_map<A: MapAccess<'de>>(
+                            self,
+                            mut $map: A,
+                        ) -> Result<$ty, A::Error> {
+                            $body
+                        }
+                    }
+                    d.deserialize_map(V)
+                }
+            }
+        };
+    }
+
+    map_visitor!(Update, "an update", |map| {
+        let (mut update_id, mut message) = (None, None);
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::UpdateId => once(&mut map, &mut update_id, "update_id")?,
+                Key::Message => once(&mut map, &mut message, "message")?,
+                _ => drop(map.next_value::<IgnoredAny>()?),
+            }
+        }
+        Ok(Update { update_id, message })
+    });
+
+    map_visitor!(Party, "a chat or user", |map| {
+        let (mut id, mut private) = (None, None);
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Id => once(&mut map, &mut id, "id")?,
+                Key::Type => once(&mut map, &mut private, "type")?,
+                _ => drop(map.next_value::<IgnoredAny>()?),
+            }
+        }
+        Ok(Party { id, private })
+    });
+
+    map_visitor!(Message, "a message", |map| {
+        let (mut message_id, mut chat, mut from) = (None, None::<Party>, None::<Party>);
+        let (mut text, mut caption) = (None, None);
+        let mut files = [false; 5];
+        let mut seen = [false; 5];
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::MessageId => once(&mut map, &mut message_id, "message_id")?,
+                Key::Chat => once(&mut map, &mut chat, "chat")?,
+                Key::From => once(&mut map, &mut from, "from")?,
+                Key::Text => once(&mut map, &mut text, "text")?,
+                Key::Caption => once(&mut map, &mut caption, "caption")?,
+                Key::File(i) if seen[i] => return Err(twice(FILE_KINDS[i])),
+                Key::File(i) => {
+                    seen[i] = true;
+                    files[i] = map.next_value::<Option<IgnoredAny>>()?.is_some();
+                }
+                _ => drop(map.next_value::<IgnoredAny>()?),
+            }
+        }
+        let chat = chat.unwrap_or(Party {
+            id: None,
+            private: None,
+        });
+        Ok(Message {
+            message_id,
+            chat_id: chat.id,
+            chat_private: chat.private.map(|p| p.0),
+            from_id: from.and_then(|f| f.id),
+            text,
+            caption,
+            files,
+        })
+    });
 }
 
 /// A `/command@bot args` addressed to this bot.
@@ -145,9 +379,102 @@ mod tests {
                 chat_id: -7,
                 user_id: 3,
                 text: Some("/ping".into()),
-                file_kind: None
+                file_kind: None,
+                private: false,
             })
         );
+    }
+
+    #[test]
+    fn the_fast_read_of_a_message_agrees_with_parse_update_or_leaves_it_to_it() {
+        // (update, read fast): whatever is read fast reads as the tree does.
+        let cases = [
+            (
+                r#"{"update_id":5,"message":{"message_id":9,"chat":{"id":-7,"type":"group","title":"T"},"from":{"id":3,"is_bot":false},"date":1,"text":"/ping"}}"#,
+                true,
+            ),
+            (
+                r#"{"message":{"text":"hi \"you\" \u00e9","chat":{"type":"private","id":8},"from":{"id":8},"message_id":1},"update_id":6}"#,
+                true,
+            ),
+            (
+                r#"{"update_id":7,"message":{"chat":{"id":1},"photo":[{"file_id":"a"}],"caption":"c","entities":[{"type":"bold"}]}}"#,
+                true,
+            ),
+            (
+                r#"{"update_id":8,"message":{"chat":{"id":2},"document":null,"voice":{"file_id":"v"},"reply_to_message":{"text":"x","chat":{"id":9}}}}"#,
+                true,
+            ),
+            (
+                r#"{"update_id":9,"message":{"chat":{"id":-100},"sender_chat":{"id":-100}}}"#,
+                true,
+            ),
+            (
+                r#"{"update_id":10,"edited_message":{"chat":{"id":1},"text":"e"}}"#,
+                false,
+            ),
+            (
+                r#"{"update_id":11,"callback_query":{"id":"q","from":{"id":3}}}"#,
+                false,
+            ),
+            (r#"{"update_id":12,"message":5}"#, false),
+            (r#"{"update_id":13,"message":{}}"#, false),
+            (r#"{"update_id":14,"message":{"chat":{"id":"a"}}}"#, false),
+            (
+                r#"{"update_id":15,"message":{"chat":{"id":1},"from":"x","text":7}}"#,
+                false,
+            ),
+            (
+                r#"{"update_id":16,"message":{"chat":{"id":1},"text":null,"caption":"cap"}}"#,
+                false,
+            ),
+            (
+                r#"{"update_id":17,"message":{"chat":{"id":1},"text":"a","text":"b"}}"#,
+                false,
+            ),
+            (r#"{"update_id":"x","message":{"chat":{"id":1}}}"#, false),
+            (r#"{"update_id":18.0,"message":{"chat":{"id":1}}}"#, false),
+            (
+                r#"{"update_id":19,"message":{"chat":{"id":1,"type":5},"text":"t"}}"#,
+                false,
+            ),
+            (
+                r#"{"update_id":20,"message":{"chat":{"id":1},"photo":[],"photo":null}}"#,
+                false,
+            ),
+            (r#"{"message":{"chat":{"id":1}}}"#, false),
+            (r#"[]"#, false),
+            (r#"null"#, false),
+            (
+                r#"{"update_id":21,"message":{"chat":{"id":1},"text":"t"}"#,
+                false,
+            ),
+        ];
+        for (raw, fast) in cases {
+            let tree: serde_json::Value =
+                serde_json::from_str(raw).unwrap_or(serde_json::Value::Null);
+            match parse_message_text(raw) {
+                Some(m) => {
+                    assert!(fast, "{raw} read fast");
+                    assert_eq!(Ok(m), parse_update(&tree), "{raw}");
+                }
+                None => assert!(!fast, "{raw} left to the tree"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_chat_is_private_by_its_type_or_else_by_a_positive_id() {
+        let private = |chat: serde_json::Value| {
+            let u =
+                json!({"update_id": 1, "message": {"message_id": 2, "chat": chat, "text": "hi"}});
+            parse_update(&u).expect("a message").private
+        };
+        assert!(private(json!({"id": 5, "type": "private"})));
+        assert!(!private(json!({"id": -5, "type": "group"})));
+        assert!(!private(json!({"id": -1005, "type": "supergroup"})));
+        assert!(private(json!({"id": 5})), "no type: a user's id");
+        assert!(!private(json!({"id": -5})), "no type: a group's id");
     }
 
     #[test]

@@ -324,9 +324,15 @@ impl Inbox {
             return Ok(false);
         };
         self.order.remove(&seq);
-        let line = format!("{{\"done\":{id}}}\n");
+        // Formatted on the stack: one of these per update handled.
+        let mut buf = [0u8; 40];
+        let mut cursor = io::Cursor::new(&mut buf[..]);
+        // 30 bytes at most ({"done":-9223372036854775808}\n) fit in 40.
+        let _ = writeln!(cursor, "{{\"done\":{id}}}");
+        let n = cursor.position() as usize;
+        let line = &buf[..n];
         let before = self.bytes;
-        match self.file.write_all(line.as_bytes()) {
+        match self.file.write_all(line) {
             Ok(()) => {
                 self.bytes += line.len() as u64;
                 self.lines += 1;

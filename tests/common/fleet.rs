@@ -333,14 +333,16 @@ impl Fleet {
         self.dir.join("state")
     }
 
-    /// Waits until the sandbox saw every message id in `ids` answered.
+    /// Waits until the sandbox saw every message id in `ids` answered
+    /// (`SandboxProc::answered`: quoted, or an echo of its text).
     pub fn wait_replies(&self, sandbox: &SandboxProc, bot_id: u64, ids: &[i64], timeout: Duration) {
         wait_until(timeout, "replies to every message", || {
-            let sent = sandbox.sent(bot_id);
-            ids.iter().all(|id| {
-                sent.iter()
-                    .any(|m| m["reply_to_message_id"].as_i64() == Some(*id))
-            })
+            let answered: std::collections::HashSet<i64> = sandbox
+                .sent(bot_id)
+                .iter()
+                .filter_map(|m| sandbox.answered(bot_id, m))
+                .collect();
+            ids.iter().all(|id| answered.contains(id))
         });
     }
 }

@@ -7,11 +7,12 @@
 pub mod fleet;
 
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The `botfleet` executable cargo built for these tests.
@@ -155,6 +156,10 @@ pub fn body_json(response: &mut ureq::http::Response<ureq::Body>) -> Value {
 pub struct SandboxProc {
     child: Child,
     pub url: String,
+    /// The message ids `send_text` got, by (bot, chat, text): an echo that
+    /// quotes nothing (builtin:echo in a private chat) is matched to the
+    /// message it answers by its chat and text (`answered`).
+    texts: Mutex<HashMap<(u64, i64, String), Vec<i64>>>,
 }
 
 impl SandboxProc {
@@ -201,7 +206,11 @@ impl SandboxProc {
                 panic!("`botfleet sandbox` first line is not its address: {first:?}");
             }
         };
-        SandboxProc { child, url }
+        SandboxProc {
+            child,
+            url,
+            texts: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -276,8 +285,43 @@ impl SandboxProc {
             json!({"user_id": user_id, "chat_id": chat_id, "text": text}),
         );
         match (r["update_id"].as_i64(), r["message_id"].as_i64()) {
-            (Some(u), Some(m)) => (u, m),
+            (Some(u), Some(m)) => {
+                self.texts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry((bot_id, chat_id, text.to_string()))
+                    .or_default()
+                    .push(m);
+                (u, m)
+            }
             _ => panic!("inject message answered no ids: {r}"),
+        }
+    }
+
+    /// The message id a message `bot_id` sent answers: the one it quotes,
+    /// or, for a sendMessage quoting none (builtin:echo in a private
+    /// chat), the one message `send_text` sent to its chat with its text.
+    pub fn answered(&self, bot_id: u64, sent: &Value) -> Option<i64> {
+        if let Some(id) = sent["reply_to_message_id"].as_i64() {
+            return Some(id);
+        }
+        if sent["method"] != "sendMessage" {
+            return None;
+        }
+        let key = (
+            bot_id,
+            sent["chat_id"].as_i64()?,
+            sent["text"].as_str()?.to_string(),
+        );
+        match self
+            .texts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .map(Vec::as_slice)
+        {
+            Some([one]) => Some(*one),
+            _ => None,
         }
     }
 
