@@ -151,6 +151,29 @@ pub fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// A new descriptor (close-on-exec) for the standard stream `fd` (0, 1 or
+/// 2), owned by the caller: the stream without `std::io::stdin()` or
+/// `stdout()`, whose first use allocates a buffer (8 kB for stdin, 1 kB
+/// for stdout) that a worker never needs.
+pub fn dup_stdio(fd: std::os::fd::RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if !(0..=2).contains(&fd) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a standard stream",
+        ));
+    }
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) reads only integers; it returns a new
+    // descriptor or -1.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` was just returned by fcntl, is open, and nothing else
+    // owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
+}
+
 /// Resident and peak resident memory of a process, in bytes, from
 /// /proc/PID/status (VmRSS, VmHWM). None where /proc is not there.
 pub fn memory_of(pid: u32) -> Option<(u64, u64)> {
@@ -705,29 +728,6 @@ pub fn poll_writable(fd: std::os::fd::RawFd, timeout_ms: i32) -> io::Result<bool
     let mut set = [pollfd(fd, libc::POLLOUT)];
     poll_set(&mut set, timeout_ms)?;
     Ok(set[0].revents != 0)
-}
-
-/// A new descriptor (close-on-exec) for the standard stream `fd` (0, 1 or
-/// 2), owned by the caller: the stream without `std::io::stdin()` or
-/// `stdout()`, whose first use allocates a buffer (8 kB for stdin, 1 kB
-/// for stdout) that a worker never needs.
-pub fn dup_stdio(fd: std::os::fd::RawFd) -> io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    if !(0..=2).contains(&fd) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a standard stream",
-        ));
-    }
-    // SAFETY: fcntl(F_DUPFD_CLOEXEC) reads only integers; it returns a new
-    // descriptor or -1.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
-    if new < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `new` was just returned by fcntl, is open, and nothing else
-    // owns it.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
 }
 
 #[cfg(test)]
