@@ -750,6 +750,17 @@ mod tests {
     }
 
     #[test]
+    fn a_standard_stream_is_duplicated_and_nothing_else_is() {
+        use std::os::fd::AsRawFd;
+        let out = dup_stdio(2).expect("stderr is open in a test");
+        assert!(
+            out.as_raw_fd() > 2,
+            "a new descriptor, not the stream's own"
+        );
+        assert!(dup_stdio(3).is_err(), "only 0, 1 and 2");
+    }
+
+    #[test]
     fn stack_release_is_a_no_op_off_the_main_thread_and_safe_on_it() {
         // A test runs on a spawned thread: not the main stack.
         assert_eq!(release_main_stack_below_here().expect("maps readable"), 0);

@@ -832,8 +832,9 @@ mod tests {
             || {},
             Duration::from_millis(300),
         )
-        .expect("the first sender starts");
+        .expect("the send path starts");
         let threads = || lock(&path.shared.0).threads;
+        assert_eq!(threads(), 0, "no sender until a message needs one");
         let text = |chat_id: i64| Outgoing {
             chat_id,
             content: Content::Text(format!("to {chat_id}")),
