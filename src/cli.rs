@@ -204,14 +204,33 @@ where
 
 /// Runs the program and returns its exit code.
 pub fn main() -> i32 {
+    match run_command() {
+        Ran::Exit(code) => code,
+        // Here, not inside `run_command`: its frame (every other command's
+        // locals) is gone before the worker's poll loop, which holds its
+        // stack for the worker's life, a thousand workers at once.
+        Ran::Worker => crate::worker::main(),
+    }
+}
+
+/// What `run_command` did: a command ran to its exit code, or this is a
+/// worker, to be run by the caller.
+enum Ran {
+    Exit(i32),
+    Worker,
+}
+
+/// Parses the command line and runs every command but `worker`.
+#[inline(never)]
+fn run_command() -> Ran {
     let command = match parse(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("botfleet: {e}");
-            return exit::USAGE;
+            return Ran::Exit(exit::USAGE);
         }
     };
-    match command {
+    Ran::Exit(match command {
         Command::Help(text) => {
             print!("{text}");
             exit::OK
@@ -246,8 +265,8 @@ pub fn main() -> i32 {
         } => crate::control::stop(&env_file, std::time::Duration::from_secs(timeout_secs)),
         Command::Reload { env_file } => crate::control::reload(&env_file),
         Command::Demo => crate::demo::run(std::path::Path::new("target/demo")),
-        Command::Worker => crate::worker::main(),
-    }
+        Command::Worker => return Ran::Worker,
+    })
 }
 
 #[cfg(test)]

@@ -151,6 +151,29 @@ pub fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// A new descriptor (close-on-exec) for the standard stream `fd` (0, 1 or
+/// 2), owned by the caller: the stream without `std::io::stdin()` or
+/// `stdout()`, whose first use allocates a buffer (8 kB for stdin, 1 kB
+/// for stdout) that a worker never needs.
+pub fn dup_stdio(fd: std::os::fd::RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if !(0..=2).contains(&fd) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a standard stream",
+        ));
+    }
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) reads only integers; it returns a new
+    // descriptor or -1.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` was just returned by fcntl, is open, and nothing else
+    // owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) })
+}
+
 /// Resident and peak resident memory of a process, in bytes, from
 /// /proc/PID/status (VmRSS, VmHWM). None where /proc is not there.
 pub fn memory_of(pid: u32) -> Option<(u64, u64)> {
@@ -979,6 +1002,17 @@ mod tests {
         let a = monotonic_usec().expect("CLOCK_MONOTONIC exists");
         let b = monotonic_usec().expect("CLOCK_MONOTONIC exists");
         assert!(a > 0 && b >= a, "the monotonic clock does not go back");
+    }
+
+    #[test]
+    fn a_standard_stream_is_duplicated_and_nothing_else_is() {
+        use std::os::fd::AsRawFd;
+        let out = dup_stdio(2).expect("stderr is open in a test");
+        assert!(
+            out.as_raw_fd() > 2,
+            "a new descriptor, not the stream's own"
+        );
+        assert!(dup_stdio(3).is_err(), "only 0, 1 and 2");
     }
 
     #[test]

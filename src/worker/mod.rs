@@ -71,6 +71,10 @@ struct Shared {
     send: OnceLock<SendPath>,
     /// The bot, once it is up (a stop ends its persistent handler).
     bot: OnceLock<Arc<Bot>>,
+    /// The outbox, put here once the bot is up and taken by the control
+    /// thread at its next wake-up. Not an mpsc channel: its first block
+    /// (31 slots of an `Outbox`, ~10 kB, zeroed) stayed in every worker.
+    outbox: Mutex<Option<outbox::Outbox>>,
 }
 
 fn now_ms() -> u64 {
@@ -121,10 +125,23 @@ fn emit(msg: &WorkerMsg) {
     emit_line(msg.encode().as_bytes());
 }
 
+/// The worker's stdout (its end of the supervisor's socket pair), written
+/// one whole line at a time under the lock. Not `std::io::stdout()`: its
+/// line buffer (1 kB a worker) would only copy each line once more.
+static STDOUT: Mutex<Option<std::fs::File>> = Mutex::new(None);
+
 /// Writes one encoded line (ending in a newline) to the supervisor.
 fn emit_line(line: &[u8]) {
-    let mut out = std::io::stdout().lock();
-    if out.write_all(line).and_then(|()| out.flush()).is_err() {
+    let mut out = lock(&STDOUT);
+    if out.is_none() {
+        *out = crate::sys::dup_stdio(1).ok().map(std::fs::File::from);
+    }
+    let written = match out.as_mut() {
+        Some(f) => f.write_all(line),
+        None => Err(std::io::Error::other("no stdout")),
+    };
+    if written.is_err() {
+        drop(out);
         log::warn!("the supervisor is gone (stdout closed); exiting");
         std::process::exit(0);
     }
@@ -141,6 +158,7 @@ fn rate_set(s: &Settings) -> RateSet {
 /// Ends the process once the updates in hand are done, or after `grace`:
 /// no new update starts; what is not done stays in the inbox and is handled
 /// after the restart. Handlers die with us (PR_SET_PDEATHSIG).
+#[inline(never)]
 fn exit_now(shared: &Shared, why: &str, code: i32, grace: Duration) -> ! {
     let stop_started = Instant::now();
     shared.stopping.store(true, Ordering::SeqCst);
@@ -206,13 +224,43 @@ const TOKEN_REJECTED: &str =
     "token rejected by Telegram (401 Unauthorized): check it with @BotFather";
 
 /// Entry point of `botfleet worker` (started by the supervisor only).
+/// Start-up runs in `start_up`, whose frames are gone by the time the poll
+/// loop runs: the loop's stack starts right below this small frame, and
+/// what start-up touched deeper goes back to the kernel.
+#[inline(never)]
 pub fn main() -> i32 {
+    let up = match start_up() {
+        Ok(up) => up,
+        Err(code) => return code,
+    };
+    // Start-up (START's parse, settings, getMe, the inbox's replay) went
+    // deeper into the main stack than the poll loop ever does: those pages
+    // go back to the kernel instead of staying in every idle worker.
+    match crate::sys::release_main_stack_below_here() {
+        Ok(n) => log::trace!("released {n} bytes of start-up stack"),
+        Err(e) => log::debug!("cannot release the start-up stack: {e}"),
+    }
+    let code = poll::poll_loop(&up.bot);
+    drop(up.lock);
+    code
+}
+
+/// What start-up leaves for the poll loop: the bot, and the poller lock,
+/// held for the worker's life.
+struct Up {
+    bot: Arc<Bot>,
+    lock: TokenLock,
+}
+
+/// Everything before the first getUpdates; `Err` is an exit code.
+#[inline(never)]
+fn start_up() -> Result<Up, i32> {
     let index: Option<u32> = std::env::var("BOT_INDEX").ok().and_then(|v| v.parse().ok());
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     crate::logging::init(Some(index.unwrap_or(u32::MAX)), &spec);
     let Some(index) = index else {
         log::error!("`botfleet worker` is started by `botfleet run`, not by hand");
-        return crate::exit::USAGE;
+        return Err(crate::exit::USAGE);
     };
     // Nothing a handler could read through /proc (environ, memory).
     if let Err(e) = crate::sys::set_not_dumpable() {
@@ -244,10 +292,9 @@ pub fn main() -> i32 {
     if parent.is_some_and(|p| p != crate::sys::parent_pid()) {
         // The supervisor died before PR_SET_PDEATHSIG took effect.
         log::warn!("the supervisor is already gone; exiting");
-        return 0;
+        return Err(0);
     }
-    let map: HashMap<String, String> = env.iter().cloned().collect();
-    let settings = match Settings::from_lookup(&|k: &str| map.get(k).cloned()) {
+    let settings = match settings_of(&env) {
         Ok(s) => s,
         Err(e) => fatal(&format!("bad settings: {e}"), EXIT_PERMANENT),
     };
@@ -268,7 +315,7 @@ pub fn main() -> i32 {
         alive_ms: AtomicU64::new(0),
         started: Instant::now(),
         rates: Rates::new(rate_set(&settings)),
-        settings: RwLock::new(Arc::new(settings.clone())),
+        settings: RwLock::new(Arc::new(settings)),
         settings_env: RwLock::new(env),
         index,
         inbox: OnceLock::new(),
@@ -276,12 +323,20 @@ pub fn main() -> i32 {
         pool: OnceLock::new(),
         send: OnceLock::new(),
         bot: OnceLock::new(),
+        outbox: Mutex::new(None),
     });
-    let (outbox_tx, outbox_rx) = std::sync::mpsc::channel();
-    if let Err(e) = start_control(&shared, parent_pipe, settings.poll_timeout_secs, outbox_rx) {
+    let poll_timeout_secs = shared.settings().poll_timeout_secs;
+    if let Err(e) = start_control(&shared, parent_pipe, poll_timeout_secs) {
         fatal(&format!("cannot start threads: {e}"), 1);
     }
-    run(shared, token, settings, outbox_tx)
+    Ok(run(shared, token))
+}
+
+/// Settings from the environment START or SETTINGS carried (only that: a
+/// key missing there is unset). The lookup map is gone when this returns.
+fn settings_of(env: &[(String, String)]) -> Result<Settings, crate::config::ConfigError> {
+    let map: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Settings::from_lookup(&|k: &str| map.get(k).map(|v| (*v).to_string()))
 }
 
 /// The worker's stdin (its end of the socket pair the supervisor holds), read in whole lines
@@ -293,11 +348,11 @@ struct ParentPipe {
 
 impl ParentPipe {
     fn open() -> std::io::Result<ParentPipe> {
-        use std::os::fd::AsFd;
-        let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+        // Not through `std::io::stdin()`: its first use allocates an 8 kB
+        // read buffer that nothing here would ever use.
         Ok(ParentPipe {
-            file: std::fs::File::from(fd),
-            buf: Vec::with_capacity(1024),
+            file: std::fs::File::from(crate::sys::dup_stdio(0)?),
+            buf: Vec::new(),
         })
     }
 
@@ -306,9 +361,12 @@ impl ParentPipe {
         self.file.as_raw_fd()
     }
 
-    /// One read(2) into the buffer; Ok(false) at end of file.
+    /// One read(2) into the buffer; Ok(false) at end of file. Not inlined,
+    /// and a small chunk: its frame is on the stack only while it reads
+    /// (START is a few reads; SETTINGS come seldom).
+    #[inline(never)]
     fn fill(&mut self) -> std::io::Result<bool> {
-        let mut chunk = [0u8; 4096];
+        let mut chunk = [0u8; 1024];
         loop {
             match self.file.read(&mut chunk) {
                 Ok(0) => return Ok(false),
@@ -342,6 +400,8 @@ fn read_start(pipe: &mut ParentPipe) -> Result<(Token, Vec<(String, String)>), S
             Err(e) => return Err(e.to_string()),
         }
     };
+    // What START grew the buffer to is not kept for the small lines after.
+    pipe.buf.shrink_to_fit();
     match ParentMsg::decode(&line) {
         Ok(ParentMsg::Start { token, env }) => Ok((token, env)),
         Ok(_) => Err("another message came first".into()),
@@ -354,6 +414,7 @@ fn read_start(pipe: &mut ParentPipe) -> Result<(Token, Vec<(String, String)>), S
 /// all a worker does every 5 s, a thousand workers at once: the line is
 /// formatted into a stack buffer under the counters' lock (no clone, no
 /// JSON tree) and goes out in one write.
+#[inline(never)]
 fn heartbeat(s: &Shared, stale_after: Duration) {
     let alive = Duration::from_millis(s.alive_ms.load(Ordering::Relaxed));
     if s.started.elapsed().saturating_sub(alive) >= stale_after {
@@ -386,14 +447,13 @@ fn heartbeat(s: &Shared, stale_after: Duration) {
 
 /// Starts the control thread: one poll(2) over stdin (the supervisor's
 /// messages; EOF: it is gone) and the signal pipe, waking for heartbeats
-/// and the outbox (handed over on `outbox` once the bot is up). One thread
+/// and the outbox (put in `Shared::outbox` once the bot is up). One thread
 /// instead of four (signals, parent, heartbeat, outbox): each thread costs
 /// a worker its touched stack, and each timer its wake-ups.
 fn start_control(
     shared: &Arc<Shared>,
     mut parent: ParentPipe,
     poll_timeout_secs: u64,
-    outbox: std::sync::mpsc::Receiver<outbox::Outbox>,
 ) -> std::io::Result<()> {
     let signals = crate::signals::SignalPipe::new()?;
     let s = Arc::clone(shared);
@@ -414,7 +474,7 @@ fn start_control(
                     next_beat = now + HEARTBEAT_PERIOD;
                 }
                 if the_outbox.is_none() {
-                    the_outbox = outbox.try_recv().ok();
+                    the_outbox = lock(&s.outbox).take();
                 }
                 let mut wake = next_beat;
                 if let Some(ob) = the_outbox.as_mut() {
@@ -434,62 +494,65 @@ fn start_control(
                     }
                 };
                 if ready[1] {
-                    for kind in signals.take() {
-                        if let crate::signals::SignalKind::Stop(name) = kind {
-                            if !std::mem::replace(&mut stopping, true) {
-                                // On a thread of its own: the stop waits for
-                                // the updates in hand, and meanwhile stdin
-                                // EOF must still cut it short.
-                                let st = Arc::clone(&s);
-                                let spawned = std::thread::Builder::new()
-                                    .name("stop".into())
-                                    .stack_size(128 * 1024)
-                                    .spawn(move || {
-                                        exit_now(
-                                            &st,
-                                            &format!("received {name}"),
-                                            0,
-                                            stop_grace(&st),
-                                        )
-                                    });
-                                if let Err(e) = spawned {
-                                    log::warn!("cannot start the stop thread ({e}): stopping here");
-                                    exit_now(&s, &format!("received {name}"), 0, stop_grace(&s));
-                                }
-                            }
-                        }
-                    }
+                    on_signals(&s, &signals, &mut stopping);
                 }
                 if ready[0] {
-                    match parent.fill() {
-                        Ok(true) => {
-                            while let Some(line) = parent.next_line() {
-                                match ParentMsg::decode(&line) {
-                                    Ok(msg) => on_parent_msg(&s, msg),
-                                    Err(e) => log::warn!("{e}"),
-                                }
-                            }
-                        }
-                        Ok(false) | Err(_) => {
-                            exit_now(&s, "the supervisor is gone (stdin closed)", 0, ORPHAN_GRACE)
-                        }
-                    }
+                    on_parent_readable(&s, &mut parent);
                 }
             }
         })?;
     Ok(())
 }
 
+/// The signals that arrived: SIGTERM or SIGINT starts the stop (once).
+/// Out of the control loop's frame, as is all it does but wait: that frame
+/// is what its thread's stack holds while idle.
+#[inline(never)]
+fn on_signals(s: &Arc<Shared>, signals: &crate::signals::SignalPipe, stopping: &mut bool) {
+    for kind in signals.take() {
+        if let crate::signals::SignalKind::Stop(name) = kind {
+            if !std::mem::replace(stopping, true) {
+                // On a thread of its own: the stop waits for the updates in
+                // hand, and meanwhile stdin EOF must still cut it short.
+                let st = Arc::clone(s);
+                let spawned = std::thread::Builder::new()
+                    .name("stop".into())
+                    .stack_size(128 * 1024)
+                    .spawn(move || exit_now(&st, &format!("received {name}"), 0, stop_grace(&st)));
+                if let Err(e) = spawned {
+                    log::warn!("cannot start the stop thread ({e}): stopping here");
+                    exit_now(s, &format!("received {name}"), 0, stop_grace(s));
+                }
+            }
+        }
+    }
+}
+
+/// The supervisor's lines that arrived; at EOF it is gone: stop.
+#[inline(never)]
+fn on_parent_readable(s: &Shared, parent: &mut ParentPipe) {
+    match parent.fill() {
+        Ok(true) => {
+            while let Some(line) = parent.next_line() {
+                match ParentMsg::decode(&line) {
+                    Ok(msg) => on_parent_msg(s, msg),
+                    Err(e) => log::warn!("{e}"),
+                }
+            }
+        }
+        Ok(false) | Err(_) => exit_now(s, "the supervisor is gone (stdin closed)", 0, ORPHAN_GRACE),
+    }
+}
+
+#[inline(never)]
 fn on_parent_msg(shared: &Shared, msg: ParentMsg) {
     match msg {
         ParentMsg::Start { .. } => log::warn!("a second START from the supervisor was ignored"),
         ParentMsg::Settings { env, version } => {
             // Acknowledged on arrival, so the supervisor stops resending.
             emit(&WorkerMsg::SettingsAck { version });
-            let map: HashMap<String, String> = env.iter().cloned().collect();
             // Only what the supervisor sent: a key removed from .env is gone.
-            let lookup = |k: &str| map.get(k).cloned();
-            match Settings::from_lookup(&lookup) {
+            match settings_of(&env) {
                 Ok(s) => {
                     crate::logging::set_filter(&s.rust_log);
                     // The send path shares these rates and wakes its
@@ -527,16 +590,14 @@ fn on_parent_msg(shared: &Shared, msg: ParentMsg) {
     }
 }
 
-fn run(
-    shared: Arc<Shared>,
-    token: Token,
-    settings: Settings,
-    outbox_tx: std::sync::mpsc::Sender<outbox::Outbox>,
-) -> i32 {
+/// The bot's start: the poller lock, getMe, directories, the send path,
+/// the outbox, the inbox and its replay. Returns the bot ready to poll.
+fn run(shared: Arc<Shared>, token: Token) -> Up {
+    let settings = shared.settings();
     let bot_id = token.bot_id();
     let lock_path = settings.state_dir.join(format!("bot-{bot_id}.lock"));
     let lock_wait = Duration::from_secs(86_400);
-    let _poller_lock = match TokenLock::acquire(&lock_path, lock_wait, || {
+    let poller_lock = match TokenLock::acquire(&lock_path, lock_wait, || {
         shared.waiting_for("lock", lock_wait);
         log::warn!("another process polls this bot; waiting for it to exit before polling")
     }) {
@@ -587,9 +648,7 @@ fn run(
     let the_outbox = outbox::Outbox::new(media.clone(), send.clone(), move || {
         recipients_shared.settings().recipients().to_vec()
     });
-    if outbox_tx.send(the_outbox).is_err() {
-        fatal("the control thread is gone", 1);
-    }
+    *lock(&shared.outbox) = Some(the_outbox);
     let opened = open_inbox(&settings, bot_id);
     let pending = opened.pending;
     if shared.inbox.set(Mutex::new(opened.inbox)).is_err() {
@@ -659,14 +718,10 @@ fn run(
             entry.update.to_string(),
         );
     }
-    // Start-up (START's parse, settings, getMe, the inbox's replay) went
-    // deeper into the main stack than the poll loop ever does: those pages
-    // go back to the kernel instead of staying in every idle worker.
-    match crate::sys::release_main_stack_below_here() {
-        Ok(n) => log::trace!("released {n} bytes of start-up stack"),
-        Err(e) => log::debug!("cannot release the start-up stack: {e}"),
+    Up {
+        bot,
+        lock: poller_lock,
     }
-    poll::poll_loop(&bot)
 }
 
 /// Opens the bot's inbox for this TELEGRAM_API_URL. A new inbox starts

@@ -148,6 +148,7 @@ impl Outbox {
     /// look is due. Returns when it wants to run again; `None` while the
     /// outbox is empty and quiet (the caller's next wake-up is soon enough:
     /// a new file is then seen within one heartbeat period).
+    #[inline(never)]
     pub fn tick(&mut self, now: Instant) -> Option<Instant> {
         while let Ok(outcome) = self.rx.try_recv() {
             self.on_outcome(outcome);

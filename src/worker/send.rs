@@ -300,7 +300,9 @@ fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
 }
 
 impl SendPath {
-    /// Starts the sender thread.
+    /// The send path, with no sender thread yet: the first message that
+    /// needs one starts it (most replies go out on their job's thread, and
+    /// an idle worker keeps no sender's stack).
     pub fn start(
         client: Client,
         rates: Arc<Rates>,
@@ -333,12 +335,8 @@ impl SendPath {
             rates,
             on_error: Arc::new(on_error),
         });
-        // One sender to begin with; more (up to SENDERS) when messages wait
-        // and none is idle.
-        spawner.grow(&shared, &mut lock(&shared.0));
-        if lock(&shared.0).threads == 0 {
-            return Err(std::io::Error::other("cannot start the sender thread"));
-        }
+        // No sender yet: one starts (up to SENDERS) when a message waits
+        // and none is idle (`send`, `send_here`).
         Ok(SendPath { shared, spawner })
     }
 
@@ -834,8 +832,9 @@ mod tests {
             || {},
             Duration::from_millis(300),
         )
-        .expect("the first sender starts");
+        .expect("the send path starts");
         let threads = || lock(&path.shared.0).threads;
+        assert_eq!(threads(), 0, "no sender until a message needs one");
         let text = |chat_id: i64| Outgoing {
             chat_id,
             content: Content::Text(format!("to {chat_id}")),
