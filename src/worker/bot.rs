@@ -3,6 +3,8 @@
 //! handler; every reply goes through the send path with the update's
 //! ticket, so the update is done only once its replies are out. It must
 //! never send around the send path or hand the token to a handler.
+//! (Past 700 lines with its unit tests: every kind of update's handling
+//! shares the job's context and the reply helpers, so it stays one file.)
 
 use super::calls::{self, Output, Prepared};
 use super::commands::{self, parse_command, parse_update, Incoming, Skip};
