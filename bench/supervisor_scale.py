@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The supervisor's own figures at scale, builds side by side (interleaved):
-`botfleet run` to all ready, the supervisor's CPU to ready, its VmHWM and
-VmRSS, its heap (smaps), and its CPU over an idle window. Reuses bench.py's
-sandbox and fleet driver.
+`botfleet run` to all ready, the supervisor's CPU and the workers' CPU
+(summed) to ready, its descriptors, VmHWM and VmRSS, its heap (smaps), and
+its CPU over an idle window (`--idle 0`: none, the fleet stopped at once, for
+start-up A/Bs). Reuses bench.py's sandbox and fleet driver.
 
     python3 bench/supervisor_scale.py --bots 1000 --runs 3 --idle 15 A=path/to/botfleet B=...
 """
@@ -40,7 +41,11 @@ def one(sb, label, binary, tokens, idle):
         out = {
             "ready_s": t_ready - f.t_start,
             "sup_cpu_ready_s": bench.cpu_secs(f.pid),
+            "workers_cpu_ready_s": sum(bench.cpu_secs(p) for p in f.workers()),
+            "sup_fds": len(os.listdir(f"/proc/{f.pid}/fd")),
         }
+        if idle <= 0:
+            return out
         time.sleep(2)
         out["sup_hwm_mb"] = bench.status_kb(f.pid, "VmHWM") / 1024
         out["sup_rss_mb"] = bench.status_kb(f.pid, "VmRSS") / 1024
