@@ -5,6 +5,9 @@ medians). Usage:
 
     python3 bench/ab_throughput.py BASE_GLIBC NEW_GLIBC [BASE_MUSL NEW_MUSL] [--runs N] [--latency]
 
+Latency alone (bench.py's latency(): 200 messages 20 ms apart in 20 chats):
+`--latency --chats ''`.
+
 teloxide (prebuilt under target/bench-peers) runs beside them when present.
 """
 
@@ -39,7 +42,7 @@ def main():
     try:
         for r in range(a.runs):
             for impl in impls:
-                for chats in [int(c) for c in a.chats.split(",")]:
+                for chats in [int(c) for c in a.chats.split(",") if c]:
                     bench.log(f"run {r + 1}: {impl}, {chats} chat(s)")
                     b.throughput(sb, impl, chats)
                 if a.latency:

@@ -559,7 +559,7 @@ class Bench:
         self.scale_sizes = [int(x) for x in args.scale.split(",") if x] if args.scale is not None else (
             [1000] if args.quick else [1000, 3000])
         self.scale_idle_secs = 15 if args.quick else 60
-        self.scale_runs = 1 if args.quick else args.scale_runs
+        self.scale_runs = 1 if args.quick else getattr(args, "scale_runs", 3)
         self.results = {}  # metric -> impl -> [values]
         self.notes = {}  # metric -> impl -> str
         self.evidence = {}  # free-form measured detail
