@@ -10,6 +10,7 @@ pub mod exit;
 pub mod fleet;
 pub mod health;
 pub mod ipc;
+pub mod jsonread;
 pub mod lock;
 pub mod logging;
 pub mod sandbox;

@@ -7,8 +7,8 @@
 //! (`telegram::classify`), so errors read exactly as before. It must never
 //! call an answer a success that `classify` would not.
 
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
-use std::fmt;
+use crate::jsonread::{key_visitor, map_visitor};
+use serde::de::{self, IgnoredAny};
 
 /// The id of the message a successful sendMessage sent, or None when the
 /// answer is anything else (an error, or not the shape expected).
@@ -36,83 +36,45 @@ enum Key {
     Other,
 }
 
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-                Ok(match key {
-                    "ok" => Key::Ok,
-                    "result" => Key::Result,
-                    "message_id" => Key::MessageId,
-                    _ => Key::Other,
-                })
-            }
-        }
-        d.deserialize_identifier(KeyVisitor)
-    }
-}
+key_visitor!(Key, |key| match key {
+    "ok" => Key::Ok,
+    "result" => Key::Result,
+    "message_id" => Key::MessageId,
+    _ => Key::Other,
+});
 
 /// The result object: its `message_id`.
 struct Sent(Option<i64>);
 
-impl<'de> Deserialize<'de> for Sent {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Sent, D::Error> {
-        struct SentVisitor;
-        impl<'de> Visitor<'de> for SentVisitor {
-            type Value = Sent;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a message")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Sent, A::Error> {
-                let mut id = None;
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::MessageId if id.is_none() => id = Some(map.next_value::<i64>()?),
-                        Key::MessageId => return Err(de::Error::duplicate_field("message_id")),
-                        _ => drop(map.next_value::<IgnoredAny>()?),
-                    }
-                }
-                Ok(Sent(id))
-            }
+map_visitor!(Sent, "a message", |map| {
+    let mut id = None;
+    while let Some(key) = map.next_key::<Key>()? {
+        match key {
+            Key::MessageId if id.is_none() => id = Some(map.next_value::<i64>()?),
+            Key::MessageId => return Err(de::Error::duplicate_field("message_id")),
+            _ => drop(map.next_value::<IgnoredAny>()?),
         }
-        d.deserialize_map(SentVisitor)
     }
-}
+    Ok(Sent(id))
+});
 
-impl<'de> Deserialize<'de> for Answer {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Answer, D::Error> {
-        struct AnswerVisitor;
-        impl<'de> Visitor<'de> for AnswerVisitor {
-            type Value = Answer;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a Bot API answer")
+map_visitor!(Answer, "a Bot API answer", |map| {
+    let (mut ok, mut message_id, mut result) = (None, None, false);
+    while let Some(key) = map.next_key::<Key>()? {
+        match key {
+            Key::Ok if ok.is_none() => ok = Some(map.next_value::<bool>()?),
+            Key::Result if !result => {
+                result = true;
+                message_id = map.next_value::<Sent>()?.0;
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Answer, A::Error> {
-                let (mut ok, mut message_id, mut result) = (None, None, false);
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::Ok if ok.is_none() => ok = Some(map.next_value::<bool>()?),
-                        Key::Result if !result => {
-                            result = true;
-                            message_id = map.next_value::<Sent>()?.0;
-                        }
-                        // A key twice: serde_json's tree keeps the last, so
-                        // leave such an answer to `classify`.
-                        Key::Ok | Key::Result => return Err(de::Error::custom("a key twice")),
-                        _ => drop(map.next_value::<IgnoredAny>()?),
-                    }
-                }
-                Ok(Answer { ok, message_id })
-            }
+            // A key twice: serde_json's tree keeps the last, so
+            // leave such an answer to `classify`.
+            Key::Ok | Key::Result => return Err(de::Error::custom("a key twice")),
+            _ => drop(map.next_value::<IgnoredAny>()?),
         }
-        d.deserialize_map(AnswerVisitor)
     }
-}
+    Ok(Answer { ok, message_id })
+});
 
 #[cfg(test)]
 mod tests {

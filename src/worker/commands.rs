@@ -97,7 +97,8 @@ pub fn parse_message_text(raw: &str) -> Option<Incoming> {
 /// once (a second one is an error: the tree would keep the last), every
 /// other key skipped without allocating.
 mod fast {
-    use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use crate::jsonread::{key_visitor, map_visitor, once};
+    use serde::de::{self, Deserialize, Deserializer, IgnoredAny, Visitor};
     use std::fmt;
 
     /// The attachments `parse_update` looks for, in its order.
@@ -163,75 +164,21 @@ mod fast {
         Other,
     }
 
-    impl<'de> Deserialize<'de> for Key {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
-            struct K;
-            impl Visitor<'_> for K {
-                type Value = Key;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a key")
-                }
-                fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-                    Ok(match key {
-                        "update_id" => Key::UpdateId,
-                        "message" => Key::Message,
-                        "id" => Key::Id,
-                        "type" => Key::Type,
-                        "message_id" => Key::MessageId,
-                        "chat" => Key::Chat,
-                        "from" => Key::From,
-                        "text" => Key::Text,
-                        "caption" => Key::Caption,
-                        k => FILE_KINDS
-                            .iter()
-                            .position(|f| *f == k)
-                            .map_or(Key::Other, Key::File),
-                    })
-                }
-            }
-            d.deserialize_identifier(K)
-        }
-    }
-
-    fn twice<E: de::Error>(key: &str) -> E {
-        E::custom(format_args!("{key} twice"))
-    }
-
-    /// Sets `slot` once; a second time is an error.
-    fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
-        map: &mut A,
-        slot: &mut Option<T>,
-        key: &str,
-    ) -> Result<(), A::Error> {
-        if slot.is_some() {
-            return Err(twice(key));
-        }
-        *slot = Some(map.next_value()?);
-        Ok(())
-    }
-
-    macro_rules! map_visitor {
-        ($ty:ident, $what:literal, |$map:ident| $body:block) => {
-            impl<'de> Deserialize<'de> for $ty {
-                fn deserialize<D: Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
-                    struct V;
-                    impl<'de> Visitor<'de> for V {
-                        type Value = $ty;
-                        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                            f.write_str($what)
-                        }
-                        fn visit_map<A: MapAccess<'de>>(
-                            self,
-                            mut $map: A,
-                        ) -> Result<$ty, A::Error> {
-                            $body
-                        }
-                    }
-                    d.deserialize_map(V)
-                }
-            }
-        };
-    }
+    key_visitor!(Key, |key| match key {
+        "update_id" => Key::UpdateId,
+        "message" => Key::Message,
+        "id" => Key::Id,
+        "type" => Key::Type,
+        "message_id" => Key::MessageId,
+        "chat" => Key::Chat,
+        "from" => Key::From,
+        "text" => Key::Text,
+        "caption" => Key::Caption,
+        k => FILE_KINDS
+            .iter()
+            .position(|f| *f == k)
+            .map_or(Key::Other, Key::File),
+    });
 
     map_visitor!(Update, "an update", |map| {
         let (mut update_id, mut message) = (None, None);
@@ -269,7 +216,9 @@ mod fast {
                 Key::From => once(&mut map, &mut from, "from")?,
                 Key::Text => once(&mut map, &mut text, "text")?,
                 Key::Caption => once(&mut map, &mut caption, "caption")?,
-                Key::File(i) if seen[i] => return Err(twice(FILE_KINDS[i])),
+                Key::File(i) if seen[i] => {
+                    return Err(de::Error::custom(format_args!("{} twice", FILE_KINDS[i])))
+                }
                 Key::File(i) => {
                     seen[i] = true;
                     files[i] = map.next_value::<Option<IgnoredAny>>()?.is_some();
