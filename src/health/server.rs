@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -45,7 +46,10 @@ pub const HANDLERS: usize = 4;
 const QUEUE: usize = 64;
 /// How long writing one answer may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the reader thread looks at the stop flag when idle.
+/// How often the reader thread looks at its waiting clients' deadlines,
+/// a paused accept and a lowered cap while any of those is pending; with
+/// none it sleeps in poll(2) until a connection or `stop` (a byte on its
+/// wake socket) comes: an idle fleet's health server never wakes.
 const POLL_MS: i32 = 100;
 
 /// One parsed request. Header names are lower-cased.
@@ -264,6 +268,8 @@ pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 pub struct Server {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// A byte written here wakes the reader thread's poll(2) to see `stop`.
+    wake: UnixStream,
     /// Connections that may wait at once; a reload that adds bots lowers it.
     max_pending: Arc<AtomicUsize>,
     threads: Vec<JoinHandle<()>>,
@@ -319,10 +325,21 @@ impl Server {
         }
         let reader_stop = Arc::clone(&stop);
         let reader_cap = Arc::clone(&max_pending);
+        let (wake, woken) = match UnixStream::pair().and_then(|(w, r)| {
+            r.set_nonblocking(true)?;
+            Ok((w, r))
+        }) {
+            Ok(pair) => pair,
+            Err(e) => {
+                drop(job_tx);
+                join_all(threads);
+                return Err(e);
+            }
+        };
         let spawned = std::thread::Builder::new()
             .name("health-accept".into())
             .stack_size(256 * 1024)
-            .spawn(move || read_loop(&listener, &job_tx, &reader_stop, &reader_cap));
+            .spawn(move || read_loop(&listener, &woken, &job_tx, &reader_stop, &reader_cap));
         match spawned {
             Ok(t) => threads.push(t),
             Err(e) => {
@@ -333,6 +350,7 @@ impl Server {
         Ok(Server {
             addr,
             stop,
+            wake,
             max_pending,
             threads,
         })
@@ -354,6 +372,10 @@ impl Server {
     /// most about one poll interval plus one answer being written).
     pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Err(e) = (&self.wake).write_all(b"x") {
+            // Then it sees the flag at its next connection only.
+            log::warn!("health: cannot wake the reader thread to stop: {e}");
+        }
         join_all(self.threads);
     }
 }
@@ -412,6 +434,7 @@ fn reject(mut stream: TcpStream, status: u16) {
 
 fn read_loop(
     listener: &TcpListener,
+    woken: &UnixStream,
     jobs: &SyncSender<Job>,
     stop: &AtomicBool,
     max_pending: &AtomicUsize,
@@ -423,7 +446,7 @@ fn read_loop(
     let mut accept_paused: Option<Instant> = None;
     let mut accept_errors = 0u64;
     while !stop.load(Ordering::SeqCst) {
-        let mut fds = Vec::with_capacity(pending.len() + 1);
+        let mut fds = Vec::with_capacity(pending.len() + 2);
         if accept_paused.is_some_and(|until| Instant::now() >= until) {
             accept_paused = None;
         }
@@ -433,7 +456,14 @@ fn read_loop(
             listener.as_raw_fd()
         });
         fds.extend(pending.iter().map(|p| p.stream.as_raw_fd()));
-        let ready = match crate::sys::poll_readable(&fds, POLL_MS) {
+        fds.push(woken.as_raw_fd());
+        // Nothing with a deadline: sleep until a connection or `stop`.
+        let timeout = if pending.is_empty() && accept_paused.is_none() {
+            -1
+        } else {
+            POLL_MS
+        };
+        let ready = match crate::sys::poll_readable(&fds, timeout) {
             Ok(r) => r,
             Err(e) => {
                 log::warn!("health: poll failed: {e}");
@@ -441,6 +471,10 @@ fn read_loop(
                 continue;
             }
         };
+        if ready.last().copied().unwrap_or(false) {
+            let mut drain = [0u8; 16];
+            while matches!((&*woken).read(&mut drain), Ok(n) if n > 0) {}
+        }
         let now = Instant::now();
         let mut still = VecDeque::with_capacity(pending.len() + 8);
         for (n, mut p) in pending.drain(..).enumerate() {
