@@ -180,21 +180,27 @@ def cpu_secs(pid):
         return cpu_ticks(pid) / CLK_TCK
 
 
-def thread_ns(pids):
-    """CPU time of every thread of `pids`, in ns, by (pid, tid), from
-    /proc/PID/task/TID/schedstat."""
-    out = {}
+def threads_of(pids):
+    """(pid, tid) of every thread of `pids` still there."""
     for pid in pids:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
         for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    out[(pid, tid)] = int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue
+            yield pid, tid
+
+
+def thread_ns(pids):
+    """CPU time of every thread of `pids`, in ns, by (pid, tid), from
+    /proc/PID/task/TID/schedstat."""
+    out = {}
+    for pid, tid in threads_of(pids):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                out[(pid, tid)] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
     return out
 
 
@@ -210,21 +216,16 @@ def window_cpu_secs(before, after):
 def thread_ticks(pids):
     """utime+stime summed by thread name over the threads of `pids`."""
     out = {}
-    for pid in pids:
+    for pid, tid in threads_of(pids):
         try:
-            tids = os.listdir(f"/proc/{pid}/task")
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fl = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                    name = f.read().strip()
-                with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                    fl = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            name = re.sub(r"-\d+$", "-N", name)
-            out[name] = out.get(name, 0) + int(fl[11]) + int(fl[12])
+        name = re.sub(r"-\d+$", "-N", name)
+        out[name] = out.get(name, 0) + int(fl[11]) + int(fl[12])
     return out
 
 
