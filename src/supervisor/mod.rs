@@ -1431,16 +1431,14 @@ impl Supervisor {
         // Written while the socket is still blocking: the first line, before
         // anything else can be queued for this worker.
         if let Err(e) = std::io::Write::write_all(&mut &*pipe, start.encode().as_bytes()) {
-            let _kill = child.kill();
-            let _reap = child.wait();
+            spawner::abandon(&mut child);
             return Err(e);
         }
         {
             use std::os::fd::AsRawFd;
             if let Err(e) = sys::set_nonblocking(pipe.as_raw_fd()) {
                 // Unwatched, it would never be reaped.
-                let _kill = child.kill();
-                let _reap = child.wait();
+                spawner::abandon(&mut child);
                 return Err(e);
             }
         }
@@ -1458,12 +1456,7 @@ impl Supervisor {
         };
         if let Err(mut back) = self.reader.watch(watched) {
             // Without the reader nobody would reap it: kill and reap it now.
-            if let Err(e) = back.child.kill() {
-                log::error!("Cannot kill worker bot-{index} after a failed start: {e}");
-            }
-            if let Err(e) = back.child.wait() {
-                log::error!("Cannot reap worker bot-{index}: {e}");
-            }
+            spawner::abandon(&mut back.child);
             return Err(std::io::Error::other("the worker pipe reader is gone"));
         }
         slot.stdin = Some(pipe);

@@ -119,7 +119,7 @@ fn start(mut cmd: Command) -> io::Result<(Child, UnixStream, OwnedFd)> {
 }
 
 /// Kills and reaps a child whose start could not be completed.
-fn abandon(child: &mut Child) {
+pub(super) fn abandon(child: &mut Child) {
     if let Err(e) = child.kill() {
         log::error!("Cannot kill a worker after a failed start: {e}");
     }
