@@ -4,7 +4,8 @@
 //! `key_visitor!` makes a key enum from the key's text; `once` fills a
 //! field that must not come twice. Used by the hot paths that read what
 //! Telegram sends a worker most (`worker::commands`: a message update;
-//! `telegram::sent`: sendMessage's answer). It holds no policy: which keys
+//! `telegram::sent`: sendMessage's answer; `telegram::updates`:
+//! getUpdates' answer). It holds no policy: which keys
 //! matter and what a malformed object means is the caller's; it must never
 //! allocate on its own.
 

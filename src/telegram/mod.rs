@@ -25,6 +25,7 @@ mod error;
 mod multipart;
 mod resolve;
 mod sent;
+mod updates;
 
 pub use error::ApiError;
 
@@ -201,6 +202,20 @@ impl Client {
         limit: usize,
         allowed_updates: Option<&[String]>,
     ) -> Result<Vec<Value>, ApiError> {
+        self.get_updates_each(offset, timeout_secs, limit, allowed_updates, |u| u)
+    }
+
+    /// getUpdates as `get_updates_with`, each update handed to `each` as it
+    /// is read (its tree dropped before the next one's is built): what a
+    /// worker keeps of a batch is `each`'s, never 100 trees at once.
+    pub fn get_updates_each<T>(
+        &self,
+        offset: Option<i64>,
+        timeout_secs: u64,
+        limit: usize,
+        allowed_updates: Option<&[String]>,
+        mut each: impl FnMut(Value) -> T,
+    ) -> Result<Vec<T>, ApiError> {
         let method = "getUpdates";
         let limit = limit.clamp(1, UPDATES_LIMIT as usize);
         let mut params = json!({ "timeout": timeout_secs, "limit": limit });
@@ -215,10 +230,18 @@ impl Client {
             .base_timeout
             .max(Duration::from_secs(timeout_secs) + TIMEOUT_MARGIN);
         let body = serde_json::to_vec(&params).unwrap_or_default();
-        match self.call_json(method, body, timeout)? {
-            Value::Array(updates) => Ok(updates),
-            _ => Err(unexpected(method, "result is not an array")),
-        }
+        let response = self.execute(Target::Method(method), Payload::Json(body), timeout);
+        self.read_reply_as(
+            method,
+            response,
+            |status, bytes, retry_after| match updates::each(bytes, &mut each) {
+                Some(updates) => Ok(updates),
+                None => match classify(method, status, bytes, retry_after)? {
+                    Value::Array(updates) => Ok(updates.into_iter().map(each).collect()),
+                    _ => Err(unexpected(method, "result is not an array")),
+                },
+            },
+        )
     }
 
     /// sendMessage: sends `text` to `chat_id`, optionally as a reply.

@@ -265,29 +265,28 @@ impl Inbox {
         self.bytes
     }
 
-    /// Appends a batch and the next offset with one write; the caller
-    /// fsyncs it (`sync_handle`) before it confirms the batch. Updates
-    /// without an id, or already in the inbox, are left out; the ones
-    /// written come back in order, with their JSON text (a compact form to
-    /// hold until they are handled). On an error nothing of the batch
-    /// counts (the file is cut back), so the caller must not confirm it.
+    /// Appends a batch (each update's id and JSON text, as the poller made
+    /// them) and the next offset with one write; the caller fsyncs it
+    /// (`sync_handle`) before it confirms the batch. Updates already in the
+    /// inbox are left out; the ones written come back in order, with their
+    /// text (a compact form to hold until they are handled). On an error
+    /// nothing of the batch counts (the file is cut back), so the caller
+    /// must not confirm it.
     pub fn append(
         &mut self,
-        updates: &[Value],
+        updates: Vec<(i64, String)>,
         next: i64,
         now_ms: u64,
     ) -> Result<Vec<(i64, String)>, InboxError> {
+        use std::fmt::Write as _;
         let mut text = String::new();
-        let mut written: Vec<(i64, String)> = Vec::new();
-        for u in updates {
-            let Some(id) = u["update_id"].as_i64() else {
-                continue;
-            };
+        let mut written: Vec<(i64, String)> = Vec::with_capacity(updates.len());
+        for (id, raw) in updates {
             if self.pending.contains_key(&id) || written.iter().any(|(i, _)| *i == id) {
                 continue;
             }
-            let raw = u.to_string();
-            text.push_str(&format!("{{\"at\":{now_ms},\"update\":{raw}}}\n"));
+            // Writing to a String cannot fail.
+            let _ = writeln!(text, "{{\"at\":{now_ms},\"update\":{raw}}}");
             written.push((id, raw));
         }
         text.push_str(&json!({ "next": next }).to_string());
@@ -459,8 +458,13 @@ mod tests {
         dir
     }
 
-    fn up(id: i64, chat: i64) -> Value {
+    fn tree(id: i64, chat: i64) -> Value {
         json!({"update_id": id, "message": {"chat": {"id": chat}, "text": format!("m{id}")}})
+    }
+
+    /// An update as the poller hands it over: its id and JSON text.
+    fn up(id: i64, chat: i64) -> (i64, String) {
+        (id, tree(id, chat).to_string())
     }
 
     const URL: &str = "http://127.0.0.1:1";
@@ -473,16 +477,16 @@ mod tests {
         assert_eq!(o.inbox.next_offset(), None);
         let written = o
             .inbox
-            .append(&[up(10, 1), up(11, 2), up(12, 1)], 13, 1000)
+            .append(vec![up(10, 1), up(11, 2), up(12, 1)], 13, 1000)
             .expect("append");
         let ids: Vec<i64> = written.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [10, 11, 12]);
         let back: Value = serde_json::from_str(&written[0].1).expect("JSON");
-        assert_eq!(back, up(10, 1), "the text is the update");
+        assert_eq!(back, tree(10, 1), "the text is the update");
         assert!(o.inbox.done(11).expect("done"));
         assert!(!o.inbox.done(11).expect("twice"), "done once only");
         o.inbox
-            .append(&[up(5, 3), up(13, 1)], 14, 2000)
+            .append(vec![up(5, 3), up(13, 1)], 14, 2000)
             .expect("append");
         assert_eq!(o.inbox.depth(), 4);
         assert_eq!(o.inbox.oldest_ms(), Some(1000));
@@ -490,7 +494,7 @@ mod tests {
         let o = Inbox::open(&dir, URL).expect("reopens");
         let ids: Vec<i64> = o.pending.iter().map(|e| e.id).collect();
         assert_eq!(ids, [10, 12, 5, 13], "journal order, done left out");
-        assert_eq!(o.pending[0].update, up(10, 1));
+        assert_eq!(o.pending[0].update, tree(10, 1));
         assert_eq!(o.inbox.next_offset(), Some(14));
         assert_eq!(o.inbox.depth(), 4);
         fs::remove_dir_all(&dir).ok();
@@ -500,7 +504,9 @@ mod tests {
     fn a_torn_last_line_is_cut_off_and_the_rest_kept() {
         let dir = scratch("torn");
         let mut o = Inbox::open(&dir, URL).expect("opens");
-        o.inbox.append(&[up(1, 1), up(2, 1)], 3, 0).expect("append");
+        o.inbox
+            .append(vec![up(1, 1), up(2, 1)], 3, 0)
+            .expect("append");
         drop(o);
         let path = dir.join("journal");
         let good = fs::metadata(&path).expect("exists").len();
@@ -513,7 +519,7 @@ mod tests {
         assert_eq!(o.pending.len(), 2);
         assert_eq!(fs::metadata(&path).expect("exists").len(), good);
         o.inbox
-            .append(&[up(3, 1)], 4, 0)
+            .append(vec![up(3, 1)], 4, 0)
             .expect("append after the cut");
         drop(o);
         let o = Inbox::open(&dir, URL).expect("reopens");
@@ -535,7 +541,7 @@ mod tests {
             let mut o = Inbox::open(&dir, URL).expect("opens");
             assert!(o.pending.is_empty() && o.other_url.is_none(), "{name}");
             assert_eq!(o.inbox.next_offset(), None, "{name}");
-            o.inbox.append(&[up(1, 1)], 2, 0).expect("append");
+            o.inbox.append(vec![up(1, 1)], 2, 0).expect("append");
             drop(o);
             let o = Inbox::open(&dir, URL).expect("reopens");
             assert_eq!(o.pending.len(), 1, "{name}: the batch is kept");
@@ -550,9 +556,9 @@ mod tests {
         let mut o = Inbox::open(&dir, URL).expect("opens");
         let mut id = 0;
         while o.inbox.bytes() < COMPACT_BYTES {
-            let batch: Vec<Value> = (0..50).map(|k| up(id + k, k % 7)).collect();
+            let batch: Vec<(i64, String)> = (0..50).map(|k| up(id + k, k % 7)).collect();
             id += 50;
-            o.inbox.append(&batch, id, 0).expect("append");
+            o.inbox.append(batch, id, 0).expect("append");
             for k in id - 50..id - 1 {
                 o.inbox.done(k).expect("done");
             }
@@ -569,7 +575,7 @@ mod tests {
         assert!(!o.inbox.wants_compaction());
         assert_eq!(o.inbox.depth(), depth);
         o.inbox
-            .append(&[up(id, 1)], id + 1, 0)
+            .append(vec![up(id, 1)], id + 1, 0)
             .expect("append after");
         o.inbox.done(49).expect("done after");
         drop(o);
@@ -589,7 +595,7 @@ mod tests {
     fn another_api_url_starts_afresh_and_keeps_the_old_journal_aside() {
         let dir = scratch("url");
         let mut o = Inbox::open(&dir, URL).expect("opens");
-        o.inbox.append(&[up(7, 1)], 8, 0).expect("append");
+        o.inbox.append(vec![up(7, 1)], 8, 0).expect("append");
         drop(o);
         let o = Inbox::open(&dir, "http://elsewhere").expect("opens");
         assert_eq!(o.other_url.as_deref(), Some(URL));
@@ -603,10 +609,10 @@ mod tests {
     fn an_update_already_pending_is_not_written_twice() {
         let dir = scratch("dup");
         let mut o = Inbox::open(&dir, URL).expect("opens");
-        o.inbox.append(&[up(1, 1)], 2, 0).expect("append");
+        o.inbox.append(vec![up(1, 1)], 2, 0).expect("append");
         let written = o
             .inbox
-            .append(&[up(1, 1), up(2, 1), json!({"x": 1})], 3, 0)
+            .append(vec![up(1, 1), up(2, 1), up(2, 1)], 3, 0)
             .expect("append");
         assert_eq!(written.len(), 1);
         assert_eq!(written[0].0, 2);

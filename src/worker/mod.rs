@@ -496,7 +496,7 @@ fn open_inbox(settings: &Settings, bot_id: u64) -> inbox::Opened {
     } else if fresh {
         match state::read_offset(&settings.state_dir, bot_id) {
             Ok(Some(next)) => {
-                if let Err(e) = opened.inbox.append(&[], next, now_ms()) {
+                if let Err(e) = opened.inbox.append(Vec::new(), next, now_ms()) {
                     fatal(&format!("cannot write the inbox: {e}"), 1);
                 }
             }

@@ -125,11 +125,14 @@ pub(super) fn poll_loop(bot: &Arc<Bot>) -> i32 {
         }
         let limit = POLL_WINDOW.min(cap - depth);
         last_call = Some((offset, Instant::now()));
-        let result = bot.client.get_updates_with(
+        // Each update's tree lives only while it is read: what the batch
+        // keeps is its id, chat and text.
+        let result = bot.client.get_updates_each(
             offset,
             settings.poll_timeout_secs,
             limit,
             Some(&settings.allowed_updates),
+            |u| (u["update_id"].as_i64(), chat_key(&u), u.to_string()),
         );
         match result {
             Ok(updates) => {
@@ -151,11 +154,18 @@ pub(super) fn poll_loop(bot: &Arc<Bot>) -> i32 {
                     }
                     continue;
                 }
-                let ids: Vec<i64> = updates
-                    .iter()
-                    .filter_map(|u| u["update_id"].as_i64())
+                let total = updates.len();
+                let mut chats: HashMap<i64, i64> = HashMap::with_capacity(total);
+                let batch: Vec<(i64, String)> = updates
+                    .into_iter()
+                    .filter_map(|(id, chat, raw)| {
+                        let id = id?;
+                        chats.insert(id, chat);
+                        Some((id, raw))
+                    })
                     .collect();
-                if ids.len() < updates.len() {
+                let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+                if ids.len() < total {
                     log::warn!("updates without update_id were skipped");
                 }
                 let Some(&max) = ids.iter().max() else {
@@ -180,16 +190,10 @@ pub(super) fn poll_loop(bot: &Arc<Bot>) -> i32 {
                 };
                 let (written, handle) = {
                     let mut ib = lock(inbox);
-                    (ib.append(&updates, next, now_ms()), ib.sync_handle())
+                    (ib.append(batch, next, now_ms()), ib.sync_handle())
                 };
                 match written {
                     Ok(written) => {
-                        let chats: HashMap<i64, i64> = updates
-                            .iter()
-                            .filter_map(|u| u["update_id"].as_i64().map(|id| (id, chat_key(u))))
-                            .collect();
-                        // The parsed batch goes; each job holds its text.
-                        drop(updates);
                         let pool = shared.pool.get();
                         let quiet = pool.is_some_and(|p| p.is_drained());
                         for (id, raw) in written {
