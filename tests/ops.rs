@@ -342,6 +342,9 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "WatchdogSec=",
         "RestartPreventExitStatus=2 3",
         "KillMode=mixed",
+        // 3,000 bots are 12,000+ tasks, past systemd's default TasksMax.
+        "TasksMax=65536",
+        "LimitNOFILE=65536",
     ] {
         assert!(text_of_unit.contains(needle), "the unit lacks {needle}");
     }
