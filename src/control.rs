@@ -80,6 +80,9 @@ pub fn run_with(config: Config, env_file: &Path) -> i32 {
     for w in &config.warnings {
         log::warn!("{w}");
     }
+    if let Some(w) = crate::supervisor::check_tasks(config.tokens.len()) {
+        log::warn!("{w}");
+    }
     let code = match Supervisor::new(config, env_file.to_path_buf()) {
         Ok(sup) => sup.run(),
         Err(e) => {

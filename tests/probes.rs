@@ -525,3 +525,93 @@ fn a_removed_setting_is_gone_from_the_worker_and_its_handlers_in_one_reload() {
     reply("/config_status", "admins only");
     assert_eq!(fleet.workers(), pids, "no restart for it");
 }
+
+/// A pids cgroup this test may make (root, with the pids controller at
+/// cgroup v1's place or delegated in v2's root); removed on drop once its
+/// processes are gone.
+struct PidsCgroup(std::path::PathBuf);
+
+impl PidsCgroup {
+    fn make(max: u64) -> Option<PidsCgroup> {
+        let v1 = Path::new("/sys/fs/cgroup/pids");
+        let v2 = Path::new("/sys/fs/cgroup");
+        let root = if v1.join("cgroup.procs").exists() {
+            v1
+        } else if std::fs::read_to_string(v2.join("cgroup.subtree_control"))
+            .is_ok_and(|t| t.split_whitespace().any(|c| c == "pids"))
+        {
+            v2
+        } else {
+            return None;
+        };
+        let dir = root.join(format!("botfleet-test-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        let cg = PidsCgroup(dir);
+        std::fs::write(cg.0.join("pids.max"), max.to_string()).ok()?;
+        Some(cg)
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        let procs = self.0.join("cgroup.procs");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&procs).is_ok_and(|t| !t.trim().is_empty())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_fleet_past_the_cgroup_task_limit_is_warned_of_once() {
+    // 2 bots need at least 4 x 2 + 32 = 40 tasks; 30 allowed, enough for
+    // what they really start idle (the supervisor's ~12 threads, ~5 a worker).
+    let Some(cg) = PidsCgroup::make(30) else {
+        eprintln!(
+            "SKIPPED: no pids cgroup this test may create (needs root and the pids controller)"
+        );
+        return;
+    };
+    let (sandbox, mut tokens) = many_bots(134_000, 3);
+    let third = tokens.pop().expect("3 tokens");
+    let script = format!(
+        "echo $$ > {} && exec \"$0\" \"$@\"",
+        cg.0.join("cgroup.procs").display()
+    );
+    let fleet = Fleet::start_under(&sandbox, &tokens, &[], &["sh", "-c", &script]);
+    wait_until(Duration::from_secs(20), "the task-limit warning", || {
+        fleet
+            .logs()
+            .contains("the cgroup's task limit (pids.max) is 30")
+    });
+    let logs = fleet.logs();
+    assert!(logs.contains("2 bot(s) need at least 40 tasks"), "{logs}");
+    assert!(logs.contains("TasksMax="), "{logs}");
+    fleet.wait_ready(2);
+    assert_eq!(
+        fleet.logs().matches("task limit").count(),
+        1,
+        "{}",
+        fleet.logs()
+    );
+    // A reload that grows the fleet says it again, for its new size.
+    let env = std::fs::read_to_string(&fleet.env_file).expect("read .env");
+    let grown: String = env
+        .lines()
+        .map(|l| match l.strip_prefix("TELEGRAM_BOT_TOKENS=") {
+            Some(list) => format!("TELEGRAM_BOT_TOKENS={list},{third}\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&fleet.env_file, grown).expect("write .env");
+    wait_until(
+        Duration::from_secs(20),
+        "the reload's task-limit warning",
+        || fleet.logs().contains("3 bot(s) need at least 44 tasks"),
+    );
+    drop(fleet);
+    drop(cg);
+}

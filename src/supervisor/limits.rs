@@ -2,8 +2,13 @@
 //! raised to the hard limit (workers inherit it) and the fleet must fit in
 //! it (two descriptors a worker plus a margin), or `run` stops with one error
 //! naming the limit; a reload past it is rejected; the health server's cap
-//! on waiting connections comes from what is left. Pure arithmetic over
-//! `sys`'s getrlimit/setrlimit; it must never close or open a descriptor.
+//! on waiting connections comes from what is left. The task budget: a
+//! fleet larger than the cgroup's pids.max (systemd's TasksMax, Docker's
+//! --pids-limit) or the user's RLIMIT_NPROC allows is named in one warning
+//! at start and at a reload that grows it (the threads a busy worker adds
+//! vary, so it warns and does not refuse). Arithmetic over `sys`'s
+//! getrlimit/setrlimit and a read of /proc/self/cgroup and the cgroup's
+//! pids.max; it must never close or open a descriptor beyond those reads.
 
 use crate::sys;
 
@@ -64,10 +69,203 @@ pub fn fit_open_files(bots: usize) -> Result<u64, FdLimitError> {
     }
 }
 
+/// Tasks (threads and processes) an idle worker holds: its poll loop, its
+/// control thread, a job thread and a sender (a busy one adds job threads,
+/// and a handler is a process of its own).
+pub const TASKS_PER_WORKER: u64 = 4;
+/// Tasks beyond the workers': the supervisor's own threads and a spawn.
+pub const TASKS_MARGIN: u64 = 32;
+
+/// Tasks a fleet of `bots` needs at least, idle.
+pub fn tasks_needed(bots: usize) -> u64 {
+    TASKS_PER_WORKER * bots as u64 + TASKS_MARGIN
+}
+
+/// The fleet is larger than a task limit allows: workers would fail to
+/// start their threads (EAGAIN), one by one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskLimitWarning {
+    pub bots: usize,
+    pub needed: u64,
+    pub limit: u64,
+    /// Which limit: the cgroup's or the user's.
+    pub what: &'static str,
+}
+
+impl std::fmt::Display for TaskLimitWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bot(s) need at least {} tasks ({TASKS_PER_WORKER} threads a worker), but {} is {}: workers will fail to start their threads; raise it ({}) or run fewer bots",
+            self.bots,
+            self.needed,
+            self.what,
+            self.limit,
+            if self.what == CGROUP_LIMIT {
+                "TasksMax= in a systemd unit, --pids-limit for Docker"
+            } else {
+                "`ulimit -u`, LimitNPROC= in a systemd unit"
+            }
+        )
+    }
+}
+
+const CGROUP_LIMIT: &str = "the cgroup's task limit (pids.max)";
+const USER_LIMIT: &str = "the process limit (RLIMIT_NPROC)";
+
+/// Where this process's pids.max lives, from /proc/self/cgroup: the
+/// cgroup v1 pids hierarchy's line (`N:pids:/path`) if there is one, else
+/// the v2 line (`0::/path`) under the unified root.
+fn pids_cgroup(proc_self_cgroup: &str) -> Option<(&'static str, &str)> {
+    for line in proc_self_cgroup.lines() {
+        let mut it = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        if controllers.split(',').any(|c| c == "pids") {
+            return Some(("/sys/fs/cgroup/pids", path.trim()));
+        }
+    }
+    proc_self_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|path| ("/sys/fs/cgroup", path.trim()))
+}
+
+/// The tightest pids.max from `cgroup` up to the root under `root`
+/// (a parent's limit binds its children too); None when all are "max".
+fn cgroup_pids_max(root: &std::path::Path, cgroup: &str) -> Option<u64> {
+    let mut path = cgroup.trim_end_matches('/');
+    let mut tightest: Option<u64> = None;
+    loop {
+        let file = root.join(path.trim_start_matches('/')).join("pids.max");
+        if let Ok(text) = std::fs::read_to_string(file) {
+            if let Ok(n) = text.trim().parse::<u64>() {
+                tightest = Some(tightest.map_or(n, |t| t.min(n)));
+            }
+        }
+        match path.rfind('/') {
+            Some(cut) if !path.is_empty() => path = &path[..cut],
+            _ => break,
+        }
+    }
+    tightest
+}
+
+/// A warning when `bots` workers do not fit the tightest task limit this
+/// process runs under (the cgroup's pids.max, or RLIMIT_NPROC unless root,
+/// whom the kernel does not hold to it); None when they fit or no limit is
+/// known.
+pub fn check_tasks(bots: usize) -> Option<TaskLimitWarning> {
+    let needed = tasks_needed(bots);
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|t| {
+            let (root, path) = pids_cgroup(&t)?;
+            cgroup_pids_max(std::path::Path::new(root), path)
+        })
+        .map(|limit| (limit, CGROUP_LIMIT));
+    let user = if sys::is_root() {
+        None
+    } else {
+        sys::nproc_limit()
+            .ok()
+            .flatten()
+            .map(|limit| (limit, USER_LIMIT))
+    };
+    let (limit, what) = [cgroup, user]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(l, _)| *l)?;
+    (needed > limit).then_some(TaskLimitWarning {
+        bots,
+        needed,
+        limit,
+        what,
+    })
+}
+
 /// The health server's cap on waiting connections: half of what the open
 /// file limit leaves after the workers (at least 16, at most its own cap).
 pub fn health_connection_cap(bots: usize) -> usize {
     let soft = sys::nofile_limit().map_or(1024, |(soft, _)| soft);
     let spare = soft.saturating_sub(fds_needed(bots)) / 2;
     (spare as usize).clamp(16, crate::health::server::MAX_PENDING)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cgroup_is_the_v1_pids_line_else_the_v2_line() {
+        let v2 = "0::/system.slice/botfleet.service\n";
+        assert_eq!(
+            pids_cgroup(v2),
+            Some(("/sys/fs/cgroup", "/system.slice/botfleet.service"))
+        );
+        let hybrid = "9:name=systemd:/a\n8:pids:/b\n4:memory:/c\n0::/\n";
+        assert_eq!(pids_cgroup(hybrid), Some(("/sys/fs/cgroup/pids", "/b")));
+        assert_eq!(
+            pids_cgroup("3:cpu,pids:/d\n"),
+            Some(("/sys/fs/cgroup/pids", "/d"))
+        );
+        assert_eq!(pids_cgroup("4:memory:/c\n"), None);
+    }
+
+    #[test]
+    fn the_tightest_pids_max_up_the_tree_binds() {
+        let root = std::env::temp_dir().join(format!("botfleet-cg-{}", std::process::id()));
+        let leaf = root.join("system.slice/botfleet.service");
+        std::fs::create_dir_all(&leaf).expect("temp dirs");
+        std::fs::write(leaf.join("pids.max"), "max\n").expect("write");
+        assert_eq!(
+            cgroup_pids_max(&root, "/system.slice/botfleet.service"),
+            None
+        );
+        std::fs::write(root.join("system.slice/pids.max"), "4915\n").expect("write");
+        assert_eq!(
+            cgroup_pids_max(&root, "/system.slice/botfleet.service"),
+            Some(4915)
+        );
+        std::fs::write(leaf.join("pids.max"), "65536\n").expect("write");
+        assert_eq!(
+            cgroup_pids_max(&root, "/system.slice/botfleet.service"),
+            Some(4915)
+        );
+        std::fs::write(leaf.join("pids.max"), "1000\n").expect("write");
+        assert_eq!(
+            cgroup_pids_max(&root, "/system.slice/botfleet.service/"),
+            Some(1000)
+        );
+        assert_eq!(cgroup_pids_max(&root, "/"), None);
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn the_warning_names_the_limit_and_how_to_raise_it() {
+        assert_eq!(tasks_needed(3000), 12_032);
+        let w = TaskLimitWarning {
+            bots: 3000,
+            needed: tasks_needed(3000),
+            limit: 4915,
+            what: CGROUP_LIMIT,
+        };
+        let text = w.to_string();
+        assert!(
+            text.contains("3000 bot(s) need at least 12032 tasks"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pids.max) is 4915") && text.contains("TasksMax="),
+            "{text}"
+        );
+        let w = TaskLimitWarning {
+            what: USER_LIMIT,
+            ..w
+        };
+        assert!(
+            w.to_string().contains("RLIMIT_NPROC) is 4915") && w.to_string().contains("ulimit -u")
+        );
+    }
 }

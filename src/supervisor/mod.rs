@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use crate::fleet::{Event, FleetView, WorkerView};
 pub use crate::ipc::HEARTBEAT_PERIOD;
-pub use limits::{fit_open_files, FdLimitError};
+pub use limits::{check_tasks, fit_open_files, FdLimitError};
 
 /// After turns of workers' messages alone (READY, exits, bad lines), the
 /// pass (deadlines judged, the health view rebuilt) runs at most this
@@ -892,6 +892,11 @@ impl Supervisor {
                 format!("❌ Configuration rejected, nothing changed:\n{e}"),
             );
             return;
+        }
+        if new.tokens.len() > self.config.tokens.len() {
+            if let Some(w) = limits::check_tasks(new.tokens.len()) {
+                log::warn!("Config reload ({why}): {w}");
+            }
         }
         let diff = crate::config::diff(&self.config, &new);
         if diff.is_empty() {

@@ -65,6 +65,20 @@ pub fn nofile_limit() -> io::Result<(u64, u64)> {
     Ok((u64::from(lim.rlim_cur), u64::from(lim.rlim_max)))
 }
 
+/// The soft process limit (RLIMIT_NPROC: tasks of this user, threads
+/// included); None when unlimited.
+// rlim_t is u64 on the targets botfleet builds for; `from` keeps it honest.
+#[allow(clippy::useless_conversion)]
+pub fn nproc_limit() -> io::Result<Option<u64>> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one plain struct that we own and initialized.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut lim) })?;
+    Ok((lim.rlim_cur != libc::RLIM_INFINITY).then(|| u64::from(lim.rlim_cur)))
+}
+
 /// Raises the soft open-file limit to the hard limit (capped at `cap`, as
 /// RLIM_INFINITY is not a number of files); returns the new (soft, hard).
 /// Children started afterwards inherit it.
