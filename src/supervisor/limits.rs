@@ -69,14 +69,16 @@ pub fn fit_open_files(bots: usize) -> Result<u64, FdLimitError> {
     }
 }
 
-/// Tasks (threads and processes) an idle worker holds: its poll loop, its
-/// control thread, a job thread and a sender (a busy one adds job threads,
-/// and a handler is a process of its own).
+/// Tasks (threads and processes) a worker holds while it handles updates:
+/// its poll loop and control thread (all an idle one keeps), a job thread
+/// and a sender (a busier one adds job threads, and a handler is a process
+/// of its own). A fleet that has room only while idle fails when its bots
+/// get messages, so the budget counts working bots.
 pub const TASKS_PER_WORKER: u64 = 4;
 /// Tasks beyond the workers': the supervisor's own threads and a spawn.
 pub const TASKS_MARGIN: u64 = 32;
 
-/// Tasks a fleet of `bots` needs at least, idle.
+/// Tasks a fleet of `bots` needs when its bots work.
 pub fn tasks_needed(bots: usize) -> u64 {
     TASKS_PER_WORKER * bots as u64 + TASKS_MARGIN
 }
@@ -96,7 +98,7 @@ impl std::fmt::Display for TaskLimitWarning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} bot(s) need at least {} tasks ({TASKS_PER_WORKER} threads a worker), but {} is {}: workers will fail to start their threads; raise it ({}) or run fewer bots",
+            "{} bot(s) need about {} tasks ({TASKS_PER_WORKER} threads a working bot), but {} is {}: workers will fail to start their threads; raise it ({}) or run fewer bots",
             self.bots,
             self.needed,
             self.what,
@@ -253,7 +255,7 @@ mod tests {
         };
         let text = w.to_string();
         assert!(
-            text.contains("3000 bot(s) need at least 12032 tasks"),
+            text.contains("3000 bot(s) need about 12032 tasks"),
             "{text}"
         );
         assert!(
