@@ -92,6 +92,8 @@ pub struct TaskLimitWarning {
     pub limit: u64,
     /// Which limit: the cgroup's or the user's.
     pub what: &'static str,
+    /// How to raise that limit.
+    pub raise: &'static str,
 }
 
 impl std::fmt::Display for TaskLimitWarning {
@@ -103,22 +105,26 @@ impl std::fmt::Display for TaskLimitWarning {
             self.needed,
             self.what,
             self.limit,
-            if self.what == CGROUP_LIMIT {
-                "TasksMax= in a systemd unit, --pids-limit for Docker"
-            } else {
-                "`ulimit -u`, LimitNPROC= in a systemd unit"
-            }
+            self.raise
         )
     }
 }
 
-const CGROUP_LIMIT: &str = "the cgroup's task limit (pids.max)";
-const USER_LIMIT: &str = "the process limit (RLIMIT_NPROC)";
+/// Each limit's name and how to raise it.
+const CGROUP_LIMIT: (&str, &str) = (
+    "the cgroup's task limit (pids.max)",
+    "TasksMax= in a systemd unit, --pids-limit for Docker",
+);
+const USER_LIMIT: (&str, &str) = (
+    "the process limit (RLIMIT_NPROC)",
+    "`ulimit -u`, LimitNPROC= in a systemd unit",
+);
 
 /// Where this process's pids.max lives, from /proc/self/cgroup: the
 /// cgroup v1 pids hierarchy's line (`N:pids:/path`) if there is one, else
 /// the v2 line (`0::/path`) under the unified root.
 fn pids_cgroup(proc_self_cgroup: &str) -> Option<(&'static str, &str)> {
+    let mut unified = None;
     for line in proc_self_cgroup.lines() {
         let mut it = line.splitn(3, ':');
         let (Some(_), Some(controllers), Some(path)) = (it.next(), it.next(), it.next()) else {
@@ -127,11 +133,11 @@ fn pids_cgroup(proc_self_cgroup: &str) -> Option<(&'static str, &str)> {
         if controllers.split(',').any(|c| c == "pids") {
             return Some(("/sys/fs/cgroup/pids", path.trim()));
         }
+        if controllers.is_empty() {
+            unified = Some(("/sys/fs/cgroup", path.trim()));
+        }
     }
-    proc_self_cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(|path| ("/sys/fs/cgroup", path.trim()))
+    unified
 }
 
 /// The tightest pids.max from `cgroup` up to the root under `root`
@@ -147,8 +153,8 @@ fn cgroup_pids_max(root: &std::path::Path, cgroup: &str) -> Option<u64> {
             }
         }
         match path.rfind('/') {
-            Some(cut) if !path.is_empty() => path = &path[..cut],
-            _ => break,
+            Some(cut) => path = &path[..cut],
+            None => break,
         }
     }
     tightest
@@ -175,7 +181,7 @@ pub fn check_tasks(bots: usize) -> Option<TaskLimitWarning> {
             .flatten()
             .map(|limit| (limit, USER_LIMIT))
     };
-    let (limit, what) = [cgroup, user]
+    let (limit, (what, raise)) = [cgroup, user]
         .into_iter()
         .flatten()
         .min_by_key(|(l, _)| *l)?;
@@ -184,6 +190,7 @@ pub fn check_tasks(bots: usize) -> Option<TaskLimitWarning> {
         needed,
         limit,
         what,
+        raise,
     })
 }
 
@@ -251,7 +258,8 @@ mod tests {
             bots: 3000,
             needed: tasks_needed(3000),
             limit: 4915,
-            what: CGROUP_LIMIT,
+            what: CGROUP_LIMIT.0,
+            raise: CGROUP_LIMIT.1,
         };
         let text = w.to_string();
         assert!(
@@ -263,7 +271,8 @@ mod tests {
             "{text}"
         );
         let w = TaskLimitWarning {
-            what: USER_LIMIT,
+            what: USER_LIMIT.0,
+            raise: USER_LIMIT.1,
             ..w
         };
         assert!(
