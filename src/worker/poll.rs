@@ -132,7 +132,10 @@ pub(super) fn poll_loop(bot: &Arc<Bot>) -> i32 {
             settings.poll_timeout_secs,
             limit,
             Some(&settings.allowed_updates),
-            |u| (u["update_id"].as_i64(), chat_key(&u), u.to_string()),
+            |u| {
+                let id = u["update_id"].as_i64()?;
+                Some((id, chat_key(&u), u.to_string()))
+            },
         );
         match result {
             Ok(updates) => {
@@ -158,10 +161,10 @@ pub(super) fn poll_loop(bot: &Arc<Bot>) -> i32 {
                 let mut chats: HashMap<i64, i64> = HashMap::with_capacity(total);
                 let batch: Vec<(i64, String)> = updates
                     .into_iter()
-                    .filter_map(|(id, chat, raw)| {
-                        let id = id?;
+                    .flatten()
+                    .map(|(id, chat, raw)| {
                         chats.insert(id, chat);
-                        Some((id, raw))
+                        (id, raw)
                     })
                     .collect();
                 let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
